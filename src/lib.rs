@@ -1,1 +1,58 @@
-//! Paperboy
+//! Paperboy: a pure-Rust Kafka client and consumer engine.
+//!
+//! No librdkafka and no C anywhere in the dependency graph: a service that uses Paperboy
+//! builds into a static musl binary and cross-compiles with no C toolchain.
+//!
+//! # Layers
+//! - [`paperboy_protocol`] (re-exported as [`protocol`]): the wire layer, pure and
+//!   I/O-free: framing, version negotiation, and a bounded, zero-copy record batch codec.
+//! - [`Client`]: connections to brokers (pipelined, with timeouts), API version
+//!   negotiation, metadata, retries with backoff, topic administration, and the
+//!   partition-level produce, fetch and list-offsets requests.
+//!
+//! Layers only call downward: protocol ← client ← producer/consumer ← engine.
+//!
+//! # Example
+//! ```no_run
+//! use paperboy::{Acks, Client, ClientConfig, Compression, FetchOptions, NewRecord, NewTopic};
+//! use paperboy::protocol::records;
+//!
+//! # async fn run() -> paperboy::Result<()> {
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:9092")).await?;
+//! client.create_topics(&[NewTopic::new("greetings", 1, 1)]).await?;
+//! let record = NewRecord {
+//!     key: Some("k".into()),
+//!     value: Some("hello".into()),
+//!     ..NewRecord::default()
+//! };
+//! let ack = client
+//!     .produce("greetings", 0, &[record], Compression::Snappy, Acks::All)
+//!     .await?;
+//! let fetched = client
+//!     .fetch("greetings", 0, ack.base_offset, FetchOptions::default())
+//!     .await?;
+//! for batch in records::batches(fetched.records, Default::default()) {
+//!     for record in batch?.records()? {
+//!         println!("{:?}", record?.value);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod conn;
+mod error;
+pub mod metadata;
+
+pub use client::{
+    Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec,
+    ProduceAck,
+};
+pub use config::ClientConfig;
+pub use error::{ConfigError, Error, KafkaCode, Result};
+pub use paperboy_protocol as protocol;
+pub use paperboy_protocol::compression::Compression;
+pub use paperboy_protocol::records::{NewRecord, RecordHeader};

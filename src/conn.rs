@@ -1,0 +1,519 @@
+//! One TCP connection to one broker.
+//!
+//! ```text
+//!  request() ──frame──▶ mpsc ──▶ writer task ──▶ socket
+//!      ▲                                           │
+//!      └── oneshot ◀── pending[correlation id] ◀── reader task
+//! ```
+//!
+//! Requests are pipelined: any number may be in flight, each waits on its own oneshot. The
+//! reader task routes each response frame by its correlation id. When the socket fails or
+//! the peer hangs up, the connection is *poisoned*: every request in flight, and every
+//! later one, fails with [`Error::Disconnected`], and the pool opens a new connection.
+//! A request that times out removes itself from the pending map (a drop guard), so a late
+//! answer is dropped, not misrouted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::{Request, StrBytes};
+use paperboy_protocol::frame::{self, api_key_of};
+use paperboy_protocol::versions::ApiVersions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace, warn, Instrument};
+
+use crate::error::{Error, Result};
+
+type Reply = oneshot::Sender<Result<Bytes>>;
+
+/// Requests in flight, by correlation id. Guarded by its own mutex, held only to insert or
+/// remove one entry.
+#[derive(Default)]
+struct Pending {
+    replies: HashMap<i32, Reply>,
+    /// Set once the connection is poisoned; later requests fail at once with it.
+    closed: Option<String>,
+}
+
+struct Shared {
+    addr: String,
+    pending: Mutex<Pending>,
+    poisoned: AtomicBool,
+}
+
+impl Shared {
+    /// Fails everything in flight and marks the connection unusable.
+    fn poison(&self, reason: String) {
+        let replies = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.closed.is_none() {
+                p.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut p.replies)
+        };
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            debug!(broker = %self.addr, %reason, in_flight = replies.len(), "connection closed");
+        }
+        for (_, tx) in replies {
+            let _ = tx.send(Err(self.disconnected(&reason)));
+        }
+    }
+
+    fn disconnected(&self, reason: &str) -> Error {
+        Error::Disconnected {
+            broker: self.addr.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// A live connection to a broker, with the API versions negotiated on it.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Bytes>,
+    versions: ApiVersions,
+    client_id: String,
+    next_correlation_id: AtomicI32,
+    request_timeout: Duration,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared.poison("connection dropped".to_owned());
+    }
+}
+
+impl Connection {
+    /// Connects to `addr`, negotiates API versions, and starts the reader and writer tasks.
+    ///
+    /// The whole of it (TCP connect and ApiVersions) must finish within `connect_timeout`.
+    pub(crate) async fn connect(
+        addr: &str,
+        client_id: &str,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<Connection> {
+        let span = tracing::debug_span!("connect", broker = %addr);
+        let fut = async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| Error::Io {
+                broker: addr.to_owned(),
+                source: e,
+            })?;
+            stream.set_nodelay(true).ok();
+            let (rd, wr) = stream.into_split();
+            let shared = Arc::new(Shared {
+                addr: addr.to_owned(),
+                pending: Mutex::new(Pending::default()),
+                poisoned: AtomicBool::new(false),
+            });
+            let (tx, rx) = mpsc::channel::<Bytes>(256);
+            tokio::spawn(write_loop(shared.clone(), wr, rx));
+            let reader = tokio::spawn(read_loop(shared.clone(), rd, max_response_bytes));
+            let mut conn = Connection {
+                shared,
+                tx,
+                versions: ApiVersions::default(),
+                client_id: client_id.to_owned(),
+                next_correlation_id: AtomicI32::new(0),
+                request_timeout,
+                reader,
+            };
+            conn.versions = conn.negotiate_versions().await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(connect_timeout, fut.instrument(span)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: format!("connecting to {addr}"),
+                after: connect_timeout,
+            }),
+        }
+    }
+
+    /// ApiVersions at v3 (with our name and version, KIP-511); a broker too old for v3
+    /// answers UNSUPPORTED_VERSION with its own range, and v0 is tried.
+    async fn negotiate_versions(&self) -> Result<ApiVersions> {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("paperboy"))
+            .with_client_software_version(StrBytes::from_static_str(env!(
+                "CARGO_PKG_VERSION"
+            )));
+        let mut resp = self.request_at(&req, 3, self.request_timeout).await?;
+        if resp.error_code == 35 {
+            // UNSUPPORTED_VERSION: retry at v0, which every broker answers.
+            resp = self
+                .request_at(&ApiVersionsRequest::default(), 0, self.request_timeout)
+                .await?;
+        }
+        if let Some(e) = Error::from_code(resp.error_code, None, || {
+            format!("ApiVersions from {}", self.shared.addr)
+        }) {
+            return Err(e);
+        }
+        let versions = ApiVersions::from_response(&resp);
+        debug!(
+            broker = %self.shared.addr,
+            produce = ?versions.negotiate(ApiKey::Produce),
+            fetch = ?versions.negotiate(ApiKey::Fetch),
+            metadata = ?versions.negotiate(ApiKey::Metadata),
+            "negotiated API versions"
+        );
+        Ok(versions)
+    }
+
+    /// Whether the connection is broken and must be replaced.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The versions negotiated with this broker.
+    pub(crate) fn versions(&self) -> &ApiVersions {
+        &self.versions
+    }
+
+    /// The version to use for `R` on this connection.
+    pub(crate) fn version_for<R: Request>(&self) -> Result<i16> {
+        let api = api_key_of::<R>();
+        self.versions
+            .negotiate(api)
+            .ok_or_else(|| Error::UnsupportedVersion {
+                broker: self.shared.addr.clone(),
+                api,
+            })
+    }
+
+    /// Sends `req` at the negotiated version and waits for the answer.
+    pub(crate) async fn request<R: Request>(&self, req: &R) -> Result<(i16, R::Response)> {
+        let version = self.version_for::<R>()?;
+        let resp = self.request_at(req, version, self.request_timeout).await?;
+        Ok((version, resp))
+    }
+
+    /// Sends `req` at `version` and waits up to `timeout` for the answer.
+    pub(crate) async fn request_at<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        let api = api_key_of::<R>();
+        let (correlation_id, rx) = self.send_frame(req, version, true).await?;
+        let guard = PendingGuard {
+            shared: &self.shared,
+            correlation_id,
+        };
+        let rx = rx.expect("a reply channel was asked for");
+        let frame = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(self.shared.disconnected("reader stopped")),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("{api:?} request to {}", self.shared.addr),
+                    after: timeout,
+                })
+            }
+        };
+        drop(guard);
+        let (header, body) =
+            frame::decode_response::<R>(frame, version).map_err(|source| {
+                // A response we cannot read leaves the stream in doubt: drop the connection.
+                self.shared.poison(format!("undecodable {api:?} response"));
+                Error::Protocol {
+                    broker: self.shared.addr.clone(),
+                    source,
+                }
+            })?;
+        debug_assert_eq!(header.correlation_id, correlation_id);
+        Ok(body)
+    }
+
+    /// Sends `req` at `version` without waiting for an answer (Produce with acks=0, whose
+    /// requests the broker never answers).
+    pub(crate) async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        self.send_frame(req, version, false).await.map(|_| ())
+    }
+
+    async fn send_frame<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        expect_reply: bool,
+    ) -> Result<(i32, Option<oneshot::Receiver<Result<Bytes>>>)> {
+        let correlation_id = self
+            .next_correlation_id
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            & i32::MAX;
+        let mut buf = BytesMut::new();
+        frame::encode_request(&mut buf, correlation_id, Some(&self.client_id), version, req)
+            .map_err(|source| Error::Protocol {
+                broker: self.shared.addr.clone(),
+                source,
+            })?;
+        let rx = if expect_reply {
+            let (tx, rx) = oneshot::channel();
+            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = &p.closed {
+                return Err(self.shared.disconnected(reason));
+            }
+            p.replies.insert(correlation_id, tx);
+            Some(rx)
+        } else {
+            None
+        };
+        trace!(broker = %self.shared.addr, api = ?api_key_of::<R>(), version, correlation_id, bytes = buf.len(), "send");
+        if self.tx.send(buf.freeze()).await.is_err() {
+            let reason = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .closed
+                .clone()
+                .unwrap_or_else(|| "writer stopped".to_owned());
+            self.shared.poison(reason.clone());
+            return Err(self.shared.disconnected(&reason));
+        }
+        Ok((correlation_id, rx))
+    }
+}
+
+/// Removes a request's pending entry when its caller stops waiting (timeout or cancel).
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    correlation_id: i32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replies
+            .remove(&self.correlation_id);
+    }
+}
+
+async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        // Gather what else is queued so one syscall carries several requests.
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+        for b in batch.drain(..) {
+            if let Err(e) = wr.write_all(&b).await {
+                shared.poison(format!("write failed: {e}"));
+                return;
+            }
+        }
+        if shared.poisoned.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, max_frame: usize) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            match frame::split_frame(&mut buf, max_frame) {
+                Ok(Some(f)) => {
+                    let Some(id) = frame::peek_correlation_id(&f) else {
+                        shared.poison("response shorter than its header".to_owned());
+                        return;
+                    };
+                    let tx = shared
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .replies
+                        .remove(&id);
+                    match tx {
+                        Some(tx) => {
+                            let _ = tx.send(Ok(f));
+                        }
+                        None => trace!(broker = %shared.addr, correlation_id = id, "late or unknown response dropped"),
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(broker = %shared.addr, error = %e, "bad frame from broker");
+                    shared.poison(format!("bad frame: {e}"));
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                shared.poison("closed by broker".to_owned());
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.poison(format!("read failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use tokio::net::TcpListener;
+
+    /// Reads one request frame; returns its header and body bytes.
+    async fn read_request(sock: &mut TcpStream) -> Option<(RequestHeader, Bytes)> {
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).await.ok()?;
+        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+        sock.read_exact(&mut buf).await.ok()?;
+        let mut b = Bytes::from(buf);
+        let key = ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).unwrap();
+        let version = i16::from_be_bytes([b[2], b[3]]);
+        let header = RequestHeader::decode(&mut b, key.request_header_version(version)).unwrap();
+        Some((header, b))
+    }
+
+    async fn write_response<R: Encodable>(
+        sock: &mut TcpStream,
+        correlation_id: i32,
+        header_version: i16,
+        body: &R,
+        version: i16,
+    ) {
+        let mut out = BytesMut::new();
+        let h = ResponseHeader::default().with_correlation_id(correlation_id);
+        let size = h.compute_size(header_version).unwrap() + body.compute_size(version).unwrap();
+        out.extend_from_slice(&(size as i32).to_be_bytes());
+        h.encode(&mut out, header_version).unwrap();
+        body.encode(&mut out, version).unwrap();
+        sock.write_all(&out).await.unwrap();
+    }
+
+    /// A scripted peer: answers ApiVersions, then collects `n` Metadata requests and
+    /// answers them in reverse order, each with its correlation id as controller id.
+    async fn reversing_peer(n: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let (h, _) = read_request(&mut sock).await.unwrap();
+            assert_eq!(h.request_api_key, ApiKey::ApiVersions as i16);
+            let resp = ApiVersionsResponse::default().with_api_keys(vec![
+                ApiVersion::default()
+                    .with_api_key(ApiKey::ApiVersions as i16)
+                    .with_max_version(3),
+                ApiVersion::default()
+                    .with_api_key(ApiKey::Metadata as i16)
+                    .with_max_version(12),
+            ]);
+            write_response(&mut sock, h.correlation_id, 0, &resp, h.request_api_version).await;
+            let mut held = Vec::new();
+            while held.len() < n {
+                held.push(read_request(&mut sock).await.unwrap().0);
+            }
+            for h in held.into_iter().rev() {
+                let body = MetadataResponse::default()
+                    .with_controller_id(kafka_protocol::messages::BrokerId(h.correlation_id));
+                write_response(&mut sock, h.correlation_id, 1, &body, 12).await;
+            }
+            // Then hang up.
+        });
+        addr
+    }
+
+    async fn connect(addr: &str, timeout: Duration) -> Connection {
+        Connection::connect(addr, "test", timeout, timeout, 1 << 20)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_are_routed_by_correlation_id() {
+        let addr = reversing_peer(8).await;
+        let conn = Arc::new(connect(&addr, Duration::from_secs(5)).await);
+        assert_eq!(conn.versions().negotiate(ApiKey::Metadata), Some(12));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let c = conn.clone();
+                tokio::spawn(async move {
+                    let (v, resp) = c.request(&MetadataRequest::default()).await.unwrap();
+                    assert_eq!(v, 12);
+                    resp.controller_id.0
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 8, "each request got its own answer: {ids:?}");
+        // The peer hung up after answering: the connection is poisoned, typed error.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(conn.is_poisoned());
+        let err = conn.request(&MetadataRequest::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Disconnected { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_leaves_no_pending_entry() {
+        // The peer waits for two requests before answering; the first caller gives up.
+        let addr = reversing_peer(2).await;
+        let conn = connect(&addr, Duration::from_secs(5)).await;
+        let v = conn.version_for::<MetadataRequest>().unwrap();
+        let err = conn
+            .request_at(&MetadataRequest::default(), v, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(conn.shared.pending.lock().unwrap().replies.is_empty());
+        // The second request is answered; the late answer to the first is dropped.
+        let resp = conn
+            .request_at(&MetadataRequest::default(), v, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(resp.controller_id.0, 3, "answered with its own correlation id");
+    }
+
+    #[tokio::test]
+    async fn unsupported_api_is_a_typed_error() {
+        let addr = reversing_peer(0).await;
+        let conn = connect(&addr, Duration::from_secs(5)).await;
+        let err = conn
+            .request(&kafka_protocol::messages::ProduceRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedVersion { api: ApiKey::Produce, .. }),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The error type every Paperboy operation returns.
+//!
+//! [`Error`] is one enum callers can match on, with predicates for the questions callers
+//! actually ask: is it worth retrying ([`Error::is_retriable`]), did the broker say so
+//! ([`Error::kafka_code`]), was it a timeout ([`Error::is_timeout`]).
+
+use std::time::Duration;
+
+pub use kafka_protocol::error::ResponseError as KafkaCode;
+use kafka_protocol::messages::ApiKey;
+use paperboy_protocol::frame::FrameError;
+
+/// A `Result` whose error is Paperboy's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Paperboy.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration key is unknown, or its value is malformed or out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// A socket operation with a broker failed.
+    #[error("I/O error talking to {broker}: {source}")]
+    Io {
+        /// `host:port` of the broker.
+        broker: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The connection to a broker is gone (closed by the peer, or broken by an earlier
+    /// error); requests in flight on it failed with this error.
+    #[error("connection to {broker} closed: {reason}")]
+    Disconnected {
+        /// `host:port` of the broker.
+        broker: String,
+        /// Why the connection ended.
+        reason: String,
+    },
+
+    /// An operation did not complete in time.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long it was waited for.
+        after: Duration,
+    },
+
+    /// Bytes from a broker did not decode, or a request did not encode.
+    #[error("protocol error with {broker}: {source}")]
+    Protocol {
+        /// `host:port` of the broker.
+        broker: String,
+        /// The framing or decoding error.
+        #[source]
+        source: FrameError,
+    },
+
+    /// A record batch did not decode, or records did not encode.
+    #[error("record batch error: {0}")]
+    Records(String),
+
+    /// The broker answered with a Kafka error code.
+    #[error("{context}: {code} (Kafka error {num}){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), num = code.code())]
+    Kafka {
+        /// The error code.
+        code: KafkaCode,
+        /// What the request was about (API, topic, partition).
+        context: String,
+        /// The broker's own message, when it sent one.
+        message: Option<String>,
+    },
+
+    /// The broker does not support any version of an API this client speaks.
+    #[error("broker {broker} supports no version of {api:?} that Paperboy speaks")]
+    UnsupportedVersion {
+        /// `host:port` of the broker.
+        broker: String,
+        /// The API.
+        api: ApiKey,
+    },
+
+    /// No broker could be reached (every bootstrap address and known broker failed).
+    #[error("no broker reachable: {0}")]
+    NoBrokerAvailable(String),
+
+    /// The topic or partition is not in the cluster's metadata.
+    #[error("unknown topic or partition {topic}{}", partition.map(|p| format!("[{p}]")).unwrap_or_default())]
+    UnknownTopicOrPartition {
+        /// The topic.
+        topic: String,
+        /// The partition, when one was asked for.
+        partition: Option<i32>,
+    },
+
+    /// The client was closed.
+    #[error("client is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether trying the same operation again may succeed.
+    ///
+    /// True for broker errors Kafka marks retriable (leader moves, timeouts, coordinator
+    /// loads), for lost connections and for timeouts; false for everything that would
+    /// fail the same way again (bad configuration, authorization, records too large,
+    /// corrupt data).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Kafka { code, .. } => code.is_retriable(),
+            Error::Io { .. }
+            | Error::Disconnected { .. }
+            | Error::Timeout { .. }
+            | Error::NoBrokerAvailable(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the error means the client's metadata is out of date: the leader moved,
+    /// or the topic is not (yet) known where the request went.
+    pub fn is_stale_metadata(&self) -> bool {
+        matches!(
+            self.kafka_code(),
+            Some(
+                KafkaCode::NotLeaderOrFollower
+                    | KafkaCode::LeaderNotAvailable
+                    | KafkaCode::UnknownTopicOrPartition
+                    | KafkaCode::FencedLeaderEpoch
+                    | KafkaCode::UnknownLeaderEpoch
+                    | KafkaCode::UnknownTopicId
+                    | KafkaCode::InconsistentTopicId
+                    | KafkaCode::NotController
+                    | KafkaCode::ReplicaNotAvailable
+            )
+        ) || matches!(
+            self,
+            Error::Disconnected { .. } | Error::Io { .. } | Error::UnknownTopicOrPartition { .. }
+        )
+    }
+
+    /// The Kafka error code, when the broker answered with one.
+    pub fn kafka_code(&self) -> Option<KafkaCode> {
+        match self {
+            Error::Kafka { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+            || self.kafka_code() == Some(KafkaCode::RequestTimedOut)
+    }
+
+    /// Builds an [`Error::Kafka`] from a response's error code, or `None` for code 0.
+    pub(crate) fn from_code(
+        code: i16,
+        message: Option<&str>,
+        context: impl FnOnce() -> String,
+    ) -> Option<Error> {
+        if code == 0 {
+            return None;
+        }
+        let code = KafkaCode::try_from_code(code).unwrap_or(KafkaCode::Unknown(code));
+        Some(Error::Kafka {
+            code,
+            context: context(),
+            message: message.filter(|m| !m.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+/// A configuration key that is unknown, or whose value is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The key is not one this component accepts.
+    #[error("unknown configuration key `{key}`")]
+    UnknownKey {
+        /// The key as given.
+        key: String,
+    },
+    /// The value does not parse, or is out of range.
+    #[error("invalid value `{value}` for `{key}`: {expected}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+    /// A required key is missing, or two settings conflict.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_and_small_enough() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn kafka_codes_classify() {
+        let e = Error::from_code(6, None, || "produce t[0]".into()).unwrap();
+        assert!(e.is_retriable());
+        assert!(e.is_stale_metadata());
+        assert_eq!(e.kafka_code(), Some(KafkaCode::NotLeaderOrFollower));
+        assert!(e.to_string().starts_with("produce t[0]: "), "{e}");
+        let e = Error::from_code(10, Some("too big"), || "produce".into()).unwrap();
+        assert!(!e.is_retriable());
+        assert!(e.to_string().ends_with(": too big"), "{e}");
+        assert!(Error::from_code(0, None, String::new).is_none());
+        let unknown = Error::from_code(9999, None, || "x".into()).unwrap();
+        assert_eq!(unknown.kafka_code(), Some(KafkaCode::Unknown(9999)));
+        assert!(!unknown.is_retriable());
+    }
+}

@@ -1,0 +1,64 @@
+//! Shared helpers for the integration tests. They run against a real Apache Kafka broker
+//! (started by `scripts/kafka start`); a test whose broker is missing fails, loudly.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use paperboy::{Client, ClientConfig, NewTopic};
+
+/// The broker to test against: `PAPERBOY_BOOTSTRAP`, or the single node `scripts/kafka`
+/// starts.
+pub fn bootstrap() -> String {
+    std::env::var("PAPERBOY_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A connected client. Panics with a clear message when no broker answers.
+pub async fn client() -> Client {
+    init_tracing();
+    let bootstrap = bootstrap();
+    let cfg = ClientConfig::new(&bootstrap)
+        .with_client_id("paperboy-tests")
+        .with_connect_timeout(Duration::from_secs(5));
+    match Client::connect(cfg).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "no Kafka broker at {bootstrap} ({e}); start one with `scripts/kafka start` \
+             (integration tests never skip)"
+        ),
+    }
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a fresh topic and returns its name.
+pub async fn new_topic(client: &Client, prefix: &str, partitions: i32) -> String {
+    let name = unique_topic(prefix);
+    client
+        .create_topics(&[NewTopic::new(&name, partitions, 1)])
+        .await
+        .expect("create topic");
+    name
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAPERBOY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
