@@ -413,8 +413,7 @@ impl Client {
     /// Metadata for `topic`, from the cache when it is known and fresh, else asked for.
     pub(crate) async fn topic_metadata(&self, topic: &str) -> Result<Arc<Cluster>> {
         let c = self.cluster();
-        if c.topic(topic).is_some() && c.fetched_at.elapsed() < self.inner.config.metadata_max_age
-        {
+        if c.topic(topic).is_some() && c.fetched_at.elapsed() < self.inner.config.metadata_max_age {
             return Ok(c);
         }
         let c = self.refresh_metadata(&[topic]).await?;
@@ -527,11 +526,11 @@ impl Client {
                     let (_, resp) = self.conn_to_any().await?.request(&req).await?;
                     // NOT_CONTROLLER and friends are retriable: retry the whole request.
                     for t in &resp.topics {
-                        if let Some(e) = Error::from_code(
-                            t.error_code,
-                            t.error_message.as_deref(),
-                            || format!("create topic {}", t.name.0),
-                        ) {
+                        if let Some(e) =
+                            Error::from_code(t.error_code, t.error_message.as_deref(), || {
+                                format!("create topic {}", t.name.0)
+                            })
+                        {
                             if e.is_retriable() {
                                 return Err(e);
                             }
@@ -639,7 +638,7 @@ impl Client {
     /// returned as an error, because the batch may or may not have been written.
     ///
     /// # Errors
-    /// [`Error::Records`] when the records cannot be encoded; [`Error::Kafka`] with the
+    /// [`Error::Encode`] when the records cannot be encoded; [`Error::Kafka`] with the
     /// broker's code (MESSAGE_TOO_LARGE, ...); connection errors as they come.
     pub async fn produce(
         &self,
@@ -654,8 +653,7 @@ impl Client {
             compression,
             ..BatchOptions::default()
         };
-        records::encode_batch(records, &opts, &mut buf)
-            .map_err(|e| Error::Records(e.to_string()))?;
+        records::encode_batch(records, &opts, &mut buf)?;
         let batch = buf.freeze();
         let span = tracing::debug_span!("produce", %topic, partition, records = records.len(), bytes = batch.len());
         // Retry only what surely did not append: a broker's error code, or a failure to
@@ -663,7 +661,9 @@ impl Client {
         // timeout, leaves the outcome unknown, and is returned.
         let unwritten = |e: &Error| match e {
             Error::Kafka { .. } => e.is_retriable(),
-            Error::Io { .. } | Error::NoBrokerAvailable(_) | Error::UnknownTopicOrPartition { .. } => true,
+            Error::Io { .. }
+            | Error::NoBrokerAvailable(_)
+            | Error::UnknownTopicOrPartition { .. } => true,
             _ => false,
         };
         self.retry_when("produce", self.deadline(), &[topic], unwritten, || {
@@ -708,7 +708,9 @@ impl Client {
             .iter()
             .flat_map(|t| t.partition_responses.iter())
             .find(|p| p.index == partition)
-            .ok_or_else(|| Error::Records(format!("produce response lacks {topic}[{partition}]")))?;
+            .ok_or_else(|| {
+                Error::IncompleteResponse(format!("produce response lacks {topic}[{partition}]"))
+            })?;
         if let Some(e) = Error::from_code(p.error_code, p.error_message.as_deref(), || {
             format!("produce to {topic}[{partition}]")
         }) {
@@ -791,7 +793,9 @@ impl Client {
             })
             .flat_map(|r| r.partitions.iter())
             .find(|p| p.partition_index == partition)
-            .ok_or_else(|| Error::Records(format!("fetch response lacks {topic}[{partition}]")))?;
+            .ok_or_else(|| {
+                Error::IncompleteResponse(format!("fetch response lacks {topic}[{partition}]"))
+            })?;
         if let Some(e) = Error::from_code(p.error_code, None, || {
             format!("fetch {topic}[{partition}] at {offset}")
         }) {
@@ -844,7 +848,9 @@ impl Client {
                 .flat_map(|t| t.partitions.iter())
                 .find(|p| p.partition_index == partition)
                 .ok_or_else(|| {
-                    Error::Records(format!("list_offsets response lacks {topic}[{partition}]"))
+                    Error::IncompleteResponse(format!(
+                        "list_offsets response lacks {topic}[{partition}]"
+                    ))
                 })?;
             if let Some(e) = Error::from_code(p.error_code, None, || {
                 format!("list offsets {topic}[{partition}]")

@@ -73,9 +73,10 @@ impl ClientConfig {
     /// A configuration with the defaults and the given bootstrap servers
     /// (comma-separated `host:port`).
     pub fn new(bootstrap_servers: &str) -> Self {
-        let mut c = ClientConfig::default();
-        c.bootstrap_servers = split_list(bootstrap_servers);
-        c
+        ClientConfig {
+            bootstrap_servers: split_list(bootstrap_servers),
+            ..ClientConfig::default()
+        }
     }
 
     /// Builds a configuration from properties, starting from the defaults.
@@ -129,9 +130,7 @@ impl ClientConfig {
             "retry.backoff.max.ms" => self.retry_backoff_max = parse_ms(key, value, 1)?,
             "metadata.max.age.ms" => self.metadata_max_age = parse_ms(key, value, 1)?,
             "default.api.timeout.ms" => self.default_api_timeout = parse_ms(key, value, 1)?,
-            "receive.message.max.bytes" => {
-                self.max_response_bytes = parse_num(key, value, 1000)?
-            }
+            "receive.message.max.bytes" => self.max_response_bytes = parse_num(key, value, 1000)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -259,7 +258,12 @@ mod tests {
             "invalid value `soon` for `request.timeout.ms`: a whole number >= 1"
         );
         let e = ClientConfig::from_properties([("linger.mss", "5")]).unwrap_err();
-        assert_eq!(e, ConfigError::UnknownKey { key: "linger.mss".into() });
+        assert_eq!(
+            e,
+            ConfigError::UnknownKey {
+                key: "linger.mss".into()
+            }
+        );
     }
 
     #[test]

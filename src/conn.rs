@@ -145,9 +145,7 @@ impl Connection {
     async fn negotiate_versions(&self) -> Result<ApiVersions> {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("paperboy"))
-            .with_client_software_version(StrBytes::from_static_str(env!(
-                "CARGO_PKG_VERSION"
-            )));
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let mut resp = self.request_at(&req, 3, self.request_timeout).await?;
         if resp.error_code == 35 {
             // UNSUPPORTED_VERSION: retry at v0, which every broker answers.
@@ -224,15 +222,14 @@ impl Connection {
             }
         };
         drop(guard);
-        let (header, body) =
-            frame::decode_response::<R>(frame, version).map_err(|source| {
-                // A response we cannot read leaves the stream in doubt: drop the connection.
-                self.shared.poison(format!("undecodable {api:?} response"));
-                Error::Protocol {
-                    broker: self.shared.addr.clone(),
-                    source,
-                }
-            })?;
+        let (header, body) = frame::decode_response::<R>(frame, version).map_err(|source| {
+            // A response we cannot read leaves the stream in doubt: drop the connection.
+            self.shared.poison(format!("undecodable {api:?} response"));
+            Error::Protocol {
+                broker: self.shared.addr.clone(),
+                source,
+            }
+        })?;
         debug_assert_eq!(header.correlation_id, correlation_id);
         Ok(body)
     }
@@ -255,14 +252,24 @@ impl Connection {
             .wrapping_add(1)
             & i32::MAX;
         let mut buf = BytesMut::new();
-        frame::encode_request(&mut buf, correlation_id, Some(&self.client_id), version, req)
-            .map_err(|source| Error::Protocol {
-                broker: self.shared.addr.clone(),
-                source,
-            })?;
+        frame::encode_request(
+            &mut buf,
+            correlation_id,
+            Some(&self.client_id),
+            version,
+            req,
+        )
+        .map_err(|source| Error::Protocol {
+            broker: self.shared.addr.clone(),
+            source,
+        })?;
         let rx = if expect_reply {
             let (tx, rx) = oneshot::channel();
-            let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(reason) = &p.closed {
                 return Err(self.shared.disconnected(reason));
             }
@@ -349,7 +356,9 @@ async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, max_frame: usize)
                         Some(tx) => {
                             let _ = tx.send(Ok(f));
                         }
-                        None => trace!(broker = %shared.addr, correlation_id = id, "late or unknown response dropped"),
+                        None => {
+                            trace!(broker = %shared.addr, correlation_id = id, "late or unknown response dropped")
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -500,7 +509,10 @@ mod tests {
             .request_at(&MetadataRequest::default(), v, Duration::from_secs(5))
             .await
             .unwrap();
-        assert_eq!(resp.controller_id.0, 3, "answered with its own correlation id");
+        assert_eq!(
+            resp.controller_id.0, 3,
+            "answered with its own correlation id"
+        );
     }
 
     #[tokio::test]
@@ -512,7 +524,13 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedVersion { api: ApiKey::Produce, .. }),
+            matches!(
+                err,
+                Error::UnsupportedVersion {
+                    api: ApiKey::Produce,
+                    ..
+                }
+            ),
             "{err}"
         );
     }

@@ -60,9 +60,17 @@ pub enum Error {
         source: FrameError,
     },
 
-    /// A record batch did not decode, or records did not encode.
-    #[error("record batch error: {0}")]
-    Records(String),
+    /// A record batch did not decode.
+    #[error(transparent)]
+    Decode(#[from] paperboy_protocol::records::DecodeError),
+
+    /// Records did not encode.
+    #[error(transparent)]
+    Encode(#[from] paperboy_protocol::records::EncodeError),
+
+    /// A broker's response lacks what the request asked about.
+    #[error("{0}")]
+    IncompleteResponse(String),
 
     /// The broker answered with a Kafka error code.
     #[error("{context}: {code} (Kafka error {num}){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(), num = code.code())]

@@ -48,8 +48,7 @@ mod error;
 pub mod metadata;
 
 pub use client::{
-    Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec,
-    ProduceAck,
+    Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
 };
 pub use config::ClientConfig;
 pub use error::{ConfigError, Error, KafkaCode, Result};

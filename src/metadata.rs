@@ -169,7 +169,8 @@ impl Cluster {
             };
             match KafkaCode::try_from_code(t.error_code) {
                 None => {}
-                Some(KafkaCode::UnknownTopicOrPartition) | Some(KafkaCode::InvalidTopicException) => {
+                Some(KafkaCode::UnknownTopicOrPartition)
+                | Some(KafkaCode::InvalidTopicException) => {
                     topics.remove(&name);
                     continue;
                 }

@@ -28,7 +28,10 @@ async fn negotiates_versions_at_or_above_the_kafka_4_floor() {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no common version for {api:?}"));
-        assert!(v >= floor, "{api:?} negotiated v{v}, below the floor v{floor}");
+        assert!(
+            v >= floor,
+            "{api:?} negotiated v{v}, below the floor v{floor}"
+        );
         assert!(v <= api.valid_versions().max);
     }
 }
@@ -48,14 +51,21 @@ async fn creates_describes_and_deletes_topics() {
     assert!(!topic.id.is_nil(), "Kafka 3+ gives every topic an id");
     for (i, p) in topic.partitions.iter().enumerate() {
         assert_eq!(p.id, i as i32);
-        assert!(cluster.brokers.contains_key(&p.leader), "partition {i} has a leader");
+        assert!(
+            cluster.brokers.contains_key(&p.leader),
+            "partition {i} has a leader"
+        );
     }
 
     let again = client
         .create_topics(&[NewTopic::new(&name, 3, 1)])
         .await
         .unwrap_err();
-    assert_eq!(again.kafka_code(), Some(KafkaCode::TopicAlreadyExists), "{again}");
+    assert_eq!(
+        again.kafka_code(),
+        Some(KafkaCode::TopicAlreadyExists),
+        "{again}"
+    );
     assert!(!again.is_retriable());
 
     client.delete_topics(&[&name]).await.unwrap();
@@ -81,7 +91,12 @@ async fn creates_describes_and_deletes_topics() {
 async fn unknown_topic_is_a_typed_error() {
     let client = common::client().await;
     let err = client
-        .fetch(&common::unique_topic("missing"), 0, 0, FetchOptions::default())
+        .fetch(
+            &common::unique_topic("missing"),
+            0,
+            0,
+            FetchOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -138,7 +153,13 @@ async fn read_back(
     topic: &str,
     offset: i64,
     n: usize,
-) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>, Vec<(Bytes, Option<Bytes>)>)> {
+) -> Vec<(
+    i64,
+    i64,
+    Option<Bytes>,
+    Option<Bytes>,
+    Vec<(Bytes, Option<Bytes>)>,
+)> {
     let mut out = Vec::new();
     let mut next = offset;
     while out.len() < n {
@@ -154,9 +175,15 @@ async fn read_back(
                 if r.offset < next {
                     continue;
                 }
-                let headers = r.headers().map(|h| h.unwrap()).collect();
+                let headers = r.headers().collect();
                 next = r.offset + 1;
-                out.push((r.offset, r.timestamp_ms, r.key.clone(), r.value.clone(), headers));
+                out.push((
+                    r.offset,
+                    r.timestamp_ms,
+                    r.key.clone(),
+                    r.value.clone(),
+                    headers,
+                ));
             }
         }
     }
@@ -187,7 +214,11 @@ async fn produce_and_fetch_round_trip_in_every_codec() {
         let got = read_back(&client, &topic, ack.base_offset, sent.len()).await;
         assert_eq!(got.len(), sent.len(), "{codec:?}");
         for (i, (s, g)) in sent.iter().zip(&got).enumerate() {
-            assert_eq!(g.0, ack.base_offset + i as i64, "{codec:?} offset of record {i}");
+            assert_eq!(
+                g.0,
+                ack.base_offset + i as i64,
+                "{codec:?} offset of record {i}"
+            );
             assert_eq!(g.1, s.timestamp_ms, "{codec:?} timestamp of record {i}");
             assert_eq!(g.2, s.key, "{codec:?} key of record {i}");
             assert_eq!(g.3, s.value, "{codec:?} value of record {i}");
@@ -201,11 +232,17 @@ async fn produce_and_fetch_round_trip_in_every_codec() {
         expected_offset += sent.len() as i64;
     }
     assert_eq!(
-        client.list_offset(&topic, 0, OffsetSpec::Latest).await.unwrap(),
+        client
+            .list_offset(&topic, 0, OffsetSpec::Latest)
+            .await
+            .unwrap(),
         expected_offset
     );
     assert_eq!(
-        client.list_offset(&topic, 0, OffsetSpec::Earliest).await.unwrap(),
+        client
+            .list_offset(&topic, 0, OffsetSpec::Earliest)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -276,5 +313,11 @@ async fn a_too_large_batch_is_rejected_with_a_typed_error() {
         .unwrap_err();
     assert_eq!(err.kafka_code(), Some(KafkaCode::MessageTooLarge), "{err}");
     // Nothing was appended.
-    assert_eq!(client.list_offset(&name, 0, OffsetSpec::Latest).await.unwrap(), 0);
+    assert_eq!(
+        client
+            .list_offset(&name, 0, OffsetSpec::Latest)
+            .await
+            .unwrap(),
+        0
+    );
 }

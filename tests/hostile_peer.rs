@@ -47,7 +47,11 @@ async fn a_peer_that_hangs_up_is_a_typed_error() {
     let addr = peer("hang-up").await;
     let err = Client::connect(config(&addr)).await.unwrap_err();
     assert!(matches!(err, Error::NoBrokerAvailable(_)), "{err}");
-    assert!(err.to_string().contains(&format!("connection to {addr} closed")), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("connection to {addr} closed")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -65,5 +69,9 @@ async fn a_silent_peer_times_out() {
     let err = Client::connect(config(&addr)).await.unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
     // Retries stop at the metadata deadline (request.timeout.ms), not much later.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }

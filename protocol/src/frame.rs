@@ -143,7 +143,11 @@ pub fn encode_request<R: Request>(
     let start = out.len();
     header.encode(out, header_version).map_err(enc)?;
     request.encode(out, version).map_err(enc)?;
-    debug_assert_eq!(out.len() - start, size, "compute_size disagrees with encode");
+    debug_assert_eq!(
+        out.len() - start,
+        size,
+        "compute_size disagrees with encode"
+    );
     Ok(())
 }
 
@@ -155,7 +159,10 @@ pub fn encode_request<R: Request>(
 /// # Errors
 /// [`FrameError::NegativeLength`] or [`FrameError::TooLarge`] when the length prefix is
 /// not one to trust; the stream is then unusable.
-pub fn split_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+pub fn split_frame(
+    buf: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -260,7 +267,10 @@ mod tests {
         let mut big = BytesMut::from(&1000i32.to_be_bytes()[..]);
         assert!(matches!(
             split_frame(&mut big, 100),
-            Err(FrameError::TooLarge { size: 1000, limit: 100 })
+            Err(FrameError::TooLarge {
+                size: 1000,
+                limit: 100
+            })
         ));
     }
 

@@ -11,7 +11,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod compression;
 pub mod frame;
+pub mod records;
 pub mod versions;
 
 pub use kafka_protocol;

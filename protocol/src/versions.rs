@@ -103,7 +103,10 @@ mod tests {
     fn picks_highest_common_version() {
         let t = table(&[(ApiKey::Metadata, 0, 12), (ApiKey::Fetch, 4, 99)]);
         assert_eq!(t.negotiate(ApiKey::Metadata), Some(12));
-        assert_eq!(t.negotiate(ApiKey::Fetch), Some(ApiKey::Fetch.valid_versions().max));
+        assert_eq!(
+            t.negotiate(ApiKey::Fetch),
+            Some(ApiKey::Fetch.valid_versions().max)
+        );
         assert_eq!(t.negotiate(ApiKey::Produce), None);
     }
 
