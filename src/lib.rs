@@ -55,3 +55,8 @@ pub use error::{ConfigError, Error, KafkaCode, Result};
 pub use paperboy_protocol as protocol;
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
