@@ -120,7 +120,7 @@ pub enum Acks {
 }
 
 impl Acks {
-    fn wire(self) -> i16 {
+    pub(crate) fn wire(self) -> i16 {
         match self {
             Acks::None => 0,
             Acks::Leader => 1,
@@ -877,7 +877,7 @@ impl Client {
 
 /// `d` scaled by a factor in [0.8, 1.2), so clients that failed together do not retry
 /// together.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())

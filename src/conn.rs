@@ -107,7 +107,7 @@ impl Connection {
         let fut = async {
             let stream = TcpStream::connect(addr).await.map_err(|e| Error::Io {
                 broker: addr.to_owned(),
-                source: e,
+                source: std::sync::Arc::new(e),
             })?;
             stream.set_nodelay(true).ok();
             let (rd, wr) = stream.into_split();

@@ -14,7 +14,7 @@ use paperboy_protocol::frame::FrameError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in Paperboy.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration key is unknown, or its value is malformed or out of range.
@@ -26,9 +26,10 @@ pub enum Error {
     Io {
         /// `host:port` of the broker.
         broker: String,
-        /// The underlying error.
+        /// The underlying error (shared, so that the error can be cloned to every record
+        /// of a failed batch).
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
 
     /// The connection to a broker is gone (closed by the peer, or broken by an earlier
@@ -67,6 +68,24 @@ pub enum Error {
     /// Records did not encode.
     #[error(transparent)]
     Encode(#[from] paperboy_protocol::records::EncodeError),
+
+    /// A record is larger than the producer accepts (`message.max.bytes`) or than its
+    /// whole buffer; or the broker refused it as too large (MESSAGE_TOO_LARGE comes as
+    /// [`Error::Kafka`]).
+    #[error("record of {size} bytes exceeds the limit of {limit} bytes")]
+    RecordTooLarge {
+        /// The record's encoded size (estimated).
+        size: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+
+    /// The producer's buffer stayed full for `max.block.ms`.
+    #[error("producer buffer full: no room for the record within {waited:?}")]
+    BufferFull {
+        /// How long `send` waited.
+        waited: Duration,
+    },
 
     /// A broker's response lacks what the request asked about.
     #[error("{0}")]

@@ -46,6 +46,7 @@ mod config;
 mod conn;
 mod error;
 pub mod metadata;
+pub mod producer;
 
 pub use client::{
     Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
@@ -55,6 +56,7 @@ pub use error::{ConfigError, Error, KafkaCode, Result};
 pub use paperboy_protocol as protocol;
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord};
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

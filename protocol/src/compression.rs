@@ -125,7 +125,7 @@ impl FromStr for Compression {
 }
 
 /// Why compressing or decompressing failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum CompressionError {
     /// The decompressed data would exceed the configured cap.

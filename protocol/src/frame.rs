@@ -20,7 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 
 /// What went wrong while framing or unframing a message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
     /// The length prefix is negative.
@@ -72,7 +72,7 @@ pub enum FrameError {
 /// A boxed error from kafka-protocol, kept opaque so `anyhow` stays out of our public API.
 pub mod anyhow_like {
     /// An opaque error from the generated message code.
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     pub struct Error(pub(crate) String);
 
     impl std::fmt::Display for Error {

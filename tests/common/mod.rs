@@ -62,3 +62,67 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A record read back: `(offset, key, value, headers)`.
+pub type ReadRecord = (
+    i64,
+    Option<bytes::Bytes>,
+    Option<bytes::Bytes>,
+    Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+);
+
+/// Reads `partition` of `topic` from `from` until `n` records have been read (or 30 s
+/// pass, which fails the test), checking every batch's CRC.
+pub async fn read_partition(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    n: usize,
+) -> Vec<ReadRecord> {
+    use paperboy::protocol::records::{batches, DecodeLimits};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut next = from;
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {n} records from {topic}[{partition}] in 30 s",
+            out.len()
+        );
+        let fetched = client
+            .fetch(topic, partition, next, paperboy::FetchOptions::default())
+            .await
+            .expect("fetch");
+        for batch in batches(fetched.records, DecodeLimits::default()) {
+            let batch = batch.expect("batch decodes");
+            batch.verify_crc().expect("crc");
+            if batch.is_control() {
+                next = batch.next_offset();
+                continue;
+            }
+            for r in batch.records().expect("records") {
+                let r = r.expect("record decodes");
+                if r.offset < next {
+                    continue;
+                }
+                next = r.offset + 1;
+                let headers = r.headers().collect();
+                out.push((r.offset, r.key, r.value, headers));
+            }
+        }
+    }
+    out
+}
+
+/// The high watermark of every partition of `topic`, summed.
+pub async fn total_records(client: &Client, topic: &str, partitions: i32) -> i64 {
+    let mut total = 0;
+    for p in 0..partitions {
+        total += client
+            .list_offset(topic, p, paperboy::OffsetSpec::Latest)
+            .await
+            .expect("list offsets");
+    }
+    total
+}

@@ -93,7 +93,7 @@ impl Default for BatchOptions {
 }
 
 /// Why records could not be encoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
     /// A batch needs at least one record.

@@ -82,7 +82,7 @@ impl Default for DecodeLimits {
 
 /// Why a record set or batch did not decode. Each variant names the batch by its base
 /// offset.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The batch length field is smaller than a batch header.

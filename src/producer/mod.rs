@@ -1,0 +1,255 @@
+//! The producer: batching with linger, bounded memory, Java-compatible partitioning,
+//! idempotence, retries, and a delivery result per record.
+//!
+//! [`Producer::send`] waits for the record's acknowledgement; [`Producer::enqueue`]
+//! waits only for buffer space and hands back a [`DeliveryFuture`], which may be awaited
+//! later or dropped (fire and forget). Records are grouped per partition into batches
+//! that close at `batch.size` bytes, `batch.num.messages` records, or after `linger.ms`;
+//! a background task sends every ready batch of a broker in one Produce request, with at
+//! most `max.in.flight.requests.per.connection` requests in flight per broker.
+//!
+//! With idempotence (the default) each batch carries the producer id, epoch and sequence
+//! numbers, so a retried batch is never written twice and never overtakes a later one.
+//!
+//! ```no_run
+//! use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
+//!
+//! # async fn run() -> paperboy::Result<()> {
+//! let producer = Producer::new(ProducerConfig::from_properties([
+//!     ("bootstrap.servers", "127.0.0.1:9092"),
+//!     ("linger.ms", "10"),
+//! ])?)
+//! .await?;
+//!
+//! // One record, waiting for its acknowledgement:
+//! let delivery = producer
+//!     .send(ProducerRecord::new("events").with_key("user-1").with_value("signed up"))
+//!     .await?;
+//! println!("partition {} offset {}", delivery.partition, delivery.offset);
+//!
+//! // Many records, pipelined: enqueue all, then await the deliveries.
+//! let mut pending = Vec::new();
+//! for i in 0..1000 {
+//!     let record = ProducerRecord::new("events").with_value(format!("event {i}"));
+//!     pending.push(producer.enqueue(record).await?);
+//! }
+//! for delivery in pending {
+//!     delivery.await?;
+//! }
+//! producer.close().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod partitioner;
+mod sender;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use paperboy_protocol::records::RecordHeader;
+use tokio::sync::oneshot;
+
+pub use config::ProducerConfig;
+pub use partitioner::{murmur2, murmur2_partition, DefaultPartitioner, Partitioner};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// The key, or `None`.
+    pub key: Option<Bytes>,
+    /// The value, or `None` (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<RecordHeader>,
+    /// Milliseconds since the epoch; `None` means the time of the send.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// An empty record for `topic`.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn with_value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sends to this partition instead of the partitioner's choice.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<Bytes>, value: Option<Bytes>) -> Self {
+        self.headers.push(RecordHeader {
+            key: name.into(),
+            value,
+        });
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the epoch).
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset; -1 with acks=0, or for a retried batch the broker had
+    /// already written (DUPLICATE_SEQUENCE_NUMBER) and no longer remembers the offset of.
+    pub offset: i64,
+    /// The record's timestamp: the producer's, or the broker's append time for topics
+    /// with `message.timestamp.type=LogAppendTime`.
+    pub timestamp_ms: i64,
+}
+
+/// The outcome of one enqueued record; resolves when the record is acknowledged or
+/// has failed. Dropping it does not cancel the record.
+#[derive(Debug)]
+#[must_use = "a delivery future does nothing unless awaited; drop it explicitly for fire-and-forget"]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<Delivery>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivery>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+/// An asynchronous Kafka producer. Cheap to clone; clones share one buffer and one
+/// background sender.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<sender::Shared>,
+    _handle: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+/// Lets the background task finish what is buffered and stop once the last handle of
+/// a producer that was never closed is dropped.
+struct DropGuard(Arc<sender::Shared>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.begin_close();
+    }
+}
+
+impl Producer {
+    /// Connects to the cluster and, with idempotence, obtains a producer id.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for conflicting settings; connection errors; the broker's
+    /// error for InitProducerId.
+    pub async fn new(config: ProducerConfig) -> Result<Producer> {
+        Self::with_partitioner(config, DefaultPartitioner).await
+    }
+
+    /// As [`Producer::new`], with a partitioner of your own for records sent without a
+    /// partition.
+    ///
+    /// # Errors
+    /// As [`Producer::new`].
+    pub async fn with_partitioner(
+        mut config: ProducerConfig,
+        partitioner: impl Partitioner,
+    ) -> Result<Producer> {
+        config.validate()?;
+        let client = Client::connect(config.client.clone()).await?;
+        let shared = sender::Shared::start(client, config, Arc::new(partitioner)).await?;
+        Ok(Producer {
+            _handle: Arc::new(DropGuard(shared.clone())),
+            shared,
+        })
+    }
+
+    /// The client underneath (for metadata and administration).
+    pub fn client(&self) -> &Client {
+        self.shared.client()
+    }
+
+    /// Sends a record and waits until it is acknowledged (per `acks`) or has failed.
+    ///
+    /// # Errors
+    /// [`Error::RecordTooLarge`], [`Error::BufferFull`], [`Error::UnknownTopicOrPartition`]
+    /// before anything is buffered; after, the broker's error ([`Error::Kafka`]) or a
+    /// [`Error::Timeout`] once `delivery.timeout.ms` has passed.
+    pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
+        self.enqueue(record).await?.await
+    }
+
+    /// Buffers a record, waiting while the buffer is full (at most `max.block.ms`), and
+    /// returns the future of its delivery.
+    ///
+    /// # Errors
+    /// As the first half of [`Producer::send`]; [`Error::Closed`] after
+    /// [`Producer::close`].
+    pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let rx = self.shared.enqueue(record).await?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends everything buffered now, without waiting for `linger.ms`, and waits until
+    /// every buffered record (including any enqueued meanwhile) is acknowledged or
+    /// failed.
+    pub async fn flush(&self) {
+        self.shared.flush().await;
+    }
+
+    /// Refuses new records, delivers everything buffered (or fails it at its delivery
+    /// timeout), and closes the connections.
+    pub async fn close(&self) {
+        self.shared.begin_close();
+        self.shared.flush().await;
+        self.shared.client().close().await;
+    }
+
+    /// Records buffered or in flight, not yet acknowledged or failed.
+    pub fn pending(&self) -> usize {
+        self.shared.pending()
+    }
+
+    /// Bytes of records buffered or in flight (the amount bounded by `buffer.memory`).
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.buffered_bytes()
+    }
+}

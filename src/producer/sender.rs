@@ -1,0 +1,953 @@
+//! The producer's accumulator and its background sender.
+//!
+//! One mutex guards the accumulator: per-partition open batches, ready queues, sequence
+//! numbers and the buffer accounting. `enqueue` appends under it; the sender task plans
+//! under it (close lingered batches, expire old ones, pick what to send to which broker)
+//! and does everything slow outside it: encoding and compressing batches, the requests,
+//! waiting for answers. A request's task locks again only to settle its batches.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use paperboy_protocol::records::{self, BatchOptions, NewRecord};
+use tokio::sync::{oneshot, Notify};
+use tracing::{debug, error, info, warn, Instrument};
+
+use super::{Delivery, Partitioner, ProducerConfig, ProducerRecord};
+use crate::client::{jitter, Acks, Client};
+use crate::error::{Error, KafkaCode, Result};
+
+/// Per-record overhead on top of key, value and headers: the record's varints and
+/// attributes, generously.
+const RECORD_OVERHEAD: usize = 24;
+/// A Produce request stops taking partitions past this many bytes.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+type Tp = (Arc<str>, i32);
+type Reply = oneshot::Sender<Result<Delivery>>;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The accounted size of a record.
+fn record_size(r: &ProducerRecord) -> usize {
+    RECORD_OVERHEAD
+        + r.key.as_ref().map_or(0, Bytes::len)
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
+            .sum::<usize>()
+}
+
+struct Batch {
+    records: Vec<NewRecord>,
+    replies: Vec<Reply>,
+    bytes: usize,
+    created: Instant,
+    attempts: u32,
+    /// The first record's sequence number once assigned; -1 before.
+    base_seq: i32,
+    /// Not to be sent again before this instant (retry backoff).
+    not_before: Option<Instant>,
+    /// The last error, for the record's failure if the batch expires.
+    last_error: Option<Error>,
+}
+
+impl Batch {
+    fn new(now: Instant) -> Batch {
+        Batch {
+            records: Vec::new(),
+            replies: Vec::new(),
+            bytes: 0,
+            created: now,
+            attempts: 0,
+            base_seq: -1,
+            not_before: None,
+            last_error: None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Splits into two halves of fresh batches (for MESSAGE_TOO_LARGE).
+    fn split(mut self) -> (Batch, Batch) {
+        let half = self.records.len() / 2;
+        let tail_records = self.records.split_off(half);
+        let tail_replies = self.replies.split_off(half);
+        let mut a = Batch::new(self.created);
+        let mut b = Batch::new(self.created);
+        a.bytes = self.records.iter().map(new_record_size).sum();
+        b.bytes = tail_records.iter().map(new_record_size).sum();
+        a.records = self.records;
+        a.replies = self.replies;
+        b.records = tail_records;
+        b.replies = tail_replies;
+        (a, b)
+    }
+}
+
+fn new_record_size(r: &NewRecord) -> usize {
+    RECORD_OVERHEAD
+        + r.key.as_ref().map_or(0, Bytes::len)
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
+            .sum::<usize>()
+}
+
+#[derive(Default)]
+struct Part {
+    open: Option<Batch>,
+    ready: VecDeque<Batch>,
+    in_flight: usize,
+    next_seq: i32,
+    /// Set when a batch failed or must be retried: the partition sends nothing more
+    /// until its in-flight batches have settled, then renumbers and resumes in order.
+    held: bool,
+    /// The sequence the broker expects next after a batch failed for good.
+    resume_seq: Option<i32>,
+}
+
+struct State {
+    parts: HashMap<Tp, Part>,
+    topics: HashMap<String, Arc<str>>,
+    sticky: HashMap<Arc<str>, i32>,
+    buffered_bytes: usize,
+    buffered_records: usize,
+    in_flight: HashMap<i32, usize>,
+    total_in_flight: usize,
+    flushing: usize,
+    closing: bool,
+    producer_id: i64,
+    producer_epoch: i16,
+    /// The producer's sequence state is broken (a batch with a sequence failed in an
+    /// unknown state): bump the epoch once nothing is in flight.
+    need_bump: bool,
+    bumping: bool,
+    refreshing: bool,
+    stopped: bool,
+    rng: u64,
+}
+
+impl State {
+    fn random(&mut self, n: i32) -> i32 {
+        // xorshift: spreading sticky partitions needs no more than this.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % n.max(1) as u64) as i32
+    }
+
+    fn pending(&self) -> usize {
+        self.buffered_records
+    }
+}
+
+pub(crate) struct Shared {
+    client: Client,
+    cfg: ProducerConfig,
+    partitioner: Arc<dyn Partitioner>,
+    state: Mutex<State>,
+    /// Wakes the sender loop.
+    wake: Notify,
+    /// Wakes `enqueue` callers waiting for buffer space.
+    space: Notify,
+    /// Wakes `flush` callers when nothing is pending.
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) async fn start(
+        client: Client,
+        cfg: ProducerConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Arc<Shared>> {
+        let (producer_id, producer_epoch) = if cfg.idempotence {
+            init_producer_id(&client, -1, -1).await?
+        } else {
+            (-1, -1)
+        };
+        let seed = (now_ms() as u64) ^ (std::process::id() as u64).rotate_left(32) | 1;
+        let shared = Arc::new(Shared {
+            client,
+            cfg,
+            partitioner,
+            state: Mutex::new(State {
+                parts: HashMap::new(),
+                topics: HashMap::new(),
+                sticky: HashMap::new(),
+                buffered_bytes: 0,
+                buffered_records: 0,
+                in_flight: HashMap::new(),
+                total_in_flight: 0,
+                flushing: 0,
+                closing: false,
+                producer_id,
+                producer_epoch,
+                need_bump: false,
+                bumping: false,
+                refreshing: false,
+                stopped: false,
+                rng: seed,
+            }),
+            wake: Notify::new(),
+            space: Notify::new(),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(run(shared.clone()));
+        Ok(shared)
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.lock().pending()
+    }
+
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.lock().buffered_bytes
+    }
+
+    pub(crate) fn begin_close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.lock().closing = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn flush(&self) {
+        self.lock().flushing += 1;
+        self.wake.notify_one();
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.lock().pending() == 0 {
+                break;
+            }
+            idle.await;
+        }
+        self.lock().flushing -= 1;
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        record: ProducerRecord,
+    ) -> Result<oneshot::Receiver<Result<Delivery>>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let size = record_size(&record);
+        let limit = self.cfg.max_record_bytes.min(self.cfg.buffer_bytes);
+        if size > limit {
+            return Err(Error::RecordTooLarge { size, limit });
+        }
+        if record.topic.is_empty() {
+            return Err(Error::Config(crate::ConfigError::Invalid(
+                "a record needs a topic".into(),
+            )));
+        }
+        let cluster = self.client.topic_metadata(&record.topic).await?;
+        let count = cluster
+            .topic(&record.topic)
+            .map_or(0, |t| t.partitions.len() as i32);
+        if let Some(p) = record.partition {
+            if p < 0 || p >= count {
+                return Err(Error::UnknownTopicOrPartition {
+                    topic: record.topic,
+                    partition: Some(p),
+                });
+            }
+        }
+        let chosen = record.partition.or_else(|| {
+            self.partitioner
+                .partition(&record.topic, record.key.as_deref(), count)
+                .map(|p| p.rem_euclid(count.max(1)))
+        });
+
+        // Wait for room, registering for the wake-up before looking, so none is missed.
+        let deadline = tokio::time::Instant::now() + self.cfg.max_block;
+        let mut st = loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.closing {
+                    return Err(Error::Closed);
+                }
+                let fits = st.buffered_records < self.cfg.buffer_records
+                    && st.buffered_bytes + size <= self.cfg.buffer_bytes;
+                if fits {
+                    break st;
+                }
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                return Err(Error::BufferFull {
+                    waited: self.cfg.max_block,
+                });
+            }
+        };
+
+        let (tx, rx) = oneshot::channel();
+        let topic = match st.topics.get(&record.topic) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(record.topic.as_str());
+                st.topics.insert(record.topic.clone(), t.clone());
+                t
+            }
+        };
+        let sticky = chosen.is_none();
+        let partition = match chosen {
+            Some(p) => p,
+            None => match st.sticky.get(&topic) {
+                Some(&p) if p < count => p,
+                _ => {
+                    let p = st.random(count);
+                    st.sticky.insert(topic.clone(), p);
+                    p
+                }
+            },
+        };
+        st.buffered_bytes += size;
+        st.buffered_records += 1;
+        let now = Instant::now();
+        let new_record = NewRecord {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+        };
+        let (batch_size, batch_records) = (self.cfg.batch_size, self.cfg.batch_records);
+        let part = st.parts.entry((topic.clone(), partition)).or_default();
+        let mut wake = false;
+        let mut closed_batch = false;
+        if let Some(open) = &part.open {
+            if open.bytes + size > batch_size && !open.records.is_empty() {
+                part.ready.extend(part.open.take());
+                closed_batch = true;
+                wake = true;
+            }
+        }
+        let open = part.open.get_or_insert_with(|| {
+            wake = true;
+            Batch::new(now)
+        });
+        open.records.push(new_record);
+        open.replies.push(tx);
+        open.bytes += size;
+        if open.bytes >= batch_size || open.records.len() >= batch_records {
+            part.ready.extend(part.open.take());
+            closed_batch = true;
+            wake = true;
+        }
+        if sticky && closed_batch {
+            // The sticky partition's batch is done: the next unkeyed record picks anew.
+            st.sticky.remove(&topic);
+        }
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(rx)
+    }
+
+    /// Removes a settled batch's records from the accounting.
+    fn release(&self, st: &mut State, batch: &Batch) {
+        st.buffered_bytes = st.buffered_bytes.saturating_sub(batch.bytes);
+        st.buffered_records = st.buffered_records.saturating_sub(batch.len());
+        self.space.notify_waiters();
+        if st.buffered_records == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn fail(&self, st: &mut State, batch: Batch, err: Error) {
+        self.release(st, &batch);
+        for reply in batch.replies {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    fn succeed(
+        &self,
+        st: &mut State,
+        partition: i32,
+        batch: Batch,
+        base: i64,
+        append: Option<i64>,
+    ) {
+        self.release(st, &batch);
+        for (i, (reply, record)) in batch.replies.into_iter().zip(&batch.records).enumerate() {
+            let _ = reply.send(Ok(Delivery {
+                partition,
+                offset: if base >= 0 { base + i as i64 } else { -1 },
+                timestamp_ms: append.unwrap_or(record.timestamp_ms),
+            }));
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let c = &self.cfg.client;
+        let exp = c
+            .retry_backoff
+            .saturating_mul(1 << attempts.min(16))
+            .min(c.retry_backoff_max);
+        jitter(exp)
+    }
+}
+
+/// One Produce request's worth of batches for one broker.
+struct Work {
+    broker: i32,
+    batches: Vec<(Tp, Batch)>,
+    producer_id: i64,
+    producer_epoch: i16,
+}
+
+enum Plan {
+    Work(Vec<Work>, Option<Instant>),
+    Stop,
+}
+
+/// Inserts `batch` into a ready queue, ordered by sequence (unnumbered ones last).
+fn requeue(ready: &mut VecDeque<Batch>, batch: Batch) {
+    let key = |b: &Batch| {
+        if b.base_seq < 0 {
+            i64::MAX
+        } else {
+            i64::from(b.base_seq)
+        }
+    };
+    let k = key(&batch);
+    let at = ready.iter().position(|b| key(b) > k).unwrap_or(ready.len());
+    ready.insert(at, batch);
+}
+
+impl Shared {
+    fn plan(self: &Arc<Self>, now: Instant) -> Plan {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if st.closing && st.pending() == 0 && st.total_in_flight == 0 {
+            st.stopped = true;
+            return Plan::Stop;
+        }
+        let cfg = &self.cfg;
+        let rush = st.flushing > 0 || st.closing;
+        let mut next: Option<Instant> = None;
+        let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+
+        // Close lingered batches; expire batches past their delivery timeout.
+        let mut expired = Vec::new();
+        let mut unsticky = Vec::new();
+        for (tp, part) in st.parts.iter_mut() {
+            if let Some(open) = &part.open {
+                let due = open.created + cfg.linger;
+                if rush || due <= now {
+                    part.ready.extend(part.open.take());
+                    unsticky.push(tp.0.clone());
+                } else {
+                    soonest(due);
+                }
+            }
+            let mut i = 0;
+            while i < part.ready.len() {
+                let expires = part.ready[i].created + cfg.delivery_timeout;
+                if expires <= now {
+                    let b = part.ready.remove(i).unwrap_or_else(|| Batch::new(now));
+                    if b.base_seq >= 0 {
+                        // It may have been written; the sequence is no longer known.
+                        st.need_bump = cfg.idempotence;
+                    }
+                    expired.push((tp.clone(), b));
+                } else {
+                    soonest(expires);
+                    i += 1;
+                }
+            }
+        }
+        for t in unsticky {
+            st.sticky.remove(&t);
+        }
+        for (tp, b) in expired {
+            let err = Error::Timeout {
+                what: format!(
+                    "delivery to {}[{}]{}",
+                    tp.0,
+                    tp.1,
+                    b.last_error
+                        .as_ref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ),
+                after: cfg.delivery_timeout,
+            };
+            warn!(topic = %tp.0, partition = tp.1, records = b.len(), "batch expired: {err}");
+            self.fail(st, b, err);
+        }
+
+        // Epoch bump: wait for quiet, then re-init the producer id.
+        if st.need_bump || st.bumping {
+            if st.total_in_flight == 0 && !st.bumping {
+                st.bumping = true;
+                let shared = self.clone();
+                let (pid, epoch) = (st.producer_id, st.producer_epoch);
+                tokio::spawn(async move { shared.bump(pid, epoch).await });
+            }
+            return Plan::Work(Vec::new(), next);
+        }
+
+        // Partitions that were held: once quiet, resume in order. Batches from a point
+        // the broker surely did not write (a split, a batch refused for good) on are
+        // renumbered from that point; earlier ones keep their sequence numbers, so a
+        // batch that was written but whose answer was lost is recognised as a duplicate.
+        for part in st.parts.values_mut() {
+            if part.held && part.in_flight == 0 {
+                if let Some(s) = part.resume_seq.take() {
+                    if cfg.idempotence {
+                        part.next_seq = s;
+                        for b in part.ready.iter_mut() {
+                            if b.base_seq >= s {
+                                b.base_seq = -1;
+                            }
+                        }
+                    }
+                }
+                part.held = false;
+            }
+        }
+
+        // Pick, per broker with room, the front batch of every sendable partition.
+        let cluster = self.client.cluster();
+        let mut by_broker: HashMap<i32, (Vec<(Tp, Batch)>, usize)> = HashMap::new();
+        let mut missing_leader = false;
+        let keys: Vec<Tp> = st
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.held && !p.ready.is_empty())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in keys {
+            let leader = match cluster.leader_for(&tp.0, tp.1) {
+                Ok(b) => b.node_id,
+                Err(_) => {
+                    missing_leader = true;
+                    continue;
+                }
+            };
+            let busy = st.in_flight.get(&leader).copied().unwrap_or(0);
+            let entry = by_broker.entry(leader).or_default();
+            if busy >= cfg.max_in_flight || entry.1 >= MAX_REQUEST_BYTES {
+                continue;
+            }
+            let Some(part) = st.parts.get_mut(&tp) else {
+                continue;
+            };
+            if part.in_flight >= cfg.max_in_flight {
+                continue;
+            }
+            if let Some(t) = part.ready.front().and_then(|b| b.not_before) {
+                if t > now {
+                    soonest(t);
+                    continue;
+                }
+            }
+            let Some(mut batch) = part.ready.pop_front() else {
+                continue;
+            };
+            if cfg.idempotence && batch.base_seq < 0 {
+                batch.base_seq = part.next_seq;
+                part.next_seq = part.next_seq.wrapping_add(batch.len() as i32) & i32::MAX;
+            }
+            part.in_flight += 1;
+            entry.1 += batch.bytes;
+            entry.0.push((tp, batch));
+        }
+        if missing_leader {
+            self.refresh_soon(st);
+            soonest(now + cfg.client.retry_backoff);
+        }
+        let mut work = Vec::new();
+        for (broker, (batches, _)) in by_broker {
+            if batches.is_empty() {
+                continue;
+            }
+            *st.in_flight.entry(broker).or_default() += 1;
+            st.total_in_flight += 1;
+            work.push(Work {
+                broker,
+                batches,
+                producer_id: st.producer_id,
+                producer_epoch: st.producer_epoch,
+            });
+        }
+        Plan::Work(work, next)
+    }
+
+    fn refresh_soon(self: &Arc<Self>, st: &mut State) {
+        if st.refreshing {
+            return;
+        }
+        st.refreshing = true;
+        let topics: Vec<String> = st
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.ready.is_empty() || p.in_flight > 0)
+            .map(|(tp, _)| tp.0.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(e) = shared.client.refresh_metadata(&names).await {
+                debug!(error = %e, "producer metadata refresh failed");
+            }
+            shared.lock().refreshing = false;
+            shared.wake.notify_one();
+        });
+    }
+
+    async fn bump(self: Arc<Self>, pid: i64, epoch: i16) {
+        let result = init_producer_id(&self.client, pid, epoch).await;
+        {
+            let mut st = self.lock();
+            match result {
+                Ok((new_pid, new_epoch)) => {
+                    info!(
+                        producer_id = new_pid,
+                        epoch = new_epoch,
+                        "producer epoch bumped; sequences restart"
+                    );
+                    st.producer_id = new_pid;
+                    st.producer_epoch = new_epoch;
+                    st.need_bump = false;
+                    for part in st.parts.values_mut() {
+                        part.next_seq = 0;
+                        part.held = false;
+                        part.resume_seq = None;
+                        for b in part.ready.iter_mut() {
+                            b.base_seq = -1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "InitProducerId failed; will retry");
+                }
+            }
+            st.bumping = false;
+        }
+        if self.lock().need_bump {
+            tokio::time::sleep(self.backoff(3)).await;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Encodes, sends and settles one request's batches.
+    async fn send(self: Arc<Self>, work: Work) {
+        let Work {
+            broker,
+            batches,
+            producer_id,
+            producer_epoch,
+        } = work;
+        let cfg = &self.cfg;
+        let mut encoded = Vec::with_capacity(batches.len());
+        let mut ok_batches = Vec::with_capacity(batches.len());
+        let mut bad = Vec::new();
+        for (tp, batch) in batches {
+            let opts = BatchOptions {
+                compression: cfg.compression,
+                producer_id,
+                producer_epoch,
+                base_sequence: batch.base_seq,
+                ..BatchOptions::default()
+            };
+            let mut buf = BytesMut::new();
+            match records::encode_batch(&batch.records, &opts, &mut buf) {
+                Ok(_) => {
+                    encoded.push(buf.freeze());
+                    ok_batches.push((tp, batch));
+                }
+                Err(e) => bad.push((tp, batch, Error::from(e))),
+            }
+        }
+        let outcome = if ok_batches.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let span = tracing::debug_span!("produce_request", broker, batches = ok_batches.len());
+            self.request(broker, &ok_batches, encoded)
+                .instrument(span)
+                .await
+        };
+
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(n) = st.in_flight.get_mut(&broker) {
+            *n = n.saturating_sub(1);
+        }
+        st.total_in_flight = st.total_in_flight.saturating_sub(1);
+        let mut stale = false;
+        for (tp, batch, err) in bad {
+            if let Some(p) = st.parts.get_mut(&tp) {
+                p.in_flight -= 1;
+                p.held = true;
+                if batch.base_seq >= 0 {
+                    p.resume_seq = Some(
+                        p.resume_seq
+                            .map_or(batch.base_seq, |s| s.min(batch.base_seq)),
+                    );
+                }
+            }
+            error!(topic = %tp.0, partition = tp.1, error = %err, "batch failed to encode");
+            self.fail(st, batch, err);
+        }
+        match outcome {
+            Ok(results) => {
+                for ((tp, batch), result) in ok_batches.into_iter().zip(results) {
+                    stale |= self.settle(st, tp, batch, result);
+                }
+            }
+            Err(e) => {
+                // The request as a whole failed: each batch is retried or failed alike.
+                for (tp, batch) in ok_batches {
+                    stale |= self.settle(st, tp, batch, Err(e.clone()));
+                }
+            }
+        }
+        if stale {
+            self.refresh_soon(st);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Sends the request; per batch, the broker's answer.
+    async fn request(
+        &self,
+        broker: i32,
+        batches: &[(Tp, Batch)],
+        encoded: Vec<Bytes>,
+    ) -> Result<Vec<Result<(i64, Option<i64>)>>> {
+        let cfg = &self.cfg;
+        let cluster = self.client.cluster();
+        let mut topics: Vec<TopicProduceData> = Vec::new();
+        for ((tp, _), bytes) in batches.iter().zip(encoded) {
+            let data = PartitionProduceData::default()
+                .with_index(tp.1)
+                .with_records(Some(bytes));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == &*tp.0) {
+                Some(t) => t.partition_data.push(data),
+                None => topics.push(
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(tp.0.to_string())))
+                        .with_topic_id(cluster.topic(&tp.0).map(|t| t.id).unwrap_or_default())
+                        .with_partition_data(vec![data]),
+                ),
+            }
+        }
+        let timeout = cfg.client.request_timeout;
+        let req = ProduceRequest::default()
+            .with_acks(cfg.acks.wire())
+            .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_topic_data(topics);
+        let conn = self.client.conn_to_node(broker).await?;
+        let version = conn.version_for::<ProduceRequest>()?;
+        if cfg.acks == Acks::None {
+            conn.send_no_response(&req, version).await?;
+            return Ok(batches.iter().map(|_| Ok((-1, None))).collect());
+        }
+        let resp = conn.request_at(&req, version, timeout * 2).await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for (tp, _) in batches {
+            let topic_id = cluster.topic(&tp.0).map(|t| t.id);
+            let found = resp
+                .responses
+                .iter()
+                .filter(|t| {
+                    t.name.0.as_str() == &*tp.0
+                        || (t.name.0.is_empty() && Some(t.topic_id) == topic_id)
+                })
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == tp.1);
+            out.push(match found {
+                None => Err(Error::IncompleteResponse(format!(
+                    "produce response lacks {}[{}]",
+                    tp.0, tp.1
+                ))),
+                Some(p) => match Error::from_code(p.error_code, p.error_message.as_deref(), || {
+                    format!("produce to {}[{}]", tp.0, tp.1)
+                }) {
+                    Some(e) => Err(e),
+                    None => Ok((
+                        p.base_offset,
+                        (p.log_append_time_ms >= 0).then_some(p.log_append_time_ms),
+                    )),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Settles one batch's outcome: delivered, retried, split, or failed. Returns
+    /// whether metadata should be refreshed.
+    fn settle(
+        &self,
+        st: &mut State,
+        tp: Tp,
+        mut batch: Batch,
+        result: Result<(i64, Option<i64>)>,
+    ) -> bool {
+        let cfg = &self.cfg;
+        let idempotent = cfg.idempotence;
+        let Some(part) = st.parts.get_mut(&tp) else {
+            return false;
+        };
+        part.in_flight -= 1;
+        let err = match result {
+            Ok((base, append)) => {
+                self.succeed(st, tp.1, batch, base, append);
+                return false;
+            }
+            Err(e) => e,
+        };
+        let code = err.kafka_code();
+        if code == Some(KafkaCode::DuplicateSequenceNumber) {
+            debug!(topic = %tp.0, partition = tp.1, "batch was already written (duplicate sequence)");
+            self.succeed(st, tp.1, batch, -1, None);
+            return false;
+        }
+        let too_large = matches!(
+            code,
+            Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge)
+        );
+        if too_large && batch.len() > 1 {
+            debug!(topic = %tp.0, partition = tp.1, records = batch.len(), "batch too large for the broker; splitting");
+            let seq = batch.base_seq;
+            let (mut a, b) = batch.split();
+            a.base_seq = seq; // keeps its place in the sequence order
+            part.held = true;
+            if seq >= 0 {
+                part.resume_seq = Some(part.resume_seq.map_or(seq, |s| s.min(seq)));
+            }
+            let mut b = b;
+            b.base_seq = if seq >= 0 { seq.saturating_add(1) } else { -1 };
+            requeue(&mut part.ready, b);
+            requeue(&mut part.ready, a);
+            return false;
+        }
+        let stale = err.is_stale_metadata();
+        let retriable = (err.is_retriable()
+            || (idempotent && code == Some(KafkaCode::OutOfOrderSequenceNumber)))
+            && !too_large;
+        let now = Instant::now();
+        let in_time = batch.created + cfg.delivery_timeout > now;
+        if retriable && in_time && batch.attempts < cfg.client.retries {
+            batch.attempts += 1;
+            let wait = self.backoff(batch.attempts);
+            debug!(topic = %tp.0, partition = tp.1, attempt = batch.attempts, error = %err, "retrying batch");
+            batch.not_before = Some(now + wait);
+            batch.last_error = Some(err);
+            part.held = true;
+            requeue(&mut part.ready, batch);
+            return stale;
+        }
+        // Failed for good.
+        part.held = true;
+        if batch.base_seq >= 0 {
+            if retriable
+                || matches!(
+                    code,
+                    Some(
+                        KafkaCode::UnknownProducerId
+                            | KafkaCode::InvalidProducerEpoch
+                            | KafkaCode::OutOfOrderSequenceNumber
+                    )
+                )
+            {
+                // Unknown whether it was written, or the producer state is broken.
+                st.need_bump = idempotent;
+            } else {
+                part.resume_seq = Some(
+                    part.resume_seq
+                        .map_or(batch.base_seq, |s| s.min(batch.base_seq)),
+                );
+            }
+        }
+        warn!(topic = %tp.0, partition = tp.1, records = batch.len(), error = %err, "batch failed");
+        self.fail(st, batch, err);
+        stale
+    }
+}
+
+async fn run(shared: Arc<Shared>) {
+    loop {
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (work, next) = match shared.plan(Instant::now()) {
+            Plan::Stop => {
+                shared.idle.notify_waiters();
+                debug!("producer sender stopped");
+                return;
+            }
+            Plan::Work(w, n) => (w, n),
+        };
+        for w in work {
+            tokio::spawn(shared.clone().send(w));
+        }
+        match next {
+            Some(t) => {
+                let _ = tokio::time::timeout_at(t.into(), woken).await;
+            }
+            None => woken.await,
+        }
+    }
+}
+
+/// InitProducerId for an idempotent producer; with a current id and epoch, asks for
+/// the epoch to be bumped (KIP-360).
+async fn init_producer_id(client: &Client, pid: i64, epoch: i16) -> Result<(i64, i16)> {
+    let deadline = Instant::now() + client.config().default_api_timeout;
+    client
+        .retry("init_producer_id", deadline, &[], || async {
+            let conn = client.conn_to_any().await?;
+            let version = conn.version_for::<InitProducerIdRequest>()?;
+            let mut req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX);
+            if version >= 3 {
+                req = req.with_producer_id(pid.into()).with_producer_epoch(epoch);
+            }
+            let resp = conn
+                .request_at(&req, version, client.config().request_timeout)
+                .await?;
+            if let Some(e) = Error::from_code(resp.error_code, None, || "InitProducerId".into()) {
+                return Err(e);
+            }
+            Ok((resp.producer_id.0, resp.producer_epoch))
+        })
+        .await
+}

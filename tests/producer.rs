@@ -1,0 +1,297 @@
+//! The producer against a real broker: deliveries, partitioning, codecs, bounds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use paperboy::producer::{murmur2_partition, Producer, ProducerConfig, ProducerRecord};
+use paperboy::{Acks, Compression, Error, KafkaCode, NewTopic};
+
+fn config() -> ProducerConfig {
+    common::init_tracing();
+    ProducerConfig::new(&common::bootstrap()).with_linger(Duration::from_millis(5))
+}
+
+#[tokio::test]
+async fn deliveries_report_offsets_and_records_read_back_in_every_codec() {
+    let client = common::client().await;
+    for codec in Compression::ALL {
+        let topic = common::new_topic(&client, &format!("produce-{codec}"), 1).await;
+        let producer = Producer::new(config().with_compression(codec))
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..500u32 {
+            let mut r = ProducerRecord::new(&topic)
+                .with_key(format!("key-{i}"))
+                .with_value(format!("value {i} {}", "x".repeat((i % 50) as usize)))
+                .with_timestamp(1_700_000_000_000 + i64::from(i));
+            if i % 7 == 0 {
+                r = r.with_header("trace", Some(Bytes::from(format!("t{i}"))));
+            }
+            if i % 11 == 0 {
+                r.value = None;
+            }
+            pending.push(producer.enqueue(r).await.unwrap());
+        }
+        let mut offsets = Vec::new();
+        for d in pending {
+            let d = d.await.unwrap();
+            assert_eq!(d.partition, 0);
+            offsets.push(d.offset);
+        }
+        assert_eq!(
+            offsets,
+            (0..500).collect::<Vec<i64>>(),
+            "{codec}: offsets in send order"
+        );
+        producer.close().await;
+
+        let read = common::read_partition(&client, &topic, 0, 0, 500).await;
+        for (i, (offset, key, value, headers)) in read.into_iter().enumerate() {
+            assert_eq!(offset, i as i64);
+            assert_eq!(key.unwrap(), format!("key-{i}"));
+            if i % 11 == 0 {
+                assert_eq!(value, None, "{codec}: tombstone {i}");
+            } else {
+                let want = format!("value {i} {}", "x".repeat(i % 50));
+                assert_eq!(value.unwrap(), want.as_bytes(), "{codec}: value {i}");
+            }
+            if i % 7 == 0 {
+                assert_eq!(
+                    headers,
+                    vec![(Bytes::from("trace"), Some(Bytes::from(format!("t{i}"))))]
+                );
+            } else {
+                assert!(headers.is_empty());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn keyed_records_land_on_the_java_partition_and_unkeyed_ones_stick() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "partitioning", 6).await;
+    let producer = Producer::new(config()).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..300 {
+        let key = format!("customer-{i}");
+        pending.push((
+            key.clone(),
+            producer
+                .enqueue(ProducerRecord::new(&topic).with_key(key).with_value("v"))
+                .await
+                .unwrap(),
+        ));
+    }
+    for (key, d) in pending {
+        let d = d.await.unwrap();
+        assert_eq!(d.partition, murmur2_partition(key.as_bytes(), 6), "{key}");
+    }
+    // Every partition got some keys, and the broker agrees on the count per partition.
+    let mut per_partition: HashMap<i32, i64> = HashMap::new();
+    for i in 0..300 {
+        *per_partition
+            .entry(murmur2_partition(format!("customer-{i}").as_bytes(), 6))
+            .or_default() += 1;
+    }
+    assert_eq!(per_partition.len(), 6);
+    for (p, n) in &per_partition {
+        let hw = client
+            .list_offset(&topic, *p, paperboy::OffsetSpec::Latest)
+            .await
+            .unwrap();
+        assert_eq!(hw, *n, "partition {p}");
+    }
+
+    // Unkeyed records sent together stay together (one batch, one partition).
+    let mut pending = Vec::new();
+    for _ in 0..50 {
+        pending.push(
+            producer
+                .enqueue(ProducerRecord::new(&topic).with_value("unkeyed"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut parts = std::collections::HashSet::new();
+    for d in pending {
+        parts.insert(d.await.unwrap().partition);
+    }
+    assert_eq!(parts.len(), 1, "sticky: {parts:?}");
+
+    // An explicit partition wins; an invalid one is refused before buffering.
+    let d = producer
+        .send(
+            ProducerRecord::new(&topic)
+                .with_key("customer-1")
+                .with_partition(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.partition, 5);
+    let err = producer
+        .send(ProducerRecord::new(&topic).with_partition(6))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnknownTopicOrPartition {
+                partition: Some(6),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_applies_back_pressure_and_then_fails_in_time() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "backpressure", 1).await;
+    // A long linger keeps records buffered; the buffer holds about ten 1 KB records.
+    let cfg = config().with_linger(Duration::from_secs(30)).with_buffer(
+        10 * 1100,
+        1000,
+        Duration::from_millis(300),
+    );
+    let producer = Producer::new(cfg).await.unwrap();
+    let value = Bytes::from(vec![b'v'; 1000]);
+    let mut pending = Vec::new();
+    let err = loop {
+        match producer
+            .enqueue(ProducerRecord::new(&topic).with_value(value.clone()))
+            .await
+        {
+            Ok(d) => pending.push(d),
+            Err(e) => break e,
+        }
+        assert!(pending.len() <= 10, "the buffer grew past its bound");
+        assert!(producer.buffered_bytes() <= 10 * 1100);
+    };
+    assert!(matches!(err, Error::BufferFull { .. }), "{err}");
+    assert_eq!(pending.len(), 10);
+
+    // A waiting send goes through once room is made.
+    let p2 = producer.clone();
+    let t2 = topic.clone();
+    let v2 = value.clone();
+    let waiting = tokio::spawn(async move {
+        let cfg_wait = p2.enqueue(ProducerRecord::new(&t2).with_value(v2)).await;
+        cfg_wait.map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer.flush().await;
+    for d in pending {
+        d.await.unwrap();
+    }
+    // The waiter had 300 ms; the flush made room well within it (or it fails clearly).
+    match waiting.await.unwrap() {
+        Ok(()) => {}
+        Err(e) => assert!(matches!(e, Error::BufferFull { .. }), "{e}"),
+    }
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_the_broker_fails_alone() {
+    let client = common::client().await;
+    let topic = common::unique_topic("toolarge-record");
+    client
+        .create_topics(&[NewTopic::new(&topic, 1, 1).with_config("max.message.bytes", "3000")])
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        config()
+            .with_compression(Compression::None)
+            .with_linger(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..9 {
+        let size = if i == 4 { 5000 } else { 100 };
+        let r = ProducerRecord::new(&topic).with_value(vec![b'0' + i as u8; size]);
+        pending.push(producer.enqueue(r).await.unwrap());
+    }
+    let mut delivered = Vec::new();
+    for (i, d) in pending.into_iter().enumerate() {
+        match d.await {
+            Ok(d) => delivered.push((i, d.offset)),
+            Err(e) => {
+                assert_eq!(i, 4, "only the big record fails: {e}");
+                assert!(
+                    matches!(
+                        e.kafka_code(),
+                        Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge)
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(delivered.len(), 8);
+    let read = common::read_partition(&client, &topic, 0, 0, 8).await;
+    let firsts: Vec<u8> = read.iter().map(|r| r.2.as_ref().unwrap()[0]).collect();
+    assert_eq!(firsts, b"01235678", "the rest arrive, in order");
+
+    // Larger than message.max.bytes: refused before buffering.
+    let small = Producer::new(config().with_max_record_bytes(1000))
+        .await
+        .unwrap();
+    let err = small
+        .send(ProducerRecord::new(&topic).with_value(vec![0u8; 2000]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RecordTooLarge { limit: 1000, .. }),
+        "{err}"
+    );
+    producer.close().await;
+    small.close().await;
+}
+
+#[tokio::test]
+async fn acks_zero_and_one_deliver_without_idempotence() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "acks", 1).await;
+    for acks in [Acks::None, Acks::Leader] {
+        let producer = Producer::new(config().with_acks(acks)).await.unwrap();
+        let d = producer
+            .send(ProducerRecord::new(&topic).with_value("a"))
+            .await
+            .unwrap();
+        if acks == Acks::None {
+            assert_eq!(d.offset, -1);
+        } else {
+            assert!(d.offset >= 0);
+        }
+        producer.close().await;
+    }
+    let read = common::read_partition(&client, &topic, 0, 0, 2).await;
+    assert_eq!(read.len(), 2);
+    // Explicit idempotence with acks=1 is a configuration error.
+    let err = Producer::new(config().with_acks(Acks::Leader).with_idempotence(true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_a_typed_error() {
+    let producer = Producer::new(config()).await.unwrap();
+    let err = producer
+        .send(ProducerRecord::new(common::unique_topic("nope")).with_value("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownTopicOrPartition { .. })
+            || err.kafka_code() == Some(KafkaCode::UnknownTopicOrPartition),
+        "{err}"
+    );
+}
