@@ -8,17 +8,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paperboy::protocol::records::{self, DecodeLimits};
-use paperboy::{Acks, Client, ClientConfig, Compression, FetchOptions, KafkaCode, NewRecord, NewTopic};
+use paperboy::{
+    Acks, Client, ClientConfig, Compression, FetchOptions, KafkaCode, NewRecord, NewTopic,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
-    let client = Client::connect(
-        ClientConfig::new(&bootstrap).with_connect_timeout(Duration::from_secs(5)),
-    )
-    .await?;
+    let client =
+        Client::connect(ClientConfig::new(&bootstrap).with_connect_timeout(Duration::from_secs(5)))
+            .await?;
     let cluster = client.cluster();
     println!(
         "connected to cluster {} with {} broker(s)",
