@@ -87,6 +87,19 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// Some messages of a batch were not delivered: `(message id, why)` for each.
+    #[error("{} of {total} messages were not delivered (first: {}: {})", failed.len(), failed.first().map(|f| f.0.as_str()).unwrap_or("?"), failed.first().map(|f| f.1.to_string()).unwrap_or_default())]
+    Undelivered {
+        /// The failed messages' ids, with their errors.
+        failed: Vec<(String, Error)>,
+        /// How many messages the batch had.
+        total: usize,
+    },
+
+    /// A message could not be serialized or deserialized as JSON.
+    #[error("JSON error: {0}")]
+    Json(String),
+
     /// A broker's response lacks what the request asked about.
     #[error("{0}")]
     IncompleteResponse(String),

@@ -46,6 +46,7 @@ mod config;
 mod conn;
 mod error;
 pub mod metadata;
+pub mod phq;
 pub mod producer;
 
 pub use client::{
