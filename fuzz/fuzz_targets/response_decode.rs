@@ -4,10 +4,10 @@
 //! length prefix). Nothing may panic; a response that decodes must re-encode to the
 //! same values; a Fetch response's record sets are decoded too.
 //!
-//! Known upstream bug: kafka-protocol 0.18 pre-allocates every array from its wire
-//! count (`Vec::with_capacity(n)`), so a few bytes make it ask for hundreds of GB and
-//! the process aborts (see `examples/repro_array_alloc.rs`). Plain runs find that in
-//! seconds and stop. To fuzz past it, run with `PAPERBOY_FUZZ_TOLERATE_HUGE_ALLOC=1`
+//! Upstream bug, fixed in `vendor/kafka-protocol`: kafka-protocol 0.18 pre-allocated
+//! every array from its wire count (`Vec::with_capacity(n)`), so a few bytes made it ask
+//! for hundreds of GB and the process aborted (see `examples/repro_array_alloc.rs`).
+//! Without the patch, plain runs find that in seconds and stop. To fuzz past it, run with `PAPERBOY_FUZZ_TOLERATE_HUGE_ALLOC=1`
 //! and `ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=1024` (see
 //! fuzz/README.md): a failed allocation then panics (a nightly alloc error hook) and
 //! this target swallows exactly those panics ("memory allocation of N bytes failed");

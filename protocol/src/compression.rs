@@ -313,12 +313,28 @@ fn snappy_decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, CompressionE
     Ok(out)
 }
 
+/// An upper bound on how many times a raw snappy block can expand (see
+/// [`snappy_raw_block`]).
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
 /// Appends one raw snappy block to `out`, keeping `out` within `limit`.
 fn snappy_raw_block(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), CompressionError> {
     let codec = Compression::Snappy;
     let n = snap::raw::decompress_len(block).map_err(|e| corrupt(codec, e))?;
     if n > limit.saturating_sub(out.len()) {
         return Err(CompressionError::TooLarge { codec, limit });
+    }
+    // The densest snappy element is a 3-byte copy of 64 bytes, so a block can never
+    // expand more than 64/3 times. A larger declared length is a lie: reject it before
+    // reserving and zero-filling that much memory.
+    if n > block.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(corrupt(
+            codec,
+            format!(
+                "block of {} bytes declares {n} uncompressed bytes",
+                block.len()
+            ),
+        ));
     }
     let start = out.len();
     out.resize(start + n, 0);
@@ -337,6 +353,30 @@ mod tests {
         (0..200_000u32)
             .flat_map(|i| format!("record-{} ", i % 977).into_bytes())
             .collect()
+    }
+
+    #[test]
+    fn snappy_declared_length_beyond_any_expansion_is_corrupt() {
+        // A 4-byte raw block declaring 64 MiB: rejected without allocating 64 MiB.
+        let block = [0x80, 0x80, 0x80, 0x20];
+        let err = decompress(Compression::Snappy, &block, 128 << 20).unwrap_err();
+        assert!(
+            matches!(err, CompressionError::Corrupt { .. }),
+            "expected Corrupt, got {err:?}"
+        );
+        assert!(err.to_string().contains("declares 67108864"), "{err}");
+        // The densest real input (all zeros) still decodes: it expands about 21 times.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert!(
+            zeros.len() > packed.len() * 20,
+            "zeros expand {}x",
+            zeros.len() / packed.len()
+        );
+        assert_eq!(
+            decompress(Compression::Snappy, &packed, 2 << 20).unwrap(),
+            zeros
+        );
     }
 
     #[test]
