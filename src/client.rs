@@ -281,7 +281,7 @@ impl Client {
     }
 
     /// The connection to `addr`, opened if there is none or the old one broke.
-    async fn conn_to(&self, addr: &str) -> Result<Arc<Connection>> {
+    pub(crate) async fn conn_to(&self, addr: &str) -> Result<Arc<Connection>> {
         self.check_open()?;
         let slot = self
             .inner
@@ -485,7 +485,7 @@ impl Client {
         }
     }
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.config.default_api_timeout
     }
 

@@ -234,6 +234,14 @@ where
     }
 }
 
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "true or false")),
+    }
+}
+
 pub(crate) fn parse_ms(key: &str, value: &str, min: u64) -> Result<Duration, ConfigError> {
     parse_num::<u64>(key, value, min).map(Duration::from_millis)
 }

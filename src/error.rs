@@ -137,6 +137,16 @@ pub enum Error {
         partition: Option<i32>,
     },
 
+    /// The partition is not assigned to this consumer (never was, or was revoked in a
+    /// rebalance).
+    #[error("not assigned to this consumer: {0}")]
+    NotAssigned(String),
+
+    /// The partition has no committed offset and `auto.offset.reset` is `error`, or its
+    /// position is out of range with that setting.
+    #[error("no valid offset for {0} and auto.offset.reset=error")]
+    NoOffset(String),
+
     /// The client was closed.
     #[error("client is closed")]
     Closed,

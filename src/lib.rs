@@ -44,6 +44,7 @@
 mod client;
 mod config;
 mod conn;
+pub mod consumer;
 mod error;
 pub mod metadata;
 pub mod phq;
@@ -53,11 +54,19 @@ pub use client::{
     Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
 };
 pub use config::ClientConfig;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
 pub use error::{ConfigError, Error, KafkaCode, Result};
 pub use paperboy_protocol as protocol;
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord};
+
+/// The producer's accumulator and batch building, for `benches/producer.rs`. Not part of
+/// the API: it may change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::producer::accumulator::bench::{Accumulator, ReadyBatch};
+}
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

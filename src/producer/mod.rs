@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod accumulator;
 mod config;
 mod partitioner;
 mod sender;

@@ -1,134 +1,35 @@
-//! The producer's accumulator and its background sender.
+//! The producer's background sender, and the mutex around its accumulator.
 //!
-//! One mutex guards the accumulator: per-partition open batches, ready queues, sequence
-//! numbers and the buffer accounting. `enqueue` appends under it; the sender task plans
-//! under it (close lingered batches, expire old ones, pick what to send to which broker)
-//! and does everything slow outside it: encoding and compressing batches, the requests,
-//! waiting for answers. A request's task locks again only to settle its batches.
+//! One mutex guards the accumulator (`accumulator.rs`): per-partition open batches,
+//! ready queues, sequence numbers and the buffer accounting. `enqueue` appends under it;
+//! the sender task plans under it (close lingered batches, expire old ones, pick what to
+//! send to which broker) and does everything slow outside it: encoding and compressing
+//! batches, the requests, waiting for answers. A request's task locks again only to
+//! settle its batches.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use paperboy_protocol::records::{self, BatchOptions, NewRecord};
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, error, info, warn, Instrument};
 
+use super::accumulator::{admit, choose, now_ms, Accumulator, Batch, Tp};
 use super::{Delivery, Partitioner, ProducerConfig, ProducerRecord};
 use crate::client::{jitter, Acks, Client};
 use crate::error::{Error, KafkaCode, Result};
 
-/// Per-record overhead on top of key, value and headers: the record's varints and
-/// attributes, generously.
-const RECORD_OVERHEAD: usize = 24;
 /// A Produce request stops taking partitions past this many bytes.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
-type Tp = (Arc<str>, i32);
-type Reply = oneshot::Sender<Result<Delivery>>;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// The accounted size of a record.
-fn record_size(r: &ProducerRecord) -> usize {
-    RECORD_OVERHEAD
-        + r.key.as_ref().map_or(0, Bytes::len)
-        + r.value.as_ref().map_or(0, Bytes::len)
-        + r.headers
-            .iter()
-            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
-            .sum::<usize>()
-}
-
-struct Batch {
-    records: Vec<NewRecord>,
-    replies: Vec<Reply>,
-    bytes: usize,
-    created: Instant,
-    attempts: u32,
-    /// The first record's sequence number once assigned; -1 before.
-    base_seq: i32,
-    /// Not to be sent again before this instant (retry backoff).
-    not_before: Option<Instant>,
-    /// The last error, for the record's failure if the batch expires.
-    last_error: Option<Error>,
-}
-
-impl Batch {
-    fn new(now: Instant) -> Batch {
-        Batch {
-            records: Vec::new(),
-            replies: Vec::new(),
-            bytes: 0,
-            created: now,
-            attempts: 0,
-            base_seq: -1,
-            not_before: None,
-            last_error: None,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Splits into two halves of fresh batches (for MESSAGE_TOO_LARGE).
-    fn split(mut self) -> (Batch, Batch) {
-        let half = self.records.len() / 2;
-        let tail_records = self.records.split_off(half);
-        let tail_replies = self.replies.split_off(half);
-        let mut a = Batch::new(self.created);
-        let mut b = Batch::new(self.created);
-        a.bytes = self.records.iter().map(new_record_size).sum();
-        b.bytes = tail_records.iter().map(new_record_size).sum();
-        a.records = self.records;
-        a.replies = self.replies;
-        b.records = tail_records;
-        b.replies = tail_replies;
-        (a, b)
-    }
-}
-
-fn new_record_size(r: &NewRecord) -> usize {
-    RECORD_OVERHEAD
-        + r.key.as_ref().map_or(0, Bytes::len)
-        + r.value.as_ref().map_or(0, Bytes::len)
-        + r.headers
-            .iter()
-            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
-            .sum::<usize>()
-}
-
-#[derive(Default)]
-struct Part {
-    open: Option<Batch>,
-    ready: VecDeque<Batch>,
-    in_flight: usize,
-    next_seq: i32,
-    /// Set when a batch failed or must be retried: the partition sends nothing more
-    /// until its in-flight batches have settled, then renumbers and resumes in order.
-    held: bool,
-    /// The sequence the broker expects next after a batch failed for good.
-    resume_seq: Option<i32>,
-}
-
 struct State {
-    parts: HashMap<Tp, Part>,
-    topics: HashMap<String, Arc<str>>,
-    sticky: HashMap<Arc<str>, i32>,
-    buffered_bytes: usize,
-    buffered_records: usize,
+    acc: Accumulator,
     in_flight: HashMap<i32, usize>,
     total_in_flight: usize,
     flushing: usize,
@@ -141,20 +42,11 @@ struct State {
     bumping: bool,
     refreshing: bool,
     stopped: bool,
-    rng: u64,
 }
 
 impl State {
-    fn random(&mut self, n: i32) -> i32 {
-        // xorshift: spreading sticky partitions needs no more than this.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng % n.max(1) as u64) as i32
-    }
-
     fn pending(&self) -> usize {
-        self.buffered_records
+        self.acc.pending()
     }
 }
 
@@ -189,11 +81,7 @@ impl Shared {
             cfg,
             partitioner,
             state: Mutex::new(State {
-                parts: HashMap::new(),
-                topics: HashMap::new(),
-                sticky: HashMap::new(),
-                buffered_bytes: 0,
-                buffered_records: 0,
+                acc: Accumulator::new(seed),
                 in_flight: HashMap::new(),
                 total_in_flight: 0,
                 flushing: 0,
@@ -204,7 +92,6 @@ impl Shared {
                 bumping: false,
                 refreshing: false,
                 stopped: false,
-                rng: seed,
             }),
             wake: Notify::new(),
             space: Notify::new(),
@@ -228,7 +115,7 @@ impl Shared {
     }
 
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.lock().buffered_bytes
+        self.lock().acc.buffered_bytes
     }
 
     pub(crate) fn begin_close(&self) {
@@ -259,33 +146,12 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let size = record_size(&record);
-        let limit = self.cfg.max_record_bytes.min(self.cfg.buffer_bytes);
-        if size > limit {
-            return Err(Error::RecordTooLarge { size, limit });
-        }
-        if record.topic.is_empty() {
-            return Err(Error::Config(crate::ConfigError::Invalid(
-                "a record needs a topic".into(),
-            )));
-        }
+        let size = admit(&record, &self.cfg)?;
         let cluster = self.client.topic_metadata(&record.topic).await?;
         let count = cluster
             .topic(&record.topic)
             .map_or(0, |t| t.partitions.len() as i32);
-        if let Some(p) = record.partition {
-            if p < 0 || p >= count {
-                return Err(Error::UnknownTopicOrPartition {
-                    topic: record.topic,
-                    partition: Some(p),
-                });
-            }
-        }
-        let chosen = record.partition.or_else(|| {
-            self.partitioner
-                .partition(&record.topic, record.key.as_deref(), count)
-                .map(|p| p.rem_euclid(count.max(1)))
-        });
+        let chosen = choose(&*self.partitioner, &record, count)?;
 
         // Wait for room, registering for the wake-up before looking, so none is missed.
         let deadline = tokio::time::Instant::now() + self.cfg.max_block;
@@ -298,9 +164,7 @@ impl Shared {
                 if st.closing {
                     return Err(Error::Closed);
                 }
-                let fits = st.buffered_records < self.cfg.buffer_records
-                    && st.buffered_bytes + size <= self.cfg.buffer_bytes;
-                if fits {
+                if st.acc.has_room(size, &self.cfg) {
                     break st;
                 }
             }
@@ -312,62 +176,9 @@ impl Shared {
         };
 
         let (tx, rx) = oneshot::channel();
-        let topic = match st.topics.get(&record.topic) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<str> = Arc::from(record.topic.as_str());
-                st.topics.insert(record.topic.clone(), t.clone());
-                t
-            }
-        };
-        let sticky = chosen.is_none();
-        let partition = match chosen {
-            Some(p) => p,
-            None => match st.sticky.get(&topic) {
-                Some(&p) if p < count => p,
-                _ => {
-                    let p = st.random(count);
-                    st.sticky.insert(topic.clone(), p);
-                    p
-                }
-            },
-        };
-        st.buffered_bytes += size;
-        st.buffered_records += 1;
-        let now = Instant::now();
-        let new_record = NewRecord {
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
-        };
-        let (batch_size, batch_records) = (self.cfg.batch_size, self.cfg.batch_records);
-        let part = st.parts.entry((topic.clone(), partition)).or_default();
-        let mut wake = false;
-        let mut closed_batch = false;
-        if let Some(open) = &part.open {
-            if open.bytes + size > batch_size && !open.records.is_empty() {
-                part.ready.extend(part.open.take());
-                closed_batch = true;
-                wake = true;
-            }
-        }
-        let open = part.open.get_or_insert_with(|| {
-            wake = true;
-            Batch::new(now)
-        });
-        open.records.push(new_record);
-        open.replies.push(tx);
-        open.bytes += size;
-        if open.bytes >= batch_size || open.records.len() >= batch_records {
-            part.ready.extend(part.open.take());
-            closed_batch = true;
-            wake = true;
-        }
-        if sticky && closed_batch {
-            // The sticky partition's batch is done: the next unkeyed record picks anew.
-            st.sticky.remove(&topic);
-        }
+        let wake = st
+            .acc
+            .append(record, size, chosen, count, tx, Instant::now(), &self.cfg);
         drop(st);
         if wake {
             self.wake.notify_one();
@@ -377,10 +188,9 @@ impl Shared {
 
     /// Removes a settled batch's records from the accounting.
     fn release(&self, st: &mut State, batch: &Batch) {
-        st.buffered_bytes = st.buffered_bytes.saturating_sub(batch.bytes);
-        st.buffered_records = st.buffered_records.saturating_sub(batch.len());
+        st.acc.release(batch);
         self.space.notify_waiters();
-        if st.buffered_records == 0 {
+        if st.acc.buffered_records == 0 {
             self.idle.notify_waiters();
         }
     }
@@ -463,7 +273,7 @@ impl Shared {
         // Close lingered batches; expire batches past their delivery timeout.
         let mut expired = Vec::new();
         let mut unsticky = Vec::new();
-        for (tp, part) in st.parts.iter_mut() {
+        for (tp, part) in st.acc.parts.iter_mut() {
             if let Some(open) = &part.open {
                 let due = open.created + cfg.linger;
                 if rush || due <= now {
@@ -490,7 +300,7 @@ impl Shared {
             }
         }
         for t in unsticky {
-            st.sticky.remove(&t);
+            st.acc.sticky.remove(&t);
         }
         for (tp, b) in expired {
             let err = Error::Timeout {
@@ -524,7 +334,7 @@ impl Shared {
         // the broker surely did not write (a split, a batch refused for good) on are
         // renumbered from that point; earlier ones keep their sequence numbers, so a
         // batch that was written but whose answer was lost is recognised as a duplicate.
-        for part in st.parts.values_mut() {
+        for part in st.acc.parts.values_mut() {
             if part.held && part.in_flight == 0 {
                 if let Some(s) = part.resume_seq.take() {
                     if cfg.idempotence {
@@ -545,6 +355,7 @@ impl Shared {
         let mut by_broker: HashMap<i32, (Vec<(Tp, Batch)>, usize)> = HashMap::new();
         let mut missing_leader = false;
         let keys: Vec<Tp> = st
+            .acc
             .parts
             .iter()
             .filter(|(_, p)| !p.held && !p.ready.is_empty())
@@ -563,7 +374,7 @@ impl Shared {
             if busy >= cfg.max_in_flight || entry.1 >= MAX_REQUEST_BYTES {
                 continue;
             }
-            let Some(part) = st.parts.get_mut(&tp) else {
+            let Some(part) = st.acc.parts.get_mut(&tp) else {
                 continue;
             };
             if part.in_flight >= cfg.max_in_flight {
@@ -613,6 +424,7 @@ impl Shared {
         }
         st.refreshing = true;
         let topics: Vec<String> = st
+            .acc
             .parts
             .iter()
             .filter(|(_, p)| !p.ready.is_empty() || p.in_flight > 0)
@@ -645,7 +457,7 @@ impl Shared {
                     st.producer_id = new_pid;
                     st.producer_epoch = new_epoch;
                     st.need_bump = false;
-                    for part in st.parts.values_mut() {
+                    for part in st.acc.parts.values_mut() {
                         part.next_seq = 0;
                         part.held = false;
                         part.resume_seq = None;
@@ -679,17 +491,9 @@ impl Shared {
         let mut ok_batches = Vec::with_capacity(batches.len());
         let mut bad = Vec::new();
         for (tp, batch) in batches {
-            let opts = BatchOptions {
-                compression: cfg.compression,
-                producer_id,
-                producer_epoch,
-                base_sequence: batch.base_seq,
-                ..BatchOptions::default()
-            };
-            let mut buf = BytesMut::new();
-            match records::encode_batch(&batch.records, &opts, &mut buf) {
-                Ok(_) => {
-                    encoded.push(buf.freeze());
+            match batch.encode(cfg.compression, producer_id, producer_epoch) {
+                Ok(bytes) => {
+                    encoded.push(bytes);
                     ok_batches.push((tp, batch));
                 }
                 Err(e) => bad.push((tp, batch, Error::from(e))),
@@ -712,7 +516,7 @@ impl Shared {
         st.total_in_flight = st.total_in_flight.saturating_sub(1);
         let mut stale = false;
         for (tp, batch, err) in bad {
-            if let Some(p) = st.parts.get_mut(&tp) {
+            if let Some(p) = st.acc.parts.get_mut(&tp) {
                 p.in_flight -= 1;
                 p.held = true;
                 if batch.base_seq >= 0 {
@@ -822,7 +626,7 @@ impl Shared {
     ) -> bool {
         let cfg = &self.cfg;
         let idempotent = cfg.idempotence;
-        let Some(part) = st.parts.get_mut(&tp) else {
+        let Some(part) = st.acc.parts.get_mut(&tp) else {
             return false;
         };
         part.in_flight -= 1;

@@ -1,0 +1,329 @@
+//! Consumer configuration by librdkafka/Java property names.
+
+use std::time::Duration;
+
+use crate::client::IsolationLevel;
+use crate::config::{invalid, parse_bool, parse_ms, parse_num, ClientConfig};
+use crate::error::ConfigError;
+
+use super::assignor::AssignmentStrategy;
+
+/// What to do when a partition has no committed offset, or its offset is out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// Start from the first offset still in the log.
+    Earliest,
+    /// Start from the end: only records written from now on.
+    Latest,
+    /// Fail: [`Consumer::recv`](super::Consumer::recv) returns the error.
+    Error,
+}
+
+/// Consumer settings, by the property names librdkafka and the Java client use.
+///
+/// | property | default | meaning |
+/// |---|---|---|
+/// | `group.id` | none | the consumer group; required by [`subscribe`](super::Consumer::subscribe) |
+/// | `group.instance.id` | none | static membership: a restart within the session timeout keeps the assignment |
+/// | `partition.assignment.strategy` | `range,cooperative-sticky` | assignors offered, in preference order: `range`, `roundrobin`, `cooperative-sticky` (or the Java class names) |
+/// | `session.timeout.ms` | 45000 | how long the coordinator waits for a heartbeat |
+/// | `heartbeat.interval.ms` | 3000 | how often heartbeats are sent |
+/// | `max.poll.interval.ms` | 300000 | longest gap between `recv` calls before the consumer leaves the group |
+/// | `enable.auto.commit` | true | commit consumed positions every `auto.commit.interval.ms`, before a rebalance and on close |
+/// | `auto.commit.interval.ms` | 5000 | |
+/// | `auto.offset.reset` | latest | `earliest`, `latest` or `error` (librdkafka's `smallest`/`beginning`, `largest`/`end` too) |
+/// | `fetch.min.bytes` | 1 | bytes a broker waits for before answering a fetch |
+/// | `fetch.max.wait.ms` (`fetch.wait.max.ms`) | 500 | how long it waits for them |
+/// | `fetch.max.bytes` | 52428800 | cap on one fetch response |
+/// | `max.partition.fetch.bytes` (`fetch.message.max.bytes`) | 1048576 | cap per partition in one fetch |
+/// | `queued.max.messages.kbytes` | 65536 | the prefetch budget in KiB: records buffered across all partitions |
+/// | `isolation.level` | read_uncommitted | or `read_committed`: skip aborted transactions |
+///
+/// Plus every [`ClientConfig`] property (`bootstrap.servers`, `client.id`, ...). An
+/// unknown key or a malformed value is an error that names it.
+///
+/// # Example
+/// ```
+/// use paperboy::consumer::ConsumerConfig;
+///
+/// let config = ConsumerConfig::from_properties([
+///     ("bootstrap.servers", "127.0.0.1:9092"),
+///     ("group.id", "billing"),
+///     ("auto.offset.reset", "earliest"),
+///     ("queued.max.messages.kbytes", "4096"),
+/// ])?;
+/// assert_eq!(config.prefetch_budget(), 4 << 20);
+///
+/// let err = ConsumerConfig::from_properties([("group.idd", "x")]).unwrap_err();
+/// assert_eq!(err.to_string(), "unknown configuration key `group.idd`");
+/// # Ok::<(), paperboy::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub(crate) client: ClientConfig,
+    pub(crate) group_id: Option<String>,
+    pub(crate) group_instance_id: Option<String>,
+    pub(crate) strategies: Vec<AssignmentStrategy>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) max_poll_interval: Duration,
+    pub(crate) auto_commit: bool,
+    pub(crate) auto_commit_interval: Duration,
+    pub(crate) offset_reset: OffsetReset,
+    pub(crate) fetch_min_bytes: i32,
+    pub(crate) fetch_max_wait: Duration,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) partition_max_bytes: i32,
+    pub(crate) prefetch_budget: usize,
+    pub(crate) isolation: IsolationLevel,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            client: ClientConfig::default(),
+            group_id: None,
+            group_instance_id: None,
+            strategies: vec![
+                AssignmentStrategy::Range,
+                AssignmentStrategy::CooperativeSticky,
+            ],
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            auto_commit: true,
+            auto_commit_interval: Duration::from_secs(5),
+            offset_reset: OffsetReset::Latest,
+            fetch_min_bytes: 1,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 50 << 20,
+            partition_max_bytes: 1 << 20,
+            prefetch_budget: 64 << 20,
+            isolation: IsolationLevel::ReadUncommitted,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// The defaults, with these bootstrap servers.
+    pub fn new(bootstrap_servers: &str) -> Self {
+        ConsumerConfig {
+            client: ClientConfig::new(bootstrap_servers),
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// Builds a configuration from properties, starting from the defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first unknown key or malformed value.
+    pub fn from_properties<I, K, V>(props: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut c = ConsumerConfig::default();
+        for (k, v) in props {
+            c.set(k.as_ref(), v.as_ref())?;
+        }
+        Ok(c)
+    }
+
+    /// Sets one property by its librdkafka/Java name.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownKey`] for a key the consumer does not know,
+    /// [`ConfigError::InvalidValue`] for a value that does not parse.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ConfigError> {
+        match key {
+            "group.id" => self.group_id = non_empty(value),
+            "group.instance.id" => self.group_instance_id = non_empty(value),
+            "partition.assignment.strategy" => {
+                let mut strategies = Vec::new();
+                for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let s = AssignmentStrategy::parse(name).ok_or_else(|| {
+                        invalid(key, value, "range, roundrobin or cooperative-sticky")
+                    })?;
+                    if !strategies.contains(&s) {
+                        strategies.push(s);
+                    }
+                }
+                if strategies.is_empty() {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "range, roundrobin or cooperative-sticky",
+                    ));
+                }
+                self.strategies = strategies;
+            }
+            "session.timeout.ms" => self.session_timeout = parse_ms(key, value, 1)?,
+            "heartbeat.interval.ms" => self.heartbeat_interval = parse_ms(key, value, 1)?,
+            "max.poll.interval.ms" => self.max_poll_interval = parse_ms(key, value, 1)?,
+            "enable.auto.commit" => self.auto_commit = parse_bool(key, value)?,
+            "auto.commit.interval.ms" => self.auto_commit_interval = parse_ms(key, value, 1)?,
+            "auto.offset.reset" => {
+                self.offset_reset = match value.trim().to_ascii_lowercase().as_str() {
+                    "earliest" | "smallest" | "beginning" => OffsetReset::Earliest,
+                    "latest" | "largest" | "end" => OffsetReset::Latest,
+                    "error" | "none" => OffsetReset::Error,
+                    _ => return Err(invalid(key, value, "earliest, latest or error")),
+                }
+            }
+            "fetch.min.bytes" => self.fetch_min_bytes = parse_num(key, value, 1)?,
+            "fetch.max.wait.ms" | "fetch.wait.max.ms" => {
+                self.fetch_max_wait = parse_ms(key, value, 0)?
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value, 1024)?,
+            "max.partition.fetch.bytes" | "fetch.message.max.bytes" => {
+                self.partition_max_bytes = parse_num(key, value, 1)?
+            }
+            "queued.max.messages.kbytes" => {
+                self.prefetch_budget = parse_num::<usize>(key, value, 1)?.saturating_mul(1024)
+            }
+            "isolation.level" => {
+                self.isolation = match value.trim() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => return Err(invalid(key, value, "read_uncommitted or read_committed")),
+                }
+            }
+            _ => {
+                if !self.client.try_set(key, value)? {
+                    return Err(ConfigError::UnknownKey {
+                        key: key.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// The client settings inside.
+    pub fn client(&self) -> &ClientConfig {
+        &self.client
+    }
+
+    /// The consumer group, if any.
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
+    }
+
+    /// Sets `group.id`.
+    pub fn with_group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = non_empty(&group.into());
+        self
+    }
+
+    /// Sets `auto.offset.reset`.
+    pub fn with_offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// Sets `enable.auto.commit`.
+    pub fn with_auto_commit(mut self, on: bool) -> Self {
+        self.auto_commit = on;
+        self
+    }
+
+    /// Whether auto-commit is on.
+    pub fn auto_commit(&self) -> bool {
+        self.auto_commit
+    }
+
+    /// The prefetch budget in bytes: the most record data buffered across all
+    /// partitions (`queued.max.messages.kbytes` x 1024).
+    pub fn prefetch_budget(&self) -> usize {
+        self.prefetch_budget
+    }
+
+    /// Sets the prefetch budget in bytes (at least 1 KiB).
+    pub fn with_prefetch_budget(mut self, bytes: usize) -> Self {
+        self.prefetch_budget = bytes.max(1024);
+        self
+    }
+
+    /// Sets `isolation.level`.
+    pub fn with_isolation(mut self, isolation: IsolationLevel) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Whether rebalances follow the cooperative protocol (KIP-429): only when every
+    /// configured assignor is cooperative, as in the Java client. Otherwise every
+    /// rebalance revokes all partitions first (eager).
+    pub(crate) fn cooperative(&self) -> bool {
+        self.strategies.iter().all(|s| s.is_cooperative())
+    }
+
+    /// Sets `partition.assignment.strategy`.
+    pub fn with_assignment_strategy(mut self, strategies: &[AssignmentStrategy]) -> Self {
+        if !strategies.is_empty() {
+            self.strategies = strategies.to_vec();
+        }
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.client.validate()?;
+        if self.heartbeat_interval >= self.session_timeout {
+            return Err(invalid(
+                "heartbeat.interval.ms",
+                &self.heartbeat_interval.as_millis().to_string(),
+                "less than session.timeout.ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_errors_name_the_key() {
+        let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("group.id", "g"),
+            ("auto.offset.reset", "smallest"),
+            ("partition.assignment.strategy", "roundrobin"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "100"),
+        ])
+        .unwrap();
+        assert_eq!(c.group_id(), Some("g"));
+        assert_eq!(c.offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.strategies, vec![AssignmentStrategy::RoundRobin]);
+        assert_eq!(c.isolation, IsolationLevel::ReadCommitted);
+        assert_eq!(c.fetch_max_wait, Duration::from_millis(100));
+        let e = ConsumerConfig::from_properties([("auto.offset.reset", "start")]).unwrap_err();
+        assert!(e.to_string().contains("auto.offset.reset"), "{e}");
+        let e = ConsumerConfig::from_properties([("partition.assignment.strategy", "sticky")])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("partition.assignment.strategy"),
+            "{e}"
+        );
+        let e = ConsumerConfig::from_properties([("linger.ms", "5")]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown configuration key `linger.ms`");
+    }
+
+    #[test]
+    fn heartbeat_must_be_shorter_than_the_session() {
+        let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("session.timeout.ms", "3000"),
+            ("heartbeat.interval.ms", "3000"),
+        ])
+        .unwrap();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,549 @@
+//! The background fetcher: one fetch in flight per broker, in an incremental fetch
+//! session (KIP-227), never asking for more than the prefetch budget has left.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic, ForgottenTopic,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use paperboy_protocol::records::{batches, DecodeLimits};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::{Inner, OffsetReset, Queued, TopicPartition};
+use crate::client::{jitter, IsolationLevel, OffsetSpec};
+use crate::error::{Error, KafkaCode, Result};
+
+/// What a broker's fetch session holds: per partition, the fetch offset, the partition
+/// byte cap and the leader epoch last sent.
+#[derive(Default)]
+struct Session {
+    id: i32,
+    epoch: i32,
+    parts: HashMap<TopicPartition, (i64, i32, i32)>,
+}
+
+impl Session {
+    fn reset(&mut self) {
+        *self = Session::default();
+    }
+}
+
+/// One partition asked for.
+struct Want {
+    tp: TopicPartition,
+    topic_id: Uuid,
+    offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+    gen: u64,
+}
+
+/// What came back for one partition.
+struct PartResult {
+    tp: TopicPartition,
+    gen: u64,
+    queued: Vec<Queued>,
+    bytes: usize,
+    next_offset: Option<i64>,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    aborted: Vec<(i64, i64)>,
+    error: Option<Error>,
+}
+
+struct FetchDone {
+    node: i32,
+    session: Session,
+    reserved: usize,
+    wants: Vec<(TopicPartition, u64)>,
+    result: Result<Vec<PartResult>>,
+}
+
+/// Runs until the consumer is dropped or closed.
+pub(super) async fn run(weak: Weak<Inner>) {
+    let mut sessions: HashMap<i32, Session> = HashMap::new();
+    let mut busy: HashSet<i32> = HashSet::new();
+    let mut inflight: JoinSet<FetchDone> = JoinSet::new();
+    let mut refresh: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_refresh = Instant::now() - Duration::from_secs(60);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let wake = inner.fetch_wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+
+        reset_out_of_range(&inner).await;
+
+        let (plans, stale, next_retry) = plan(&inner, &busy);
+        for (node, wants, max_bytes) in plans {
+            busy.insert(node);
+            let session = sessions.remove(&node).unwrap_or_default();
+            let inner2 = inner.clone();
+            inflight.spawn(async move {
+                let mut session = session;
+                let keys = wants.iter().map(|w| (w.tp.clone(), w.gen)).collect();
+                let result = fetch(&inner2, node, &mut session, &wants, max_bytes).await;
+                FetchDone {
+                    node,
+                    session,
+                    reserved: max_bytes as usize,
+                    wants: keys,
+                    result,
+                }
+            });
+        }
+        let refresh_due = last_refresh.elapsed() >= inner.client.config().retry_backoff;
+        if !stale.is_empty() && refresh.as_ref().is_none_or(|h| h.is_finished()) && refresh_due {
+            last_refresh = Instant::now();
+            let client = inner.client.clone();
+            let inner_w = weak.clone();
+            refresh = Some(tokio::spawn(async move {
+                let names: Vec<&str> = stale.iter().map(String::as_str).collect();
+                if let Err(e) = client.refresh_metadata(&names).await {
+                    debug!(error = %e, "metadata refresh for fetching failed");
+                }
+                if let Some(i) = inner_w.upgrade() {
+                    i.fetch_wake.notify_one();
+                }
+            }));
+        }
+        let sleep_for = next_retry
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(5));
+        tokio::select! {
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                let Ok(done) = done else { continue };
+                busy.remove(&done.node);
+                let mut done = done;
+                let session = std::mem::take(&mut done.session);
+                sessions.insert(done.node, session);
+                settle(&inner, done);
+            }
+            _ = &mut wake => {}
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+}
+
+/// Partitions to fetch now, grouped by leader, with the bytes each request may return.
+/// Also the topics whose metadata is missing, and when a partition backing off is due.
+#[allow(clippy::type_complexity)]
+fn plan(
+    inner: &Arc<Inner>,
+    busy: &HashSet<i32>,
+) -> (Vec<(i32, Vec<Want>, i32)>, Vec<String>, Option<Instant>) {
+    let cfg = &inner.config;
+    let cluster = inner.client.cluster();
+    let mut st = inner.lock();
+    let st = &mut *st;
+    let now = Instant::now();
+    let mut stale = Vec::new();
+    let mut next_retry: Option<Instant> = None;
+    let n = st.parts.len().max(1);
+    let share = (cfg.prefetch_budget / n).max(1);
+    let mut by_node: BTreeMap<i32, Vec<Want>> = BTreeMap::new();
+    for (tp, p) in st.parts.iter_mut() {
+        if p.position.is_none()
+            || p.paused
+            || p.in_flight
+            || p.out_of_range
+            || p.error.is_some()
+            || p.bytes >= share
+        {
+            continue;
+        }
+        if let Some(t) = p.retry_at {
+            if t > now {
+                next_retry = Some(next_retry.map_or(t, |n| n.min(t)));
+                continue;
+            }
+            p.retry_at = None;
+        }
+        let Some(topic) = cluster.topic(&tp.topic) else {
+            if !stale.contains(&tp.topic) {
+                stale.push(tp.topic.clone());
+            }
+            continue;
+        };
+        let Some(part) = topic.partition(tp.partition).filter(|p| p.leader >= 0) else {
+            if !stale.contains(&tp.topic) {
+                stale.push(tp.topic.clone());
+            }
+            continue;
+        };
+        if busy.contains(&part.leader) {
+            continue;
+        }
+        let room = share - p.bytes;
+        by_node.entry(part.leader).or_default().push(Want {
+            tp: tp.clone(),
+            topic_id: topic.id,
+            offset: p.fetch_offset,
+            max_bytes: (cfg.partition_max_bytes as usize).min(room).max(1) as i32,
+            leader_epoch: part.leader_epoch,
+            gen: p.gen,
+        });
+    }
+    let mut plans = Vec::new();
+    for (node, wants) in by_node {
+        let left = cfg
+            .prefetch_budget
+            .saturating_sub(st.buffered + st.reserved);
+        if left < 1024.min(cfg.prefetch_budget) {
+            break;
+        }
+        let max_bytes = (cfg.fetch_max_bytes as usize).min(left) as i32;
+        st.reserved += max_bytes as usize;
+        for w in &wants {
+            if let Some(p) = st.parts.get_mut(&w.tp) {
+                p.in_flight = true;
+            }
+        }
+        plans.push((node, wants, max_bytes));
+    }
+    (plans, stale, next_retry)
+}
+
+/// One Fetch request to `node`, in its session; decodes the record sets into batches.
+async fn fetch(
+    inner: &Arc<Inner>,
+    node: i32,
+    session: &mut Session,
+    wants: &[Want],
+    max_bytes: i32,
+) -> Result<Vec<PartResult>> {
+    let cfg = &inner.config;
+    let conn = match inner.client.conn_to_node(node).await {
+        Ok(c) => c,
+        Err(e) => {
+            session.reset();
+            return Err(e);
+        }
+    };
+    let full = session.epoch == 0;
+    let wanted: HashMap<TopicPartition, (i64, i32, i32)> = wants
+        .iter()
+        .map(|w| (w.tp.clone(), (w.offset, w.max_bytes, w.leader_epoch)))
+        .collect();
+    let mut topics: BTreeMap<&str, (Uuid, Vec<FetchPartition>)> = BTreeMap::new();
+    for w in wants {
+        if !full && session.parts.get(&w.tp) == Some(&(w.offset, w.max_bytes, w.leader_epoch)) {
+            continue;
+        }
+        topics
+            .entry(&w.tp.topic)
+            .or_insert((w.topic_id, Vec::new()))
+            .1
+            .push(
+                FetchPartition::default()
+                    .with_partition(w.tp.partition)
+                    .with_current_leader_epoch(w.leader_epoch)
+                    .with_fetch_offset(w.offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(w.max_bytes),
+            );
+    }
+    let ids: HashMap<&str, Uuid> = wants
+        .iter()
+        .map(|w| (w.tp.topic.as_str(), w.topic_id))
+        .collect();
+    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    if !full {
+        for tp in session.parts.keys() {
+            if !wanted.contains_key(tp) {
+                forgotten.entry(&tp.topic).or_default().push(tp.partition);
+            }
+        }
+    }
+    let version = conn.version_for::<FetchRequest>()?;
+    let name = |t: &str| TopicName(StrBytes::from_string(t.to_owned()));
+    let forgotten_ids: HashMap<String, Uuid> = inner
+        .client
+        .cluster()
+        .topics
+        .values()
+        .map(|t| (t.name.clone(), t.id))
+        .collect();
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(cfg.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32)
+        .with_min_bytes(cfg.fetch_min_bytes)
+        .with_max_bytes(max_bytes)
+        .with_isolation_level(match cfg.isolation {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        })
+        .with_session_id(session.id)
+        .with_session_epoch(session.epoch)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, (id, ps))| {
+                    FetchTopic::default()
+                        .with_topic(name(t))
+                        .with_topic_id(id)
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+        .with_forgotten_topics_data(
+            forgotten
+                .into_iter()
+                .map(|(t, ps)| {
+                    ForgottenTopic::default()
+                        .with_topic(name(t))
+                        .with_topic_id(
+                            ids.get(t)
+                                .or_else(|| forgotten_ids.get(t))
+                                .copied()
+                                .unwrap_or_default(),
+                        )
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let timeout = inner.client.config().request_timeout + cfg.fetch_max_wait;
+    let resp = match conn.request_at(&req, version, timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            session.reset();
+            return Err(e);
+        }
+    };
+    if let Some(e) = Error::from_code(resp.error_code, None, || {
+        format!("fetch from broker {node}")
+    }) {
+        session.reset();
+        return Err(e);
+    }
+    // Session bookkeeping (KIP-227).
+    if full {
+        session.id = resp.session_id;
+        session.epoch = if resp.session_id == 0 { 0 } else { 1 };
+    } else {
+        session.epoch = if session.epoch == i32::MAX {
+            1
+        } else {
+            session.epoch + 1
+        };
+    }
+    session.parts = if session.epoch == 0 {
+        HashMap::new()
+    } else {
+        wanted
+    };
+
+    let by_id: HashMap<Uuid, &str> = wants
+        .iter()
+        .map(|w| (w.topic_id, w.tp.topic.as_str()))
+        .collect();
+    let gens: HashMap<&TopicPartition, u64> = wants.iter().map(|w| (&w.tp, w.gen)).collect();
+    let with_data = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
+        .count();
+    let limits = DecodeLimits::default();
+    let mut out = Vec::new();
+    for t in &resp.responses {
+        let topic = if version >= 13 {
+            match by_id.get(&t.topic_id) {
+                Some(n) => n.to_string(),
+                None => continue,
+            }
+        } else {
+            t.topic.to_string()
+        };
+        for p in &t.partitions {
+            let tp = TopicPartition::new(topic.clone(), p.partition_index);
+            let Some(&gen) = gens.get(&tp) else { continue };
+            let error = Error::from_code(p.error_code, None, || format!("fetch {tp}"));
+            let mut result = PartResult {
+                tp,
+                gen,
+                queued: Vec::new(),
+                bytes: 0,
+                next_offset: None,
+                high_watermark: p.high_watermark,
+                last_stable_offset: p.last_stable_offset,
+                aborted: p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id.0, a.first_offset))
+                    .collect(),
+                error,
+            };
+            if let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) {
+                // With several partitions in one response, each gets its own copy, so
+                // its buffered bytes are exactly what it holds.
+                let records: Bytes = if with_data > 1 {
+                    Bytes::copy_from_slice(records)
+                } else {
+                    records.clone()
+                };
+                let total = records.len();
+                let mut counted = 0;
+                let mut iter = batches(records, limits);
+                for b in iter.by_ref() {
+                    match b {
+                        Ok(batch) => {
+                            counted += batch.size();
+                            result.next_offset = Some(batch.next_offset());
+                            result.queued.push(Queued {
+                                bytes: batch.size(),
+                                batch: Ok(batch),
+                            });
+                        }
+                        Err(e) => {
+                            result.queued.push(Queued {
+                                bytes: 0,
+                                batch: Err(e),
+                            });
+                        }
+                    }
+                }
+                if let Some(last) = result.queued.last_mut() {
+                    last.bytes += total - counted;
+                }
+                result.bytes = total;
+                if result.queued.is_empty() {
+                    result.bytes = 0;
+                }
+            }
+            out.push(result);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies a finished fetch: queues batches of partitions still assigned at the same
+/// generation, advances fetch offsets, records errors and backoffs.
+fn settle(inner: &Arc<Inner>, done: FetchDone) {
+    let mut st = inner.lock();
+    let st = &mut *st;
+    st.reserved = st.reserved.saturating_sub(done.reserved);
+    let backoff = jitter(inner.client.config().retry_backoff);
+    for (tp, gen) in &done.wants {
+        if let Some(p) = st.parts.get_mut(tp) {
+            if p.gen == *gen {
+                p.in_flight = false;
+            }
+        }
+    }
+    let mut arrived = false;
+    match done.result {
+        Err(e) => {
+            warn!(broker = done.node, error = %e, "fetch failed");
+            for (tp, gen) in &done.wants {
+                if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
+                    p.retry_at = Some(Instant::now() + backoff);
+                }
+            }
+        }
+        Ok(results) => {
+            for r in results {
+                let Some(p) = st.parts.get_mut(&r.tp) else {
+                    continue;
+                };
+                if p.gen != r.gen {
+                    continue;
+                }
+                if r.high_watermark >= 0 {
+                    p.high_watermark = r.high_watermark;
+                }
+                if r.last_stable_offset >= 0 {
+                    p.last_stable_offset = r.last_stable_offset;
+                }
+                if let Some(e) = r.error {
+                    match e.kafka_code() {
+                        Some(KafkaCode::OffsetOutOfRange) => {
+                            warn!(partition = %r.tp, offset = p.fetch_offset, "offset out of range");
+                            p.retry_at = None;
+                            p.out_of_range = true;
+                        }
+                        _ if e.is_retriable() || e.is_stale_metadata() => {
+                            debug!(partition = %r.tp, error = %e, "fetch of partition will be retried");
+                            p.retry_at = Some(Instant::now() + backoff);
+                        }
+                        _ => p.error = Some(e),
+                    }
+                    continue;
+                }
+                p.aborted.extend(r.aborted);
+                if !r.queued.is_empty() {
+                    arrived = true;
+                }
+                p.queue.extend(r.queued);
+                p.bytes += r.bytes;
+                st.buffered += r.bytes;
+                if let Some(next) = r.next_offset {
+                    p.fetch_offset = p.fetch_offset.max(next);
+                }
+            }
+        }
+    }
+    if arrived {
+        inner.ready.notify_waiters();
+    }
+}
+
+/// Resets partitions whose fetch offset fell out of range, by `auto.offset.reset`.
+async fn reset_out_of_range(inner: &Arc<Inner>) {
+    let todo: Vec<(TopicPartition, u64)> = {
+        let st = inner.lock();
+        st.parts
+            .iter()
+            .filter(|(_, p)| p.out_of_range && !p.in_flight)
+            .map(|(tp, p)| (tp.clone(), p.gen))
+            .collect()
+    };
+    for (tp, gen) in todo {
+        let spec = match inner.config.offset_reset {
+            OffsetReset::Earliest => Some(OffsetSpec::Earliest),
+            OffsetReset::Latest => Some(OffsetSpec::Latest),
+            OffsetReset::Error => None,
+        };
+        let offset = match spec {
+            Some(spec) => Some(
+                inner
+                    .client
+                    .list_offset(&tp.topic, tp.partition, spec)
+                    .await,
+            ),
+            None => None,
+        };
+        let mut st = inner.lock();
+        let st = &mut *st;
+        let Some(p) = st.parts.get_mut(&tp).filter(|p| p.gen == gen) else {
+            continue;
+        };
+        p.out_of_range = false;
+        match offset {
+            Some(Ok(o)) => {
+                warn!(partition = %tp, offset = o, "reset by auto.offset.reset");
+                st.buffered -= p.seek(o);
+            }
+            Some(Err(e)) => {
+                p.out_of_range = true;
+                p.retry_at = Some(Instant::now() + inner.client.config().retry_backoff);
+                debug!(partition = %tp, error = %e, "offset reset failed");
+            }
+            None => p.error = Some(Error::NoOffset(format!("{tp} at {}", p.fetch_offset))),
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The classic group protocol, request by request: finding the coordinator, joining,
+//! syncing, heartbeats, leaving, and committing and fetching offsets.
+//!
+//! [`GroupClient`] knows nothing of partitions being consumed; the consumer drives it
+//! and owns the state machine (see `mod.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    find_coordinator_request::FindCoordinatorRequest,
+    heartbeat_request::HeartbeatRequest,
+    join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol},
+    leave_group_request::{LeaveGroupRequest, MemberIdentity},
+    offset_commit_request::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    },
+    offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopics},
+    sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment},
+    GroupId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::{debug, info, warn};
+
+use super::TopicPartition;
+use crate::client::{jitter, Client};
+use crate::conn::Connection;
+use crate::error::{Error, KafkaCode, Result};
+
+/// What a member needs to say who it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Membership {
+    pub member_id: String,
+    pub generation: i32,
+}
+
+/// The answer to JoinGroup.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    pub generation: i32,
+    pub member_id: String,
+    pub leader: String,
+    pub protocol: Option<String>,
+    /// Every member with its subscription metadata; empty unless this member leads.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+/// The coordinator-facing half of a group member.
+pub(crate) struct GroupClient {
+    client: Client,
+    group_id: String,
+    instance_id: Option<String>,
+    coordinator: Mutex<Option<i32>>,
+}
+
+/// Errors after which the coordinator must be looked up again.
+fn coordinator_moved(e: &Error) -> bool {
+    matches!(
+        e.kafka_code(),
+        Some(
+            KafkaCode::NotCoordinator
+                | KafkaCode::CoordinatorNotAvailable
+                | KafkaCode::CoordinatorLoadInProgress
+        )
+    ) || matches!(
+        e,
+        Error::Disconnected { .. } | Error::Io { .. } | Error::Timeout { .. }
+    )
+}
+
+fn check(code: i16, what: impl FnOnce() -> String) -> Result<()> {
+    match Error::from_code(code, None, what) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+impl GroupClient {
+    pub(crate) fn new(client: Client, group_id: String, instance_id: Option<String>) -> Self {
+        GroupClient {
+            client,
+            group_id,
+            instance_id,
+            coordinator: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    fn instance(&self) -> Option<StrBytes> {
+        self.instance_id.as_deref().map(s)
+    }
+
+    /// Forgets the coordinator, so the next call looks it up again.
+    pub(crate) fn coordinator_lost(&self) {
+        *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn coordinator(&self) -> Result<Arc<Connection>> {
+        let known = *self.coordinator.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(node) = known {
+            return self.client.conn_to_node(node).await;
+        }
+        let conn = self.client.conn_to_any().await?;
+        let req = FindCoordinatorRequest::default()
+            .with_key(s(&self.group_id))
+            .with_key_type(0)
+            .with_coordinator_keys(vec![s(&self.group_id)]);
+        let (version, resp) = conn.request(&req).await?;
+        let (node, host, port) = if version >= 4 {
+            let c = resp.coordinators.first().ok_or_else(|| {
+                Error::IncompleteResponse("find_coordinator: no coordinator in response".into())
+            })?;
+            check(c.error_code, || {
+                format!("find coordinator of group {}", self.group_id)
+            })?;
+            (c.node_id.0, c.host.to_string(), c.port)
+        } else {
+            check(resp.error_code, || {
+                format!("find coordinator of group {}", self.group_id)
+            })?;
+            (resp.node_id.0, resp.host.to_string(), resp.port)
+        };
+        debug!(group = %self.group_id, node, %host, port, "found coordinator");
+        let conn = self.client.conn_to(&format!("{host}:{port}")).await?;
+        *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
+        Ok(conn)
+    }
+
+    /// Runs `op` against the coordinator, looking it up again and retrying (with
+    /// backoff, until the API deadline) when it moved or is loading.
+    async fn with_coordinator<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = self.client.deadline();
+        let mut backoff = self.client.config().retry_backoff;
+        loop {
+            let result = match self.coordinator().await {
+                Ok(conn) => op(conn).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if matches!(e, Error::Closed) => return Err(e),
+                Err(e)
+                    if (coordinator_moved(&e)
+                        || matches!(e, Error::NoBrokerAvailable(_))
+                        || e.is_retriable())
+                        && Instant::now() + backoff < deadline =>
+                {
+                    if coordinator_moved(&e) || matches!(e, Error::NoBrokerAvailable(_)) {
+                        self.coordinator_lost();
+                    }
+                    debug!(%what, group = %self.group_id, error = %e, "retrying against the coordinator");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(self.client.config().retry_backoff_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// JoinGroup, once. MEMBER_ID_REQUIRED and the like come back as errors with the
+    /// member id the coordinator assigned (see [`GroupClient::join`]).
+    async fn join_once(
+        &self,
+        member_id: &str,
+        protocols: &[(&'static str, Bytes)],
+        session_timeout: Duration,
+        rebalance_timeout: Duration,
+    ) -> Result<std::result::Result<Joined, (Error, String)>> {
+        let req = JoinGroupRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_session_timeout_ms(session_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_rebalance_timeout_ms(rebalance_timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_member_id(s(member_id))
+            .with_group_instance_id(self.instance())
+            .with_protocol_type(s("consumer"))
+            .with_protocols(
+                protocols
+                    .iter()
+                    .map(|(name, meta)| {
+                        JoinGroupRequestProtocol::default()
+                            .with_name(s(name))
+                            .with_metadata(meta.clone())
+                    })
+                    .collect(),
+            );
+        // The coordinator holds JoinGroup until every member has joined, up to the
+        // rebalance timeout.
+        let timeout = rebalance_timeout + self.client.config().request_timeout;
+        self.with_coordinator("join_group", |conn| {
+            let req = req.clone();
+            async move {
+                let version = conn.version_for::<JoinGroupRequest>()?;
+                let resp = conn.request_at(&req, version, timeout).await?;
+                if let Some(e) = Error::from_code(resp.error_code, None, || {
+                    format!("join group {}", self.group_id)
+                }) {
+                    if coordinator_moved(&e) {
+                        return Err(e);
+                    }
+                    return Ok(Err((e, resp.member_id.to_string())));
+                }
+                Ok(Ok(Joined {
+                    generation: resp.generation_id,
+                    member_id: resp.member_id.to_string(),
+                    leader: resp.leader.to_string(),
+                    protocol: resp.protocol_name.map(|p| p.to_string()),
+                    members: resp
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            (
+                                m.member_id.to_string(),
+                                m.group_instance_id.map(|i| i.to_string()),
+                                m.metadata,
+                            )
+                        })
+                        .collect(),
+                }))
+            }
+        })
+        .await
+    }
+
+    /// Joins the group: retries MEMBER_ID_REQUIRED with the id the coordinator gave,
+    /// and UNKNOWN_MEMBER_ID with an empty id. `member_id` is updated in place.
+    pub(crate) async fn join(
+        &self,
+        member_id: &mut String,
+        protocols: &[(&'static str, Bytes)],
+        session_timeout: Duration,
+        rebalance_timeout: Duration,
+    ) -> Result<Joined> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .join_once(member_id, protocols, session_timeout, rebalance_timeout)
+                .await?
+            {
+                Ok(joined) => {
+                    *member_id = joined.member_id.clone();
+                    return Ok(joined);
+                }
+                Err((e, assigned)) if attempts < 10 => match e.kafka_code() {
+                    Some(KafkaCode::MemberIdRequired) => {
+                        debug!(group = %self.group_id, member = %assigned, "member id assigned");
+                        *member_id = assigned;
+                    }
+                    Some(KafkaCode::UnknownMemberId) => member_id.clear(),
+                    Some(KafkaCode::RebalanceInProgress) => {
+                        tokio::time::sleep(self.client.config().retry_backoff).await
+                    }
+                    _ => return Err(e),
+                },
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// SyncGroup: the leader passes every member's assignment, the others none.
+    /// Returns this member's assignment bytes.
+    pub(crate) async fn sync(
+        &self,
+        m: &Membership,
+        protocol: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes> {
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_generation_id(m.generation)
+            .with_member_id(s(&m.member_id))
+            .with_group_instance_id(self.instance())
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(protocol.map(s))
+            .with_assignments(
+                assignments
+                    .into_iter()
+                    .map(|(member, a)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(s(&member))
+                            .with_assignment(a)
+                    })
+                    .collect(),
+            );
+        self.with_coordinator("sync_group", |conn| {
+            let req = req.clone();
+            async move {
+                let (_, resp) = conn.request(&req).await?;
+                check(resp.error_code, || format!("sync group {}", self.group_id))?;
+                Ok(resp.assignment)
+            }
+        })
+        .await
+    }
+
+    /// One heartbeat. Errors: REBALANCE_IN_PROGRESS (rejoin), ILLEGAL_GENERATION /
+    /// UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID (membership lost), or the coordinator's.
+    pub(crate) async fn heartbeat(&self, m: &Membership) -> Result<()> {
+        let conn = match self.coordinator().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.coordinator_lost();
+                return Err(e);
+            }
+        };
+        let req = HeartbeatRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_generation_id(m.generation)
+            .with_member_id(s(&m.member_id))
+            .with_group_instance_id(self.instance());
+        let result = match conn.request(&req).await {
+            Ok((_, resp)) => check(resp.error_code, || {
+                format!("heartbeat to group {}", self.group_id)
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            if coordinator_moved(e) {
+                self.coordinator_lost();
+            }
+        }
+        result
+    }
+
+    /// LeaveGroup, best effort (errors are logged).
+    pub(crate) async fn leave(&self, member_id: &str, reason: &str) {
+        if member_id.is_empty() {
+            return;
+        }
+        let req = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_member_id(s(member_id))
+            .with_members(vec![MemberIdentity::default()
+                .with_member_id(s(member_id))
+                .with_group_instance_id(self.instance())
+                .with_reason(Some(s(reason)))]);
+        let result = async {
+            let conn = self.coordinator().await?;
+            let (_, resp) = conn.request(&req).await?;
+            check(resp.error_code, || format!("leave group {}", self.group_id))
+        }
+        .await;
+        match result {
+            Ok(()) => info!(group = %self.group_id, member = %member_id, %reason, "left the group"),
+            Err(e) => warn!(group = %self.group_id, error = %e, "leave group failed"),
+        }
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) for this member's
+    /// generation; `membership` is `None` for a consumer outside any group (manual
+    /// assignment with a group id), which commits with generation -1.
+    pub(crate) async fn commit(
+        &self,
+        membership: Option<&Membership>,
+        offsets: &BTreeMap<TopicPartition, (i64, i32)>,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+        for (tp, (offset, epoch)) in offsets {
+            topics.entry(&tp.topic).or_default().push(
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(tp.partition)
+                    .with_committed_offset(*offset)
+                    .with_committed_leader_epoch(*epoch),
+            );
+        }
+        let (generation, member) = match membership {
+            Some(m) => (m.generation, m.member_id.clone()),
+            None => (-1, String::new()),
+        };
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(s(&member))
+            .with_group_instance_id(if membership.is_some() {
+                self.instance()
+            } else {
+                None
+            })
+            .with_retention_time_ms(-1)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        self.with_coordinator("offset_commit", |conn| {
+            let req = req.clone();
+            async move {
+                let (_, resp) = conn.request(&req).await?;
+                for t in &resp.topics {
+                    for p in &t.partitions {
+                        check(p.error_code, || {
+                            format!(
+                                "commit offset of {}[{}] for group {}",
+                                t.name.as_str(),
+                                p.partition_index,
+                                self.group_id
+                            )
+                        })?;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// The committed offsets of `partitions` (`None` where nothing is committed).
+    pub(crate) async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Option<(i64, i32)>>> {
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in partitions {
+            topics.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        let old_topics: Vec<_> = topics
+            .iter()
+            .map(|(t, ps)| {
+                kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes(ps.clone())
+            })
+            .collect();
+        let new_topics: Vec<_> = topics
+            .iter()
+            .map(|(t, ps)| {
+                OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes(ps.clone())
+            })
+            .collect();
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(&self.group_id)))
+            .with_topics(Some(old_topics))
+            .with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(&self.group_id)))
+                .with_member_epoch(-1)
+                .with_topics(Some(new_topics))])
+            .with_require_stable(true);
+        self.with_coordinator("offset_fetch", |conn| {
+            let req = req.clone();
+            async move {
+                let (version, resp) = conn.request(&req).await?;
+                let mut out = HashMap::new();
+                let mut put = |topic: &str, p_index: i32, offset: i64, epoch: i32, code: i16| {
+                    check(code, || {
+                        format!(
+                            "fetch committed offset of {topic}[{p_index}] for group {}",
+                            self.group_id
+                        )
+                    })?;
+                    out.insert(
+                        TopicPartition::new(topic, p_index),
+                        (offset >= 0).then_some((offset, epoch)),
+                    );
+                    Ok::<_, Error>(())
+                };
+                if version >= 8 {
+                    for g in &resp.groups {
+                        check(g.error_code, || {
+                            format!("fetch committed offsets of group {}", self.group_id)
+                        })?;
+                        for t in &g.topics {
+                            for p in &t.partitions {
+                                put(
+                                    t.name.as_str(),
+                                    p.partition_index,
+                                    p.committed_offset,
+                                    p.committed_leader_epoch,
+                                    p.error_code,
+                                )?;
+                            }
+                        }
+                    }
+                } else {
+                    check(resp.error_code, || {
+                        format!("fetch committed offsets of group {}", self.group_id)
+                    })?;
+                    for t in &resp.topics {
+                        for p in &t.partitions {
+                            put(
+                                t.name.as_str(),
+                                p.partition_index,
+                                p.committed_offset,
+                                p.committed_leader_epoch,
+                                p.error_code,
+                            )?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,1378 @@
+//! The consumer: group membership with rebalance hooks, offset commits, and a prefetch
+//! queue bounded by one byte budget.
+//!
+//! A [`Consumer`] either [subscribes](Consumer::subscribe) to topics as a member of a
+//! consumer group (the classic protocol, with the range, roundrobin and
+//! cooperative-sticky assignors, so it shares a group with Java and librdkafka
+//! consumers), or is [assigned](Consumer::assign) partitions by hand.
+//!
+//! Records are fetched in the background, one fetch in flight per broker, in incremental
+//! fetch sessions (KIP-227). Fetched record batches wait in a prefetch queue whose total
+//! size never exceeds the budget (`queued.max.messages.kbytes`) by more than one record
+//! batch: a fetch asks for no more than the budget has left, and each partition gets a
+//! fair share. Batches are kept as fetched (compressed) and decompressed one at a time
+//! as [`recv`](Consumer::recv) hands their records out.
+//!
+//! Rebalances run inside `recv`, in the caller's task: the [`RebalanceListener`] is
+//! awaited before partitions are given up (and may commit), and no record of a revoked
+//! partition is handed out afterwards.
+//!
+//! ```no_run
+//! use paperboy::consumer::{Consumer, ConsumerConfig};
+//!
+//! # async fn run() -> paperboy::Result<()> {
+//! let consumer = Consumer::new(ConsumerConfig::from_properties([
+//!     ("bootstrap.servers", "127.0.0.1:9092"),
+//!     ("group.id", "billing"),
+//!     ("enable.auto.commit", "false"),
+//!     ("auto.offset.reset", "earliest"),
+//! ])?)
+//! .await?;
+//! consumer.subscribe(&["orders"])?;
+//! loop {
+//!     let batch = consumer.recv_batch(500, std::time::Duration::from_secs(1)).await?;
+//!     for record in &batch {
+//!         println!("{}[{}]@{}: {:?}", record.topic, record.partition, record.offset, record.value);
+//!     }
+//!     // Commit after processing: the next offset to read, per partition.
+//!     consumer.commit_records(&batch).await?;
+//! }
+//! # }
+//! ```
+
+pub(crate) mod assignor;
+mod config;
+mod fetcher;
+mod group;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use paperboy_protocol::records::{ControlMarker, Headers, RecordBatch, Records, TimestampType};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use assignor::AssignmentStrategy;
+pub use config::{ConsumerConfig, OffsetReset};
+
+use crate::client::{Client, IsolationLevel, OffsetSpec};
+use crate::error::{Error, KafkaCode, Result};
+use group::{GroupClient, Membership};
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`, partition `partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// One consumed record. Key, value and headers are slices of the fetched (or
+/// decompressed) batch: no copy per record.
+#[derive(Debug, Clone)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Milliseconds since the epoch; see `timestamp_type`.
+    pub timestamp_ms: i64,
+    /// Whether the producer or the broker set the timestamp.
+    pub timestamp_type: TimestampType,
+    /// The leader epoch of the batch (committed along with the offset).
+    pub leader_epoch: i32,
+    /// The key, or `None`.
+    pub key: Option<Bytes>,
+    /// The value, or `None` (a tombstone).
+    pub value: Option<Bytes>,
+    headers: Headers,
+}
+
+impl ConsumerRecord {
+    /// The record's headers in order: `(name, value)`.
+    pub fn headers(&self) -> Headers {
+        self.headers.clone()
+    }
+
+    /// The topic and partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+}
+
+/// A boxed future, as [`RebalanceListener`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Hooks run around a rebalance, in the task that called [`Consumer::recv`].
+///
+/// Both are awaited: `on_revoked` runs before the partitions are given up, while this
+/// member still owns them, so it may finish work and [commit](Consumer::commit). After
+/// it returns, no record of those partitions is handed out. Calling `recv` from a hook
+/// is an error ([`Error::Closed`] is not returned; the call simply cannot rebalance
+/// again and returns buffered records only).
+///
+/// ```
+/// use paperboy::consumer::{BoxFuture, Consumer, RebalanceListener, TopicPartition};
+///
+/// struct CommitOnRevoke;
+///
+/// impl RebalanceListener for CommitOnRevoke {
+///     fn on_revoked<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             if let Err(e) = consumer.commit_consumed().await {
+///                 eprintln!("commit before revoking {partitions:?} failed: {e}");
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait RebalanceListener: Send + Sync {
+    /// Partitions about to be taken away (eager protocol: all of them).
+    fn on_revoked<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// Partitions newly given to this member.
+    fn on_assigned<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+}
+
+/// A batch waiting in the prefetch queue, and what it costs against the budget.
+struct Queued {
+    /// A batch, or the error that stopped decoding the record set at this point.
+    batch: std::result::Result<RecordBatch, paperboy_protocol::records::DecodeError>,
+    bytes: usize,
+}
+
+/// The batch records are being handed out from.
+struct Current {
+    records: Records,
+    leader_epoch: i32,
+    timestamp_type: TimestampType,
+    bytes: usize,
+    last_offset: i64,
+}
+
+struct PartState {
+    /// The next offset to hand out; `None` until initialized from the committed offset
+    /// or `auto.offset.reset`.
+    position: Option<i64>,
+    /// Leader epoch of the last record handed out (-1 before any).
+    position_epoch: i32,
+    /// The next offset to fetch (the position plus what is queued).
+    fetch_offset: i64,
+    /// Bumped whenever the position jumps, so a fetch in flight from before is ignored.
+    gen: u64,
+    paused: bool,
+    in_flight: bool,
+    queue: VecDeque<Queued>,
+    current: Option<Current>,
+    bytes: usize,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    /// Aborted transactions announced by fetches: (producer id, first offset).
+    aborted: VecDeque<(i64, i64)>,
+    aborting: HashSet<i64>,
+    error: Option<Error>,
+    error_reported: bool,
+    retry_at: Option<Instant>,
+    /// OFFSET_OUT_OF_RANGE came back: the fetcher resets the position.
+    out_of_range: bool,
+}
+
+impl PartState {
+    fn new() -> Self {
+        PartState {
+            position: None,
+            position_epoch: -1,
+            fetch_offset: 0,
+            gen: 0,
+            paused: false,
+            in_flight: false,
+            queue: VecDeque::new(),
+            current: None,
+            bytes: 0,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            aborted: VecDeque::new(),
+            aborting: HashSet::new(),
+            error: None,
+            error_reported: false,
+            retry_at: None,
+            out_of_range: false,
+        }
+    }
+
+    /// Drops everything buffered; returns the bytes released.
+    fn clear(&mut self) -> usize {
+        self.queue.clear();
+        self.current = None;
+        self.aborted.clear();
+        self.aborting.clear();
+        self.gen += 1;
+        self.in_flight = false;
+        std::mem::take(&mut self.bytes)
+    }
+
+    fn seek(&mut self, offset: i64) -> usize {
+        let freed = self.clear();
+        self.position = Some(offset);
+        self.fetch_offset = offset;
+        self.error = None;
+        self.error_reported = false;
+        self.out_of_range = false;
+        self.retry_at = None;
+        freed
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    None,
+    Assigned,
+    Subscribed,
+}
+
+struct State {
+    mode: Mode,
+    topics: Vec<String>,
+    parts: BTreeMap<TopicPartition, PartState>,
+    buffered: usize,
+    reserved: usize,
+    member_id: String,
+    membership: Option<Membership>,
+    rejoin: bool,
+    /// Partition counts the leader assigned from, to notice new partitions or topics.
+    assigned_from: Option<BTreeMap<String, i32>>,
+    leader: bool,
+    fatal: Option<Error>,
+    last_commit: Instant,
+    heartbeat: bool,
+}
+
+struct Inner {
+    client: Client,
+    config: ConsumerConfig,
+    group: Option<GroupClient>,
+    state: Mutex<State>,
+    /// Records arrived, or the group needs attention: wakes `recv`.
+    ready: Notify,
+    /// Budget freed or assignment changed: wakes the fetcher.
+    fetch_wake: Notify,
+    rebalance: tokio::sync::Mutex<()>,
+    listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    last_poll: Mutex<Instant>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A Kafka consumer; see the [module documentation](self).
+///
+/// Cheap to clone: clones share one consumer.
+#[derive(Clone)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.inner.config.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Connects to the cluster. Nothing is consumed until [`subscribe`](Self::subscribe)
+    /// or [`assign`](Self::assign).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad configuration; [`Error::NoBrokerAvailable`] when no
+    /// bootstrap server answers.
+    pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        let client = Client::connect(config.client.clone()).await?;
+        let group = config
+            .group_id
+            .clone()
+            .map(|g| GroupClient::new(client.clone(), g, config.group_instance_id.clone()));
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            group,
+            state: Mutex::new(State {
+                mode: Mode::None,
+                topics: Vec::new(),
+                parts: BTreeMap::new(),
+                buffered: 0,
+                reserved: 0,
+                member_id: String::new(),
+                membership: None,
+                rejoin: false,
+                assigned_from: None,
+                leader: false,
+                fatal: None,
+                last_commit: Instant::now(),
+                heartbeat: false,
+            }),
+            ready: Notify::new(),
+            fetch_wake: Notify::new(),
+            rebalance: tokio::sync::Mutex::new(()),
+            listener: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            last_poll: Mutex::new(Instant::now()),
+        });
+        let fetcher = tokio::spawn(fetcher::run(Arc::downgrade(&inner)));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fetcher);
+        Ok(Consumer { inner })
+    }
+
+    /// The client underneath (metadata, topic administration).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.inner.config
+    }
+
+    /// Sets the hooks run around rebalances.
+    pub fn set_rebalance_listener(&self, listener: impl RebalanceListener + 'static) {
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
+    }
+
+    /// Joins the consumer group (`group.id`) for `topics`. Partitions are assigned by
+    /// the group on the next [`recv`](Self::recv). Subscribing again replaces the topics
+    /// and rebalances.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a `group.id`, or when partitions were assigned by hand.
+    pub fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        if self.inner.group.is_none() {
+            return Err(crate::config::invalid("group.id", "", "a group id, to subscribe").into());
+        }
+        let mut st = self.inner.lock();
+        if st.mode == Mode::Assigned {
+            return Err(crate::config::invalid(
+                "subscribe",
+                "after assign",
+                "either assign or subscribe, not both",
+            )
+            .into());
+        }
+        st.mode = Mode::Subscribed;
+        st.topics = topics.iter().map(|t| t.to_string()).collect();
+        st.topics.sort();
+        st.topics.dedup();
+        st.rejoin = true;
+        drop(st);
+        self.inner.ready.notify_waiters();
+        Ok(())
+    }
+
+    /// Consumes `partitions` directly, outside any group rebalancing. Each starts at its
+    /// committed offset (with a `group.id`) or by `auto.offset.reset`, unless
+    /// [seeked](Self::seek). Replaces any earlier assignment.
+    ///
+    /// # Errors
+    /// [`Error::Config`] after [`subscribe`](Self::subscribe).
+    pub fn assign(&self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut st = self.inner.lock();
+        if st.mode == Mode::Subscribed {
+            return Err(crate::config::invalid(
+                "assign",
+                "after subscribe",
+                "either assign or subscribe, not both",
+            )
+            .into());
+        }
+        st.mode = Mode::Assigned;
+        let wanted: BTreeSet<_> = partitions.iter().cloned().collect();
+        let gone: Vec<_> = st
+            .parts
+            .keys()
+            .filter(|tp| !wanted.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in gone {
+            if let Some(mut p) = st.parts.remove(&tp) {
+                st.buffered -= p.clear();
+            }
+        }
+        for tp in wanted {
+            st.parts.entry(tp).or_insert_with(PartState::new);
+        }
+        drop(st);
+        self.inner.fetch_wake.notify_one();
+        Ok(())
+    }
+
+    /// The partitions currently assigned.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.lock().parts.keys().cloned().collect()
+    }
+
+    /// Moves `partition`'s position: the next record handed out is at `offset`.
+    /// Buffered records of the partition are dropped.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`] when the partition is not assigned.
+    pub fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<()> {
+        let mut st = self.inner.lock();
+        let st = &mut *st;
+        let p = st
+            .parts
+            .get_mut(partition)
+            .ok_or_else(|| Error::NotAssigned(partition.to_string()))?;
+        st.buffered -= p.seek(offset);
+        self.inner.fetch_wake.notify_one();
+        Ok(())
+    }
+
+    /// The position of `partition`: the offset of the next record to hand out (`None`
+    /// until it is known).
+    pub fn position(&self, partition: &TopicPartition) -> Option<i64> {
+        self.inner
+            .lock()
+            .parts
+            .get(partition)
+            .and_then(|p| p.position)
+    }
+
+    /// Lag of every assigned partition whose position and high watermark are known:
+    /// the high watermark (the last stable offset with read_committed) minus the
+    /// position.
+    pub fn lag(&self) -> BTreeMap<TopicPartition, i64> {
+        let st = self.inner.lock();
+        let committed = self.inner.config.isolation == IsolationLevel::ReadCommitted;
+        st.parts
+            .iter()
+            .filter_map(|(tp, p)| {
+                let end = if committed {
+                    p.last_stable_offset
+                } else {
+                    p.high_watermark
+                };
+                let pos = p.position?;
+                (end >= 0).then(|| (tp.clone(), (end - pos).max(0)))
+            })
+            .collect()
+    }
+
+    /// Stops fetching `partitions` until [`resume`](Self::resume); buffered records are
+    /// kept, but not handed out.
+    pub fn pause(&self, partitions: &[TopicPartition]) {
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            if let Some(p) = st.parts.get_mut(tp) {
+                p.paused = true;
+            }
+        }
+    }
+
+    /// Resumes paused partitions.
+    pub fn resume(&self, partitions: &[TopicPartition]) {
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            if let Some(p) = st.parts.get_mut(tp) {
+                p.paused = false;
+            }
+        }
+        drop(st);
+        self.inner.fetch_wake.notify_one();
+        self.inner.ready.notify_waiters();
+    }
+
+    /// Bytes of record batches in the prefetch queue now (at most the budget plus one
+    /// batch).
+    pub fn buffered_bytes(&self) -> usize {
+        let st = self.inner.lock();
+        st.buffered
+    }
+
+    /// The next record. Waits for one; runs rebalances and commits due meanwhile.
+    ///
+    /// # Errors
+    /// A partition's error (OFFSET_OUT_OF_RANGE with `auto.offset.reset=error`, a
+    /// corrupt batch), a group error (e.g. FENCED_INSTANCE_ID), or [`Error::Closed`].
+    pub async fn recv(&self) -> Result<ConsumerRecord> {
+        loop {
+            let mut batch = self.poll(1, None, false).await?;
+            if let Some(r) = batch.pop() {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Up to `max` records: returns once `max` are here or `timeout` has passed
+    /// (possibly with none), like librdkafka's batch consume.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv); records gathered before an error stay buffered.
+    pub async fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        self.poll(max.max(1), Some(Instant::now() + timeout), true)
+            .await
+    }
+
+    async fn poll(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        fill: bool,
+    ) -> Result<Vec<ConsumerRecord>> {
+        let inner = &self.inner;
+        *inner.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let mut out = Vec::new();
+        loop {
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let notified = inner.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Err(e) = self.maintain().await {
+                if out.is_empty() {
+                    return Err(e);
+                }
+                warn!(error = %e, "consumer maintenance failed; returning records gathered");
+                return Ok(out);
+            }
+            let taken = self.take(max - out.len(), &mut out);
+            if taken.freed {
+                inner.fetch_wake.notify_one();
+            }
+            if let Some(e) = taken.error {
+                if out.is_empty() {
+                    return Err(e);
+                }
+                return Ok(out);
+            }
+            if out.len() >= max || (!fill && !out.is_empty()) {
+                return Ok(out);
+            }
+            *inner.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            let wake_for_commit = self.auto_commit_due();
+            let until = [deadline, wake_for_commit].into_iter().flatten().min();
+            match until {
+                Some(t) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(t.into()) => {
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    fn auto_commit_due(&self) -> Option<Instant> {
+        let c = &self.inner.config;
+        (c.auto_commit && self.inner.group.is_some())
+            .then(|| self.inner.lock().last_commit + c.auto_commit_interval)
+    }
+
+    /// Hands out up to `n` records from the queue, round-robin over partitions.
+    fn take(&self, n: usize, out: &mut Vec<ConsumerRecord>) -> Taken {
+        let mut taken = Taken {
+            freed: false,
+            error: None,
+        };
+        if n == 0 {
+            return taken;
+        }
+        let read_committed = self.inner.config.isolation == IsolationLevel::ReadCommitted;
+        let mut st = self.inner.lock();
+        let st = &mut *st;
+        let mut want = n;
+        let keys: Vec<TopicPartition> = st.parts.keys().cloned().collect();
+        let topic_names: HashMap<&str, Arc<str>> = keys
+            .iter()
+            .map(|tp| (tp.topic.as_str(), Arc::from(tp.topic.as_str())))
+            .collect();
+        // Fair share per partition per call, so one busy partition does not starve others.
+        let per_part = (n / keys.len().max(1)).max(1);
+        for tp in &keys {
+            if want == 0 {
+                break;
+            }
+            let p = st.parts.get_mut(tp).expect("key from the map");
+            if let Some(e) = &p.error {
+                // Surfaced once; the partition stays stopped until a seek.
+                if !p.error_reported && taken.error.is_none() {
+                    taken.error = Some(e.clone());
+                    p.error_reported = true;
+                }
+                continue;
+            }
+            if p.paused || p.position.is_none() {
+                continue;
+            }
+            let topic = topic_names[tp.topic.as_str()].clone();
+            let mut quota = per_part.min(want);
+            while quota > 0 {
+                let Some(cur) = p.current.as_mut() else {
+                    let Some(q) = p.queue.pop_front() else { break };
+                    let bytes = q.bytes;
+                    match open_batch(p, q, read_committed) {
+                        Ok(Some(c)) => p.current = Some(c),
+                        Ok(None) => {
+                            p.bytes -= bytes;
+                            st.buffered -= bytes;
+                            taken.freed = true;
+                        }
+                        Err(e) => {
+                            p.error = Some(Error::Decode(e));
+                            break;
+                        }
+                    }
+                    continue;
+                };
+                match cur.records.next() {
+                    Some(Ok(r)) => {
+                        if r.offset < p.position.unwrap_or(0) {
+                            continue;
+                        }
+                        p.position = Some(r.offset + 1);
+                        p.position_epoch = cur.leader_epoch;
+                        let headers = r.headers();
+                        out.push(ConsumerRecord {
+                            topic: topic.clone(),
+                            partition: tp.partition,
+                            offset: r.offset,
+                            timestamp_ms: r.timestamp_ms,
+                            timestamp_type: cur.timestamp_type,
+                            leader_epoch: cur.leader_epoch,
+                            key: r.key,
+                            value: r.value,
+                            headers,
+                        });
+                        quota -= 1;
+                        want -= 1;
+                    }
+                    Some(Err(e)) => {
+                        p.error = Some(Error::Decode(e));
+                        break;
+                    }
+                    None => {
+                        let done = p.current.take().expect("current was some");
+                        p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
+                        p.bytes -= done.bytes;
+                        st.buffered -= done.bytes;
+                        taken.freed = true;
+                    }
+                }
+            }
+        }
+        taken
+    }
+
+    /// Runs what is due before records are handed out: a rebalance, position lookups,
+    /// an auto-commit.
+    async fn maintain(&self) -> Result<()> {
+        let (rejoin, fatal, need_positions) = {
+            let st = self.inner.lock();
+            (
+                st.mode == Mode::Subscribed && (st.rejoin || st.membership.is_none()),
+                st.fatal.clone(),
+                st.parts.values().any(|p| p.position.is_none()),
+            )
+        };
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if rejoin {
+            self.rebalance().await?;
+        }
+        if need_positions {
+            self.init_positions().await?;
+        }
+        if self.auto_commit_due().is_some_and(|t| Instant::now() >= t) {
+            if let Err(e) = self.commit_consumed().await {
+                warn!(error = %e, "auto-commit failed");
+            }
+            self.inner.lock().last_commit = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn listener(&self) -> Option<Arc<dyn RebalanceListener>> {
+        self.inner
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Gives up `partitions`: the listener first (it may commit), then auto-commit,
+    /// then they are dropped with their buffered records.
+    async fn revoke(&self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        info!(?partitions, "revoking partitions");
+        if let Some(l) = self.listener() {
+            l.on_revoked(self, partitions).await;
+        }
+        if self.inner.config.auto_commit {
+            let offsets = self.consumed_offsets(Some(partitions));
+            if let Err(e) = self.commit_offsets(offsets).await {
+                warn!(error = %e, "auto-commit before revoking failed");
+            }
+        }
+        let mut st = self.inner.lock();
+        for tp in partitions {
+            if let Some(mut p) = st.parts.remove(tp) {
+                st.buffered -= p.clear();
+            }
+        }
+        drop(st);
+        self.inner.fetch_wake.notify_one();
+    }
+
+    async fn rebalance(&self) -> Result<()> {
+        let Ok(_guard) = self.inner.rebalance.try_lock() else {
+            // Another task is rebalancing (or a listener called recv): wait for it.
+            let _g = self.inner.rebalance.lock().await;
+            return Ok(());
+        };
+        let group = self
+            .inner
+            .group
+            .as_ref()
+            .expect("subscribe checked group.id");
+        let cfg = &self.inner.config;
+        let cooperative = cfg.cooperative();
+        loop {
+            let (topics, owned, mut member_id, generation) = {
+                let mut st = self.inner.lock();
+                if st.mode != Mode::Subscribed || !(st.rejoin || st.membership.is_none()) {
+                    return Ok(());
+                }
+                st.rejoin = false;
+                let owned: Vec<TopicPartition> = st.parts.keys().cloned().collect();
+                (
+                    st.topics.clone(),
+                    owned,
+                    st.member_id.clone(),
+                    st.membership.as_ref().map_or(-1, |m| m.generation),
+                )
+            };
+            let owned = if cooperative {
+                owned
+            } else {
+                self.revoke(&owned).await;
+                self.inner.lock().membership = None;
+                Vec::new()
+            };
+            let subscription = assignor::Subscription {
+                topics: topics.clone(),
+                user_data: None,
+                owned_partitions: owned.clone(),
+                generation_id: generation,
+                rack_id: None,
+            };
+            let protocols: Vec<(&'static str, Bytes)> = cfg
+                .strategies
+                .iter()
+                .map(|s| {
+                    (
+                        s.protocol_name(),
+                        assignor::encode_subscription(
+                            &subscription,
+                            assignor::SUBSCRIPTION_VERSION,
+                        ),
+                    )
+                })
+                .collect();
+            let joined = group
+                .join(
+                    &mut member_id,
+                    &protocols,
+                    cfg.session_timeout,
+                    cfg.max_poll_interval,
+                )
+                .await;
+            let joined = match joined {
+                Ok(j) => j,
+                Err(e) => {
+                    let mut st = self.inner.lock();
+                    st.member_id = member_id;
+                    st.rejoin = true;
+                    if e.kafka_code() == Some(KafkaCode::FencedInstanceId) {
+                        st.fatal = Some(e.clone());
+                    }
+                    return Err(e);
+                }
+            };
+            let membership = Membership {
+                member_id: joined.member_id.clone(),
+                generation: joined.generation,
+            };
+            self.inner.lock().member_id = joined.member_id.clone();
+            let leader = joined.leader == joined.member_id;
+            let (assignments, assigned_from) = if leader {
+                match self.assign_as_leader(&joined).await {
+                    Ok((a, from)) => (a, Some(from)),
+                    Err(e) => {
+                        self.inner.lock().rejoin = true;
+                        return Err(e);
+                    }
+                }
+            } else {
+                (Vec::new(), None)
+            };
+            let synced = group
+                .sync(&membership, joined.protocol.as_deref(), assignments)
+                .await;
+            let bytes = match synced {
+                Ok(b) => b,
+                Err(e) => match e.kafka_code() {
+                    Some(KafkaCode::RebalanceInProgress) => {
+                        self.inner.lock().rejoin = true;
+                        continue;
+                    }
+                    Some(KafkaCode::UnknownMemberId | KafkaCode::IllegalGeneration) => {
+                        let mut st = self.inner.lock();
+                        if e.kafka_code() == Some(KafkaCode::UnknownMemberId) {
+                            st.member_id.clear();
+                        }
+                        st.membership = None;
+                        st.rejoin = true;
+                        continue;
+                    }
+                    _ => {
+                        self.inner.lock().rejoin = true;
+                        return Err(e);
+                    }
+                },
+            };
+            let assigned: BTreeSet<TopicPartition> = assignor::decode_assignment(&bytes)
+                .map_err(|e| Error::IncompleteResponse(format!("group assignment: {e}")))?
+                .into_iter()
+                .collect();
+            info!(
+                group = group.group_id(),
+                generation = joined.generation,
+                member = %joined.member_id,
+                leader,
+                protocol = ?joined.protocol,
+                partitions = assigned.len(),
+                "joined group"
+            );
+            let owned: BTreeSet<TopicPartition> = owned.into_iter().collect();
+            let revoked: Vec<_> = owned.difference(&assigned).cloned().collect();
+            let added: Vec<_> = assigned.difference(&owned).cloned().collect();
+            {
+                let mut st = self.inner.lock();
+                st.membership = Some(membership);
+                st.leader = leader;
+                st.assigned_from = assigned_from;
+            }
+            if !revoked.is_empty() {
+                // Cooperative: give these up, then rejoin so they can move.
+                self.revoke(&revoked).await;
+                self.inner.lock().rejoin = true;
+            }
+            {
+                let mut st = self.inner.lock();
+                for tp in &added {
+                    st.parts.entry(tp.clone()).or_insert_with(PartState::new);
+                }
+            }
+            self.ensure_heartbeat();
+            if !added.is_empty() {
+                if let Some(l) = self.listener() {
+                    l.on_assigned(self, &added).await;
+                }
+            }
+            self.inner.fetch_wake.notify_one();
+            let again = self.inner.lock().rejoin;
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn assign_as_leader(
+        &self,
+        joined: &group::Joined,
+    ) -> Result<(Vec<(String, Bytes)>, BTreeMap<String, i32>)> {
+        let strategy = joined
+            .protocol
+            .as_deref()
+            .and_then(AssignmentStrategy::parse)
+            .ok_or_else(|| {
+                Error::IncompleteResponse(format!(
+                    "the group chose assignor {:?}, which this consumer does not offer",
+                    joined.protocol
+                ))
+            })?;
+        let mut members = Vec::new();
+        let mut topics = BTreeSet::new();
+        for (member_id, instance, meta) in &joined.members {
+            let subscription = assignor::decode_subscription(meta).map_err(|e| {
+                Error::IncompleteResponse(format!("subscription of member {member_id}: {e}"))
+            })?;
+            topics.extend(subscription.topics.iter().cloned());
+            members.push(assignor::Member {
+                member_id: member_id.clone(),
+                group_instance_id: instance.clone(),
+                subscription,
+            });
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let cluster = self.inner.client.refresh_metadata(&names).await?;
+        let counts: BTreeMap<String, i32> = names
+            .iter()
+            .filter_map(|t| {
+                cluster
+                    .topic(t)
+                    .filter(|t| !t.partitions.is_empty())
+                    .map(|topic| (t.to_string(), topic.partitions.len() as i32))
+            })
+            .collect();
+        let plan = assignor::assign(strategy, &members, &counts);
+        debug!(?plan, "assignment computed as leader");
+        Ok((
+            plan.into_iter()
+                .map(|(m, parts)| (m, assignor::encode_assignment(&parts, None)))
+                .collect(),
+            counts,
+        ))
+    }
+
+    fn ensure_heartbeat(&self) {
+        let mut st = self.inner.lock();
+        if st.heartbeat {
+            return;
+        }
+        st.heartbeat = true;
+        drop(st);
+        let task = tokio::spawn(heartbeat_loop(Arc::downgrade(&self.inner)));
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    /// Sets the position of every partition that has none: the committed offset, or
+    /// `auto.offset.reset`.
+    async fn init_positions(&self) -> Result<()> {
+        let todo: Vec<TopicPartition> = {
+            let st = self.inner.lock();
+            st.parts
+                .iter()
+                .filter(|(_, p)| p.position.is_none() && p.error.is_none())
+                .map(|(tp, _)| tp.clone())
+                .collect()
+        };
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let committed = match &self.inner.group {
+            Some(g) => g.committed(&todo).await?,
+            None => HashMap::new(),
+        };
+        for tp in todo {
+            let offset = match committed.get(&tp).copied().flatten() {
+                Some((o, _)) => Ok(o),
+                None => self.reset_offset(&tp).await,
+            };
+            let mut st = self.inner.lock();
+            if let Some(p) = st.parts.get_mut(&tp) {
+                if p.position.is_none() {
+                    match offset {
+                        Ok(o) => {
+                            debug!(partition = %tp, offset = o, "starting position");
+                            let freed = p.seek(o);
+                            st.buffered -= freed;
+                        }
+                        Err(e) => p.error = Some(e),
+                    }
+                }
+            }
+        }
+        self.inner.fetch_wake.notify_one();
+        Ok(())
+    }
+
+    async fn reset_offset(&self, tp: &TopicPartition) -> Result<i64> {
+        let spec = match self.inner.config.offset_reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+            OffsetReset::Error => {
+                return Err(Error::NoOffset(tp.to_string()));
+            }
+        };
+        self.inner
+            .client
+            .list_offset(&tp.topic, tp.partition, spec)
+            .await
+    }
+
+    fn consumed_offsets(
+        &self,
+        only: Option<&[TopicPartition]>,
+    ) -> BTreeMap<TopicPartition, (i64, i32)> {
+        let st = self.inner.lock();
+        st.parts
+            .iter()
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
+            .filter_map(|(tp, p)| Some((tp.clone(), (p.position?, p.position_epoch))))
+            .collect()
+    }
+
+    /// Commits the position of every assigned partition (the offset after the last
+    /// record handed out).
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub async fn commit_consumed(&self) -> Result<()> {
+        let offsets = self.consumed_offsets(None);
+        self.commit_offsets(offsets).await
+    }
+
+    /// Commits, per partition, the offset after the last of `records`: what a
+    /// consumer restarting should read next.
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit).
+    pub async fn commit_records(&self, records: &[ConsumerRecord]) -> Result<()> {
+        let mut offsets: BTreeMap<TopicPartition, (i64, i32)> = BTreeMap::new();
+        for r in records {
+            let e = offsets
+                .entry(r.topic_partition())
+                .or_insert((r.offset + 1, r.leader_epoch));
+            if r.offset + 1 > e.0 {
+                *e = (r.offset + 1, r.leader_epoch);
+            }
+        }
+        self.commit_offsets(offsets).await
+    }
+
+    /// Commits `offsets`: for each partition, the next offset to read.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a `group.id`; [`Error::NotAssigned`] when a partition is
+    /// not assigned to this member (it was revoked); the coordinator's errors, e.g.
+    /// REBALANCE_IN_PROGRESS or ILLEGAL_GENERATION as [`Error::Kafka`].
+    pub async fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        let map = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), (*o, -1)))
+            .collect();
+        self.commit_offsets(map).await
+    }
+
+    async fn commit_offsets(&self, offsets: BTreeMap<TopicPartition, (i64, i32)>) -> Result<()> {
+        let Some(group) = &self.inner.group else {
+            return Err(crate::config::invalid("group.id", "", "a group id, to commit").into());
+        };
+        let membership = {
+            let st = self.inner.lock();
+            let missing: Vec<String> = offsets
+                .keys()
+                .filter(|tp| !st.parts.contains_key(*tp))
+                .map(|tp| tp.to_string())
+                .collect();
+            if !missing.is_empty() && st.mode == Mode::Subscribed {
+                return Err(Error::NotAssigned(missing.join(", ")));
+            }
+            match st.mode {
+                Mode::Subscribed => Some(st.membership.clone().ok_or_else(|| {
+                    Error::from_code(27, None, || format!("commit to group {}", group.group_id()))
+                        .expect("27 is an error")
+                })?),
+                _ => None,
+            }
+        };
+        debug!(?offsets, "committing");
+        group.commit(membership.as_ref(), &offsets).await
+    }
+
+    /// The committed offsets of `partitions` in this consumer's group.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a `group.id`; the coordinator's errors.
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        let Some(group) = &self.inner.group else {
+            return Err(crate::config::invalid("group.id", "", "a group id").into());
+        };
+        Ok(group
+            .committed(partitions)
+            .await?
+            .into_iter()
+            .map(|(tp, o)| (tp, o.map(|(o, _)| o)))
+            .collect())
+    }
+
+    /// Leaves the group and stops. With auto-commit, positions are committed first
+    /// (after the listener's `on_revoked`). Buffered records are dropped.
+    pub async fn close(&self) {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let owned = self.assignment();
+        let subscribed = self.inner.lock().mode == Mode::Subscribed;
+        if subscribed && self.inner.lock().membership.is_some() {
+            self.revoke(&owned).await;
+        } else if self.inner.config.auto_commit && self.inner.group.is_some() && !owned.is_empty() {
+            if let Err(e) = self.commit_consumed().await {
+                warn!(error = %e, "commit on close failed");
+            }
+        }
+        self.inner.closed.store(true, Ordering::Release);
+        let member = self.inner.lock().member_id.clone();
+        if let (true, Some(g)) = (subscribed, &self.inner.group) {
+            if self.inner.config.group_instance_id.is_none() {
+                g.leave(&member, "the consumer is closing").await;
+            }
+        }
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        self.inner.ready.notify_waiters();
+        self.inner.client.close().await;
+    }
+}
+
+struct Taken {
+    freed: bool,
+    error: Option<Error>,
+}
+
+/// Prepares a queued batch for handing out: skips control batches and aborted
+/// transactions (read_committed), checks the CRC, decompresses. `Ok(None)` when the
+/// batch yields nothing (the caller releases its bytes).
+fn open_batch(
+    p: &mut PartState,
+    q: Queued,
+    read_committed: bool,
+) -> std::result::Result<Option<Current>, paperboy_protocol::records::DecodeError> {
+    let batch = q.batch?;
+    let skip = |p: &mut PartState| {
+        let next = batch.next_offset();
+        if p.position.is_some_and(|pos| pos < next) {
+            p.position = Some(next);
+        }
+    };
+    // On an error the bytes stay charged: the partition stops until a seek, which
+    // clears its queue and its charge together.
+    batch.verify_crc()?;
+    if read_committed {
+        while let Some(&(pid, first)) = p.aborted.front() {
+            if first > batch.last_offset() {
+                break;
+            }
+            p.aborting.insert(pid);
+            p.aborted.pop_front();
+        }
+    }
+    if batch.is_control() {
+        if read_committed && batch.is_transactional() {
+            if let Ok(Some(ControlMarker::Abort | ControlMarker::Commit)) = batch.control_marker() {
+                p.aborting.remove(&batch.producer_id());
+            }
+        }
+        skip(p);
+        return Ok(None);
+    }
+    if read_committed && batch.is_transactional() && p.aborting.contains(&batch.producer_id()) {
+        skip(p);
+        return Ok(None);
+    }
+    let records = batch.records()?;
+    Ok(Some(Current {
+        records,
+        leader_epoch: batch.partition_leader_epoch(),
+        timestamp_type: batch.timestamp_type(),
+        bytes: q.bytes,
+        last_offset: batch.last_offset(),
+    }))
+}
+
+async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
+    let mut last_ok = Instant::now();
+    loop {
+        let interval = match inner.upgrade() {
+            Some(i) => i.config.heartbeat_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(group) = &inner.group else { return };
+        let membership = {
+            let st = inner.lock();
+            if st.rejoin {
+                None
+            } else {
+                st.membership.clone()
+            }
+        };
+        let Some(m) = membership else {
+            last_ok = Instant::now();
+            continue;
+        };
+        let since_poll = inner
+            .last_poll
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if since_poll > inner.config.max_poll_interval {
+            warn!(
+                group = group.group_id(),
+                waited_ms = since_poll.as_millis() as u64,
+                "max.poll.interval.ms exceeded: leaving the group; the next recv rejoins"
+            );
+            if inner.config.group_instance_id.is_none() {
+                group
+                    .leave(&m.member_id, "max.poll.interval.ms exceeded")
+                    .await;
+            }
+            let mut st = inner.lock();
+            st.membership = None;
+            st.member_id.clear();
+            st.rejoin = true;
+            continue;
+        }
+        match group.heartbeat(&m).await {
+            Ok(()) => last_ok = Instant::now(),
+            Err(e) => {
+                let mut st = inner.lock();
+                let same = st.membership.as_ref() == Some(&m);
+                match e.kafka_code() {
+                    Some(KafkaCode::RebalanceInProgress) => {
+                        debug!(group = group.group_id(), "rebalance in progress: rejoining");
+                        st.rejoin = true;
+                        last_ok = Instant::now();
+                    }
+                    Some(KafkaCode::IllegalGeneration | KafkaCode::UnknownMemberId) if same => {
+                        warn!(group = group.group_id(), error = %e, "membership lost: rejoining");
+                        if e.kafka_code() == Some(KafkaCode::UnknownMemberId) {
+                            st.member_id.clear();
+                        }
+                        st.membership = None;
+                        st.rejoin = true;
+                    }
+                    Some(KafkaCode::FencedInstanceId) => {
+                        st.fatal = Some(e);
+                    }
+                    _ => {
+                        debug!(group = group.group_id(), error = %e, "heartbeat failed");
+                        if last_ok.elapsed() > inner.config.session_timeout {
+                            warn!(
+                                group = group.group_id(),
+                                "no heartbeat got through within the session timeout: rejoining"
+                            );
+                            st.membership = None;
+                            st.rejoin = true;
+                        }
+                    }
+                }
+                drop(st);
+                inner.ready.notify_waiters();
+            }
+        }
+        // The leader watches for new topics or partitions to assign.
+        let check = {
+            let st = inner.lock();
+            st.leader
+                .then(|| (st.topics.clone(), st.assigned_from.clone()))
+        };
+        if let Some((topics, Some(from))) = check {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Ok(cluster) = inner.client.refresh_metadata(&names).await {
+                let now: BTreeMap<String, i32> = names
+                    .iter()
+                    .filter_map(|t| {
+                        cluster
+                            .topic(t)
+                            .filter(|t| !t.partitions.is_empty())
+                            .map(|topic| (t.to_string(), topic.partitions.len() as i32))
+                    })
+                    .collect();
+                if now != from {
+                    info!(
+                        group = group.group_id(),
+                        "subscribed topics changed: rebalancing"
+                    );
+                    inner.lock().rejoin = true;
+                    inner.ready.notify_waiters();
+                }
+            }
+        }
+    }
+}

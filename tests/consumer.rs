@@ -1,0 +1,536 @@
+//! The consumer against a real broker: reading back every codec, group membership
+//! shared with kcat, a member dying mid-batch, commits, seeks, pause and lag.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use paperboy::consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
+use paperboy::Compression;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn consumer_config(group: Option<&str>) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&common::bootstrap())
+        .with_offset_reset(OffsetReset::Earliest)
+        .with_auto_commit(false);
+    c.set("session.timeout.ms", "6000").unwrap();
+    c.set("heartbeat.interval.ms", "500").unwrap();
+    c.set("fetch.max.wait.ms", "200").unwrap();
+    if let Some(g) = group {
+        c = c.with_group_id(g);
+    }
+    c
+}
+
+/// Writes `n` records `k{i}` -> `v{i}` spread over the topic's partitions by key.
+async fn produce(topic: &str, n: usize, codec: Compression) {
+    let producer = Producer::new(
+        ProducerConfig::new(&common::bootstrap())
+            .with_compression(codec)
+            .with_linger(Duration::from_millis(5)),
+    )
+    .await
+    .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let r = ProducerRecord::new(topic)
+            .with_key(format!("k{i}"))
+            .with_value(format!("v{i} {}", "x".repeat(i % 50)));
+        pending.push(producer.enqueue(r).await.unwrap());
+    }
+    for d in pending {
+        d.await.unwrap();
+    }
+    producer.close().await;
+}
+
+fn key_index(key: &[u8]) -> usize {
+    std::str::from_utf8(key).unwrap()[1..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn assigned_partitions_read_back_every_record_in_every_codec() {
+    let client = common::client().await;
+    for codec in Compression::ALL {
+        let topic = common::new_topic(&client, &format!("consume-{codec}"), 3).await;
+        produce(&topic, 900, codec).await;
+        let consumer = Consumer::new(consumer_config(None)).await.unwrap();
+        let parts: Vec<_> = (0..3).map(|p| TopicPartition::new(&topic, p)).collect();
+        consumer.assign(&parts).unwrap();
+        let mut seen = vec![false; 900];
+        let mut next_offset: HashMap<i32, i64> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut count = 0;
+        while count < 900 {
+            assert!(
+                Instant::now() < deadline,
+                "{codec}: only {count} of 900 read"
+            );
+            for r in consumer
+                .recv_batch(300, Duration::from_millis(500))
+                .await
+                .unwrap()
+            {
+                let i = key_index(r.key.as_deref().unwrap());
+                assert!(!seen[i], "{codec}: k{i} read twice");
+                seen[i] = true;
+                assert_eq!(
+                    r.value.as_deref().unwrap(),
+                    format!("v{i} {}", "x".repeat(i % 50)).as_bytes()
+                );
+                let expect = next_offset.entry(r.partition).or_insert(0);
+                assert_eq!(r.offset, *expect, "{codec}: offsets in order without gaps");
+                *expect += 1;
+                count += 1;
+            }
+        }
+        // Positions and lag agree with the end of each partition.
+        for p in &parts {
+            let end = client
+                .list_offset(&topic, p.partition, paperboy::OffsetSpec::Latest)
+                .await
+                .unwrap();
+            assert_eq!(consumer.position(p), Some(end));
+        }
+        let lag = consumer.lag();
+        assert!(lag.values().all(|&l| l == 0), "{codec}: lag {lag:?}");
+        consumer.close().await;
+    }
+}
+
+#[tokio::test]
+async fn seek_pause_and_resume() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "seek", 1).await;
+    produce(&topic, 100, Compression::Lz4).await;
+    let consumer = Consumer::new(consumer_config(None)).await.unwrap();
+    let tp = TopicPartition::new(&topic, 0);
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    let first = consumer.recv().await.unwrap();
+    assert_eq!(first.offset, 0);
+    consumer.seek(&tp, 90).unwrap();
+    let r = consumer.recv().await.unwrap();
+    assert_eq!(r.offset, 90);
+    assert_eq!(r.key.as_deref(), Some(&b"k90"[..]));
+    consumer.pause(std::slice::from_ref(&tp));
+    let none = consumer
+        .recv_batch(10, Duration::from_millis(700))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a paused partition hands out nothing");
+    consumer.resume(std::slice::from_ref(&tp));
+    let rest = consumer
+        .recv_batch(9, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (91..100).collect::<Vec<_>>()
+    );
+    assert_eq!(consumer.lag().get(&tp), Some(&0));
+    consumer.close().await;
+}
+
+#[tokio::test]
+async fn offset_reset_error_and_latest() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "reset", 1).await;
+    produce(&topic, 10, Compression::None).await;
+    let tp = TopicPartition::new(&topic, 0);
+
+    let strict = Consumer::new(consumer_config(None).with_offset_reset(OffsetReset::Error))
+        .await
+        .unwrap();
+    strict.assign(std::slice::from_ref(&tp)).unwrap();
+    let err = strict.recv().await.unwrap_err();
+    assert!(matches!(err, paperboy::Error::NoOffset(_)), "{err}");
+    strict.close().await;
+
+    let latest = Consumer::new(consumer_config(None).with_offset_reset(OffsetReset::Latest))
+        .await
+        .unwrap();
+    latest.assign(std::slice::from_ref(&tp)).unwrap();
+    assert!(latest
+        .recv_batch(10, Duration::from_millis(800))
+        .await
+        .unwrap()
+        .is_empty());
+    produce(&topic, 1, Compression::None).await;
+    let r = latest.recv().await.unwrap();
+    assert_eq!(r.offset, 10, "latest starts at the end");
+    latest.close().await;
+}
+
+#[tokio::test]
+async fn commits_survive_a_restart_of_the_group() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "commit", 2).await;
+    produce(&topic, 200, Compression::Snappy).await;
+    let group = common::unique_topic("g-commit");
+
+    let c = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 120 {
+        got.extend(
+            c.recv_batch(120 - got.len(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+        );
+    }
+    c.commit_records(&got).await.unwrap();
+    let committed = c
+        .committed(&[
+            TopicPartition::new(&topic, 0),
+            TopicPartition::new(&topic, 1),
+        ])
+        .await
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    for r in &got {
+        let e = expected.entry(r.topic_partition()).or_insert(0);
+        *e = (*e).max(r.offset + 1);
+    }
+    for (tp, off) in &expected {
+        assert_eq!(committed[tp], Some(*off), "{tp}");
+    }
+    c.close().await;
+
+    // A new member of the group continues where the commit left off: the other 80.
+    let d = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    d.subscribe(&[&topic]).unwrap();
+    let mut rest = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rest.len() < 80 && Instant::now() < deadline {
+        rest.extend(d.recv_batch(80, Duration::from_secs(1)).await.unwrap());
+    }
+    let mut keys: BTreeSet<usize> = got
+        .iter()
+        .map(|r| key_index(r.key.as_deref().unwrap()))
+        .collect();
+    for r in &rest {
+        assert!(
+            keys.insert(key_index(r.key.as_deref().unwrap())),
+            "{} consumed again after its commit",
+            r.offset
+        );
+    }
+    assert_eq!(keys.len(), 200);
+    assert!(d
+        .recv_batch(10, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_empty());
+    d.close().await;
+}
+
+/// Reads from `consumer` until `stop` says so; returns (key index, partition) pairs.
+async fn drain(
+    consumer: &Consumer,
+    total: &std::sync::atomic::AtomicUsize,
+    want: usize,
+) -> Vec<(usize, i32)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while total.load(std::sync::atomic::Ordering::SeqCst) < want && Instant::now() < deadline {
+        let batch = consumer
+            .recv_batch(100, Duration::from_millis(300))
+            .await
+            .unwrap();
+        total.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+        consumer.commit_records(&batch).await.ok();
+        out.extend(
+            batch
+                .iter()
+                .map(|r| (key_index(r.key.as_deref().unwrap()), r.partition)),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "group3", 6).await;
+    let group = common::unique_topic("g-three");
+
+    // kcat joins the group as a balanced consumer (librdkafka offers range, roundrobin).
+    let mut kcat = Command::new("kcat")
+        .args([
+            "-b",
+            &common::bootstrap(),
+            "-G",
+            &group,
+            "-X",
+            "auto.offset.reset=earliest",
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=500",
+            "-f",
+            "%p %k\\n",
+            "-q",
+            &topic,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs (it is needed for the group tests)");
+    let a = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    let b = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    a.subscribe(&[&topic]).unwrap();
+    b.subscribe(&[&topic]).unwrap();
+    // Let the group settle with three members before anything is written.
+    let settle = Instant::now() + Duration::from_secs(40);
+    loop {
+        a.recv_batch(1, Duration::from_millis(200)).await.unwrap();
+        b.recv_batch(1, Duration::from_millis(200)).await.unwrap();
+        let (na, nb) = (a.assignment().len(), b.assignment().len());
+        if na == 2 && nb == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "group did not settle: a {na}, b {nb}"
+        );
+    }
+    let mine: BTreeSet<TopicPartition> = a.assignment().into_iter().chain(b.assignment()).collect();
+    assert_eq!(
+        mine.len(),
+        4,
+        "the two Paperboy members own four distinct partitions"
+    );
+
+    produce(&topic, 3000, Compression::Snappy).await;
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    // kcat's share: the records of the two partitions Paperboy does not own.
+    let kcat_parts: Vec<i32> = (0..6)
+        .filter(|p| !mine.contains(&TopicPartition::new(&topic, *p)))
+        .collect();
+    let mut per_partition = [0usize; 6];
+    for p in 0..6 {
+        per_partition[p as usize] = client
+            .list_offset(&topic, p, paperboy::OffsetSpec::Latest)
+            .await
+            .unwrap() as usize;
+    }
+    let kcat_expected: usize = kcat_parts.iter().map(|p| per_partition[*p as usize]).sum();
+    let want = 3000 - kcat_expected;
+    let (ra, rb) = tokio::join!(drain(&a, &total, want), drain(&b, &total, want));
+    assert_eq!(
+        a.assignment().len() + b.assignment().len(),
+        4,
+        "no rebalance happened meanwhile"
+    );
+
+    // kcat: read its lines until it has printed its share, then stop it.
+    let stdout = kcat.stdout.take().unwrap();
+    let kcat_lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            lines.push(line.unwrap());
+            if lines.len() == kcat_expected {
+                break;
+            }
+        }
+        lines
+    });
+    let kcat_lines = tokio::time::timeout(Duration::from_secs(60), kcat_lines)
+        .await
+        .expect("kcat printed its share in time")
+        .unwrap();
+    kcat.kill().ok();
+    kcat.wait().ok();
+
+    let mut seen = vec![0u32; 3000];
+    for (i, p) in ra.iter().chain(rb.iter()) {
+        assert!(mine.contains(&TopicPartition::new(&topic, *p)));
+        seen[*i] += 1;
+    }
+    for line in &kcat_lines {
+        let (p, k) = line.split_once(' ').unwrap();
+        let p: i32 = p.parse().unwrap();
+        assert!(
+            kcat_parts.contains(&p),
+            "kcat read partition {p}, owned by Paperboy"
+        );
+        seen[key_index(k.as_bytes())] += 1;
+    }
+    let dupes: Vec<_> = (0..3000).filter(|i| seen[*i] > 1).collect();
+    let missing: Vec<_> = (0..3000).filter(|i| seen[*i] == 0).collect();
+    assert!(dupes.is_empty(), "consumed more than once: {dupes:?}");
+    assert!(missing.is_empty(), "never consumed: {missing:?}");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_member_that_dies_mid_batch_has_its_batch_consumed_again() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "die", 2).await;
+    produce(&topic, 400, Compression::Zstd).await;
+    let group = common::unique_topic("g-die");
+
+    let survivor = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    survivor.subscribe(&[&topic]).unwrap();
+    let victim = Consumer::new(consumer_config(Some(&group))).await.unwrap();
+    victim.subscribe(&[&topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while survivor.assignment().len() != 1 || victim.assignment().len() != 1 {
+        assert!(Instant::now() < deadline, "group did not settle");
+        tokio::join!(
+            async {
+                survivor
+                    .recv_batch(1, Duration::from_millis(100))
+                    .await
+                    .ok()
+            },
+            async { victim.recv_batch(1, Duration::from_millis(100)).await.ok() },
+        );
+    }
+    // Whatever they read while settling is not committed; start clean from here.
+    let victim_part = victim.assignment()[0].clone();
+    // The victim takes a batch, commits half of it, and dies (no LeaveGroup, no commit).
+    let batch = victim.recv_batch(50, Duration::from_secs(5)).await.unwrap();
+    assert!(!batch.is_empty());
+    let half = &batch[..batch.len() / 2];
+    victim.commit_records(half).await.unwrap();
+    let resume_at = half.last().map_or(batch[0].offset, |r| r.offset + 1);
+    drop(victim);
+
+    // The survivor gets the partition once the session times out, and starts right
+    // after the victim's commit: the uncommitted half is consumed again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the victim's partition never moved"
+        );
+        let got = survivor
+            .recv_batch(500, Duration::from_millis(500))
+            .await
+            .unwrap();
+        if let Some(r) = got.iter().find(|r| r.topic_partition() == victim_part) {
+            break r.offset;
+        }
+    };
+    assert_eq!(
+        first, resume_at,
+        "consumption resumes at the victim's last commit"
+    );
+    survivor.close().await;
+}
+
+#[tokio::test]
+async fn records_written_by_kcat_and_the_java_producer_read_back() {
+    let client = common::client().await;
+    let mut topics = Vec::new();
+    // kcat (librdkafka) compresses snappy raw, without xerial framing.
+    let topic = common::new_topic(&client, "from-kcat", 1).await;
+    let input: String = (0..50)
+        .map(|i| format!("k{i}:kcat value {i} {}\n", "s".repeat(i)))
+        .collect();
+    let mut child = Command::new("kcat")
+        .args([
+            "-P",
+            "-b",
+            &common::bootstrap(),
+            "-t",
+            &topic,
+            "-K",
+            ":",
+            "-z",
+            "snappy",
+            "-X",
+            "linger.ms=50",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    topics.push((topic, "kcat".to_string()));
+    // The Java producer: snappy (xerial framing), gzip, lz4, zstd.
+    for codec in ["snappy", "gzip", "lz4", "zstd"] {
+        let topic = common::new_topic(&client, &format!("from-java-{codec}"), 1).await;
+        let input: String = (0..50)
+            .map(|i| format!("k{i}:java-{codec} value {i} {}\n", "s".repeat(i)))
+            .collect();
+        let mut child = Command::new(repo().join("scripts/kafka"))
+            .args([
+                "console-producer",
+                "--bootstrap-server",
+                &common::bootstrap(),
+                "--topic",
+                &topic,
+                "--reader-property",
+                "parse.key=true",
+                "--reader-property",
+                "key.separator=:",
+                "--producer-property",
+                &format!("compression.type={codec}"),
+                "--producer-property",
+                "linger.ms=100",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the Java console producer runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        topics.push((topic, format!("java-{codec}")));
+    }
+    for (topic, label) in topics {
+        let consumer = Consumer::new(consumer_config(None)).await.unwrap();
+        consumer.assign(&[TopicPartition::new(&topic, 0)]).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < 50 && Instant::now() < deadline {
+            got.extend(
+                consumer
+                    .recv_batch(50 - got.len(), Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(got.len(), 50, "{label}");
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.offset, i as i64);
+            assert_eq!(
+                r.key.as_deref(),
+                Some(format!("k{i}").as_bytes()),
+                "{label}"
+            );
+            let prefix = if label == "kcat" {
+                "kcat".to_string()
+            } else {
+                label.clone()
+            };
+            assert_eq!(
+                r.value.as_deref(),
+                Some(format!("{prefix} value {i} {}", "s".repeat(i)).as_bytes()),
+                "{label}"
+            );
+        }
+        consumer.close().await;
+    }
+}
