@@ -182,8 +182,12 @@ impl Connection {
     /// The version to use for `R` on this connection.
     pub(crate) fn version_for<R: Request>(&self) -> Result<i16> {
         let api = api_key_of::<R>();
+        // The API key's range can be wider than what the request type encodes (OffsetFetch
+        // v10 in kafka-protocol 0.18): never pick beyond the type's own range.
         self.versions
             .negotiate(api)
+            .map(|v| v.min(R::VERSIONS.max))
+            .filter(|v| *v >= R::VERSIONS.min)
             .ok_or_else(|| Error::UnsupportedVersion {
                 broker: self.shared.addr.clone(),
                 api,

@@ -4,9 +4,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
 
 use paperboy::consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
@@ -262,7 +264,7 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     let group = common::unique_topic("g-three");
 
     // kcat joins the group as a balanced consumer (librdkafka offers range, roundrobin).
-    let mut kcat = Command::new("kcat")
+    let mut kcat = tokio::process::Command::new("kcat")
         .args([
             "-b",
             &common::bootstrap(),
@@ -276,13 +278,16 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
             "heartbeat.interval.ms=500",
             "-f",
             "%p %k\\n",
+            "-u",
             "-q",
             &topic,
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .expect("kcat runs (it is needed for the group tests)");
+    let mut kcat_out = tokio::io::BufReader::new(kcat.stdout.take().unwrap()).lines();
     let a = Consumer::new(consumer_config(Some(&group))).await.unwrap();
     let b = Consumer::new(consumer_config(Some(&group))).await.unwrap();
     a.subscribe(&[&topic]).unwrap();
@@ -290,8 +295,12 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     // Let the group settle with three members before anything is written.
     let settle = Instant::now() + Duration::from_secs(40);
     loop {
-        a.recv_batch(1, Duration::from_millis(200)).await.unwrap();
-        b.recv_batch(1, Duration::from_millis(200)).await.unwrap();
+        // Both poll at once: a rebalance completes only when every member rejoins.
+        let (ra, rb) = tokio::join!(
+            a.recv_batch(1, Duration::from_millis(200)),
+            b.recv_batch(1, Duration::from_millis(200))
+        );
+        assert!(ra.unwrap().is_empty() && rb.unwrap().is_empty());
         let (na, nb) = (a.assignment().len(), b.assignment().len());
         if na == 2 && nb == 2 {
             break;
@@ -331,24 +340,19 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     );
 
     // kcat: read its lines until it has printed its share, then stop it.
-    let stdout = kcat.stdout.take().unwrap();
-    let kcat_lines = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            lines.push(line.unwrap());
-            if lines.len() == kcat_expected {
-                break;
-            }
+    let mut kcat_lines = Vec::new();
+    let kcat_deadline = Instant::now() + Duration::from_secs(60);
+    while kcat_lines.len() < kcat_expected {
+        let left = kcat_deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, kcat_out.next_line()).await {
+            Ok(Ok(Some(line))) => kcat_lines.push(line),
+            other => panic!(
+                "kcat printed {} of its {kcat_expected} records ({other:?})",
+                kcat_lines.len()
+            ),
         }
-        lines
-    });
-    let kcat_lines = tokio::time::timeout(Duration::from_secs(60), kcat_lines)
-        .await
-        .expect("kcat printed its share in time")
-        .unwrap();
-    kcat.kill().ok();
-    kcat.wait().ok();
+    }
+    kcat.kill().await.ok();
 
     let mut seen = vec![0u32; 3000];
     for (i, p) in ra.iter().chain(rb.iter()) {

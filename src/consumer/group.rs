@@ -110,11 +110,15 @@ impl GroupClient {
             return self.client.conn_to_node(node).await;
         }
         let conn = self.client.conn_to_any().await?;
-        let req = FindCoordinatorRequest::default()
-            .with_key(s(&self.group_id))
-            .with_key_type(0)
-            .with_coordinator_keys(vec![s(&self.group_id)]);
-        let (version, resp) = conn.request(&req).await?;
+        let version = conn.version_for::<FindCoordinatorRequest>()?;
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
+        } else {
+            FindCoordinatorRequest::default().with_key(s(&self.group_id))
+        };
+        let resp = conn
+            .request_at(&req, version, self.client.config().request_timeout)
+            .await?;
         let (node, host, port) = if version >= 4 {
             let c = resp.coordinators.first().ok_or_else(|| {
                 Error::IncompleteResponse("find_coordinator: no coordinator in response".into())
@@ -340,16 +344,24 @@ impl GroupClient {
         if member_id.is_empty() {
             return;
         }
-        let req = LeaveGroupRequest::default()
-            .with_group_id(GroupId(s(&self.group_id)))
-            .with_member_id(s(member_id))
-            .with_members(vec![MemberIdentity::default()
-                .with_member_id(s(member_id))
-                .with_group_instance_id(self.instance())
-                .with_reason(Some(s(reason)))]);
         let result = async {
             let conn = self.coordinator().await?;
-            let (_, resp) = conn.request(&req).await?;
+            let version = conn.version_for::<LeaveGroupRequest>()?;
+            let req = if version >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(s(&self.group_id)))
+                    .with_members(vec![MemberIdentity::default()
+                        .with_member_id(s(member_id))
+                        .with_group_instance_id(self.instance())
+                        .with_reason((version >= 5).then(|| s(reason)))])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(GroupId(s(&self.group_id)))
+                    .with_member_id(s(member_id))
+            };
+            let resp = conn
+                .request_at(&req, version, self.client.config().request_timeout)
+                .await?;
             check(resp.error_code, || format!("leave group {}", self.group_id))
         }
         .await;
@@ -450,18 +462,25 @@ impl GroupClient {
                     .with_partition_indexes(ps.clone())
             })
             .collect();
-        let req = OffsetFetchRequest::default()
-            .with_group_id(GroupId(s(&self.group_id)))
-            .with_topics(Some(old_topics))
-            .with_groups(vec![OffsetFetchRequestGroup::default()
-                .with_group_id(GroupId(s(&self.group_id)))
-                .with_member_epoch(-1)
-                .with_topics(Some(new_topics))])
-            .with_require_stable(true);
         self.with_coordinator("offset_fetch", |conn| {
-            let req = req.clone();
+            let (old_topics, new_topics) = (old_topics.clone(), new_topics.clone());
             async move {
-                let (version, resp) = conn.request(&req).await?;
+                let version = conn.version_for::<OffsetFetchRequest>()?;
+                let req = if version >= 8 {
+                    OffsetFetchRequest::default()
+                        .with_groups(vec![OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(s(&self.group_id)))
+                            .with_topics(Some(new_topics))])
+                        .with_require_stable(true)
+                } else {
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(s(&self.group_id)))
+                        .with_topics(Some(old_topics))
+                        .with_require_stable(version >= 7)
+                };
+                let resp = conn
+                    .request_at(&req, version, self.client.config().request_timeout)
+                    .await?;
                 let mut out = HashMap::new();
                 let mut put = |topic: &str, p_index: i32, offset: i64, epoch: i32, code: i16| {
                     check(code, || {
