@@ -132,9 +132,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// Both are awaited: `on_revoked` runs before the partitions are given up, while this
 /// member still owns them, so it may finish work and [commit](Consumer::commit). After
-/// it returns, no record of those partitions is handed out. Calling `recv` from a hook
-/// is an error ([`Error::Closed`] is not returned; the call simply cannot rebalance
-/// again and returns buffered records only).
+/// it returns, no record of those partitions is handed out. A `recv` from inside a hook
+/// does not rebalance again; it hands out what is buffered.
 ///
 /// ```
 /// use paperboy::consumer::{BoxFuture, Consumer, RebalanceListener, TopicPartition};
@@ -791,8 +790,8 @@ impl Consumer {
 
     async fn rebalance(&self) -> Result<()> {
         let Ok(_guard) = self.inner.rebalance.try_lock() else {
-            // Another task is rebalancing (or a listener called recv): wait for it.
-            let _g = self.inner.rebalance.lock().await;
+            // Another task (or a listener, from inside this rebalance) is already at it:
+            // carry on with what is buffered; waiting here could wait on ourselves.
             return Ok(());
         };
         let group = self
