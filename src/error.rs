@@ -96,6 +96,19 @@ pub enum Error {
         total: usize,
     },
 
+    /// The handler of a [PHQ consumer](crate::phq::Consumer) failed on a batch; nothing
+    /// of the batch was committed.
+    #[error("handler failed on batch {batch}: {source}")]
+    Handler {
+        /// The batch, as [`format_batch_ref`](crate::phq::envelope::format_batch_ref)
+        /// writes it: `topic[partition=first:last+1,...]`.
+        batch: String,
+        /// The handler's error (shared, so that the error can be cloned). Downcast it
+        /// (`source.downcast_ref::<MyError>()`) to get the handler's own type back.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A message could not be serialized or deserialized as JSON.
     #[error("JSON error: {0}")]
     Json(String),

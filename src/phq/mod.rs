@@ -1,19 +1,44 @@
-//! The PHQ API: the `Producer` / `Message` of PredictHQ's Python Kafka library, in Rust,
-//! writing the same JSON envelope byte for byte, so Rust services and Python services
-//! share topics.
+//! The PHQ API: the `Producer`, `Consumer` and `Message` of PredictHQ's Python Kafka
+//! library, in Rust, reading and writing the same JSON envelope byte for byte, so Rust
+//! services and Python services share topics.
+//!
+//! A service reads batches of messages, handles them, and produces what it made of them;
+//! each batch is committed only after its handler succeeds, and each message produced
+//! from a consumed one carries that one's history in its refs:
 //!
 //! ```no_run
-//! use paperboy::phq::{Message, Producer};
+//! use std::time::Duration;
+//!
+//! use paperboy::phq::{Consumer, Message, Producer};
 //! use serde_json::json;
 //!
-//! # async fn run() -> paperboy::Result<()> {
-//! let producer = Producer::new("my-service-name", &["127.0.0.1:9092"]).await?;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let servers = ["127.0.0.1:9092"];
+//! let producer = Producer::new("my-service-name", &servers).await?;
 //! let batch = vec![Message::new("some_id", json!({"data": "my message"}))];
 //! producer.produce_batch("events", &batch).await?;
+//!
+//! let consumer =
+//!     Consumer::new(&servers, &["events"], "my-service-name", 100, Duration::from_secs(1))
+//!         .await?;
+//! consumer.shutdown_on_signals()?; // SIGINT/SIGTERM: finish the batch, commit, return
+//! consumer
+//!     .process(|messages: Vec<Message>| {
+//!         let producer = producer.clone();
+//!         async move {
+//!             for m in &messages {
+//!                 println!("{}: {} (from {})", m.id, m.payload, m.refs[0]["offset"]);
+//!             }
+//!             producer.produce_batch("events-seen", &messages).await
+//!         }
+//!     })
+//!     .await?;
+//! consumer.close().await;
 //! producer.close().await;
 //! # Ok(()) }
 //! ```
 
+mod consumer;
 pub mod envelope;
 
 use serde::Serialize;
@@ -23,15 +48,20 @@ use tracing::warn;
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
+pub use consumer::{Consumer, StopHandle, CONSUMER_DEFAULTS};
+
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it
 /// came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message<T = Value> {
-    /// The message id, written as the record key.
+    /// The message id, written as the record key (a consumed record with a null key has
+    /// an empty id).
     pub id: String,
     /// The payload: the envelope's `item`.
     pub payload: T,
-    /// The history refs: the envelope's `hist.refs`.
+    /// The history refs, written as the envelope's `hist.refs`. A consumed message has
+    /// one: where it was read, `{"topic", "partition", "offset", "key", "hist"}`, with
+    /// the history it arrived with; producing it on nests that history.
     pub refs: Vec<Value>,
     /// The topic it was read from (set by consumers).
     pub topic: Option<String>,
