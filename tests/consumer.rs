@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -233,28 +235,43 @@ async fn commits_survive_a_restart_of_the_group() {
     d.close().await;
 }
 
-/// Reads from `consumer` until `stop` says so; returns (key index, partition) pairs.
-async fn drain(
-    consumer: &Consumer,
-    total: &std::sync::atomic::AtomicUsize,
-    want: usize,
-) -> Vec<(usize, i32)> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while total.load(std::sync::atomic::Ordering::SeqCst) < want && Instant::now() < deadline {
-        let batch = consumer
-            .recv_batch(100, Duration::from_millis(300))
-            .await
-            .unwrap();
-        total.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
-        consumer.commit_records(&batch).await.ok();
-        out.extend(
-            batch
-                .iter()
-                .map(|r| (key_index(r.key.as_deref().unwrap()), r.partition)),
-        );
+/// A member's own polling loop, as an application runs it: records (key index,
+/// partition, offset) it was handed, committing after each batch, until `stop`.
+struct Poller {
+    seen: Arc<Mutex<Vec<(usize, i32, i64)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn_poller(consumer: &Consumer, commit: bool) -> Poller {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, seen2, stop2) = (consumer.clone(), seen.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        while !stop2.load(Ordering::SeqCst) {
+            let batch = c.recv_batch(100, Duration::from_millis(200)).await.unwrap();
+            if commit {
+                c.commit_records(&batch).await.ok();
+            }
+            seen2.lock().unwrap().extend(
+                batch
+                    .iter()
+                    .map(|r| (key_index(r.key.as_deref().unwrap()), r.partition, r.offset)),
+            );
+        }
+    });
+    Poller { seen, stop, task }
+}
+
+impl Poller {
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
-    out
+    async fn finish(self) -> Vec<(usize, i32, i64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        Arc::try_unwrap(self.seen).unwrap().into_inner().unwrap()
+    }
 }
 
 #[tokio::test]
@@ -292,15 +309,12 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     let b = Consumer::new(consumer_config(Some(&group))).await.unwrap();
     a.subscribe(&[&topic]).unwrap();
     b.subscribe(&[&topic]).unwrap();
-    // Let the group settle with three members before anything is written.
-    let settle = Instant::now() + Duration::from_secs(40);
+    // Each member polls in its own task, as an application does: a rebalance completes
+    // only when every member rejoins. Let the group settle with three members.
+    let pa = spawn_poller(&a, true);
+    let pb = spawn_poller(&b, true);
+    let settle = Instant::now() + Duration::from_secs(60);
     loop {
-        // Both poll at once: a rebalance completes only when every member rejoins.
-        let (ra, rb) = tokio::join!(
-            a.recv_batch(1, Duration::from_millis(200)),
-            b.recv_batch(1, Duration::from_millis(200))
-        );
-        assert!(ra.unwrap().is_empty() && rb.unwrap().is_empty());
         let (na, nb) = (a.assignment().len(), b.assignment().len());
         if na == 2 && nb == 2 {
             break;
@@ -309,6 +323,7 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
             Instant::now() < settle,
             "group did not settle: a {na}, b {nb}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mine: BTreeSet<TopicPartition> = a.assignment().into_iter().chain(b.assignment()).collect();
     assert_eq!(
@@ -318,7 +333,6 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     );
 
     produce(&topic, 3000, Compression::Snappy).await;
-    let total = std::sync::atomic::AtomicUsize::new(0);
     // kcat's share: the records of the two partitions Paperboy does not own.
     let kcat_parts: Vec<i32> = (0..6)
         .filter(|p| !mine.contains(&TopicPartition::new(&topic, *p)))
@@ -332,7 +346,16 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     }
     let kcat_expected: usize = kcat_parts.iter().map(|p| per_partition[*p as usize]).sum();
     let want = 3000 - kcat_expected;
-    let (ra, rb) = tokio::join!(drain(&a, &total, want), drain(&b, &total, want));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while pa.count() + pb.count() < want {
+        assert!(
+            Instant::now() < deadline,
+            "Paperboy members read {} of {want}",
+            pa.count() + pb.count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ra, rb) = (pa.finish().await, pb.finish().await);
     assert_eq!(
         a.assignment().len() + b.assignment().len(),
         4,
@@ -355,7 +378,7 @@ async fn two_paperboy_members_and_kcat_split_a_topic_without_overlap() {
     kcat.kill().await.ok();
 
     let mut seen = vec![0u32; 3000];
-    for (i, p) in ra.iter().chain(rb.iter()) {
+    for (i, p, _) in ra.iter().chain(rb.iter()) {
         assert!(mine.contains(&TopicPartition::new(&topic, *p)));
         seen[*i] += 1;
     }
@@ -385,22 +408,15 @@ async fn a_member_that_dies_mid_batch_has_its_batch_consumed_again() {
 
     let survivor = Consumer::new(consumer_config(Some(&group))).await.unwrap();
     survivor.subscribe(&[&topic]).unwrap();
+    let polling = spawn_poller(&survivor, false);
     let victim = Consumer::new(consumer_config(Some(&group))).await.unwrap();
     victim.subscribe(&[&topic]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // The victim polls here; the survivor in its own task. Neither commits while settling.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while survivor.assignment().len() != 1 || victim.assignment().len() != 1 {
         assert!(Instant::now() < deadline, "group did not settle");
-        tokio::join!(
-            async {
-                survivor
-                    .recv_batch(1, Duration::from_millis(100))
-                    .await
-                    .ok()
-            },
-            async { victim.recv_batch(1, Duration::from_millis(100)).await.ok() },
-        );
+        victim.recv_batch(1, Duration::from_millis(100)).await.ok();
     }
-    // Whatever they read while settling is not committed; start clean from here.
     let victim_part = victim.assignment()[0].clone();
     // The victim takes a batch, commits half of it, and dies (no LeaveGroup, no commit).
     let batch = victim.recv_batch(50, Duration::from_secs(5)).await.unwrap();
@@ -409,6 +425,7 @@ async fn a_member_that_dies_mid_batch_has_its_batch_consumed_again() {
     victim.commit_records(half).await.unwrap();
     let resume_at = half.last().map_or(batch[0].offset, |r| r.offset + 1);
     drop(victim);
+    polling.seen.lock().unwrap().clear();
 
     // The survivor gets the partition once the session times out, and starts right
     // after the victim's commit: the uncommitted half is consumed again.
@@ -418,18 +435,23 @@ async fn a_member_that_dies_mid_batch_has_its_batch_consumed_again() {
             Instant::now() < deadline,
             "the victim's partition never moved"
         );
-        let got = survivor
-            .recv_batch(500, Duration::from_millis(500))
-            .await
-            .unwrap();
-        if let Some(r) = got.iter().find(|r| r.topic_partition() == victim_part) {
-            break r.offset;
+        let found = polling
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, p, _)| *p == victim_part.partition)
+            .map(|(_, _, o)| *o);
+        if let Some(o) = found {
+            break o;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(
         first, resume_at,
         "consumption resumes at the victim's last commit"
     );
+    polling.finish().await;
     survivor.close().await;
 }
 

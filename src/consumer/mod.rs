@@ -560,7 +560,13 @@ impl Consumer {
     }
 
     /// Up to `max` records: returns once `max` are here or `timeout` has passed
-    /// (possibly with none), like librdkafka's batch consume.
+    /// (possibly with none), like librdkafka's batch consume. When a rebalance is due,
+    /// it returns the records gathered so far first; the next call rebalances.
+    ///
+    /// Not cancel-safe: records taken by a call that is dropped before it returns are
+    /// not handed out again by this consumer (they are not committed either, so the
+    /// group reads them again after a restart or a rebalance, unless a later commit of
+    /// consumed positions covers them).
     ///
     /// # Errors
     /// As [`recv`](Self::recv); records gathered before an error stay buffered.
@@ -585,6 +591,11 @@ impl Consumer {
             let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if !out.is_empty() && self.rebalance_pending() {
+                // Hand out what was gathered first; the next call rebalances. Records
+                // taken before a revocation are never dropped behind the caller's back.
+                return Ok(out);
+            }
             if let Err(e) = self.maintain().await {
                 if out.is_empty() {
                     return Err(e);
@@ -607,7 +618,18 @@ impl Consumer {
             }
             *inner.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             let wake_for_commit = self.auto_commit_due();
-            let until = [deadline, wake_for_commit].into_iter().flatten().min();
+            // Partitions still without a position (their lookup failed and is retried).
+            let wake_for_positions = self
+                .inner
+                .lock()
+                .parts
+                .values()
+                .any(|p| p.position.is_none() && p.error.is_none())
+                .then(|| Instant::now() + self.inner.client.config().retry_backoff);
+            let until = [deadline, wake_for_commit, wake_for_positions]
+                .into_iter()
+                .flatten()
+                .min();
             match until {
                 Some(t) => {
                     tokio::select! {
@@ -622,6 +644,11 @@ impl Consumer {
                 None => notified.await,
             }
         }
+    }
+
+    fn rebalance_pending(&self) -> bool {
+        let st = self.inner.lock();
+        st.mode == Mode::Subscribed && (st.rejoin || st.membership.is_none())
     }
 
     fn auto_commit_due(&self) -> Option<Instant> {
@@ -1046,6 +1073,11 @@ impl Consumer {
                             debug!(partition = %tp, offset = o, "starting position");
                             let freed = p.seek(o);
                             st.buffered -= freed;
+                        }
+                        Err(e) if e.is_retriable() || e.is_stale_metadata() => {
+                            // E.g. a new topic whose leader is not elected yet: the
+                            // next recv tries again.
+                            debug!(partition = %tp, error = %e, "position lookup will be retried");
                         }
                         Err(e) => p.error = Some(e),
                     }
