@@ -208,8 +208,23 @@ impl Connection {
         version: i16,
         timeout: Duration,
     ) -> Result<R::Response> {
+        self.request_with(req, version, timeout, || {}).await
+    }
+
+    /// As [`Connection::request_at`], calling `written` as soon as the request is queued
+    /// for the socket (requests are written in the order they are queued), before the
+    /// answer arrives.
+    pub(crate) async fn request_with<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        written: impl FnOnce(),
+    ) -> Result<R::Response> {
         let api = api_key_of::<R>();
-        let (correlation_id, rx) = self.send_frame(req, version, true).await?;
+        let sent = self.send_frame(req, version, true).await;
+        written();
+        let (correlation_id, rx) = sent?;
         let guard = PendingGuard {
             shared: &self.shared,
             correlation_id,

@@ -295,3 +295,40 @@ async fn an_unknown_topic_is_a_typed_error() {
         "{err}"
     );
 }
+
+/// Batches of one partition must reach the broker in sequence order even when a small
+/// batch finishes compressing before a big one planned ahead of it (a multi-threaded
+/// runtime encodes them in parallel). Before the write turns in the sender, the broker
+/// could reject the overtaken batch with OUT_OF_ORDER_SEQUENCE_NUMBER until the delivery
+/// timeout: a batch of 900 records closes at `batch.num.messages`, and the last 100
+/// follow a millisecond later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_one_partition_are_written_in_sequence_order() {
+    let client = common::client().await;
+    for run in 0..20 {
+        let topic = common::new_topic(&client, "in-order", 1).await;
+        let producer = Producer::new(
+            ProducerConfig::new(&common::bootstrap())
+                .with_linger(Duration::from_millis(1))
+                .with_batch_limits(1_000_000, 900)
+                .with_compression(Compression::Gzip),
+        )
+        .await
+        .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..1000 {
+            let r = ProducerRecord::new(&topic).with_value(format!("{i:01000}"));
+            pending.push(producer.enqueue(r).await.unwrap());
+        }
+        let mut offsets = Vec::new();
+        for d in pending {
+            let d = tokio::time::timeout(Duration::from_secs(20), d)
+                .await
+                .unwrap_or_else(|_| panic!("run {run}: a delivery hung"))
+                .unwrap_or_else(|e| panic!("run {run}: {e}"));
+            offsets.push(d.offset);
+        }
+        assert_eq!(offsets, (0..1000).collect::<Vec<i64>>(), "run {run}");
+        producer.close().await;
+    }
+}

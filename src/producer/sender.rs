@@ -30,6 +30,8 @@ const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 struct State {
     acc: Accumulator,
+    /// Per broker, the write turn of the request planned last (see [`Turn`]).
+    turns: HashMap<i32, oneshot::Receiver<()>>,
     in_flight: HashMap<i32, usize>,
     total_in_flight: usize,
     flushing: usize,
@@ -82,6 +84,7 @@ impl Shared {
             partitioner,
             state: Mutex::new(State {
                 acc: Accumulator::new(seed),
+                turns: HashMap::new(),
                 in_flight: HashMap::new(),
                 total_in_flight: 0,
                 flushing: 0,
@@ -236,6 +239,39 @@ struct Work {
     batches: Vec<(Tp, Batch)>,
     producer_id: i64,
     producer_epoch: i16,
+    turn: Turn,
+}
+
+/// A request's turn to be written to its broker's connection. Requests are planned in
+/// sequence-number order but encoded (compressed) concurrently; a small batch could
+/// otherwise overtake a big one planned before it, and the broker would reject the later
+/// sequence with OUT_OF_ORDER_SEQUENCE_NUMBER. Each request waits for the one planned
+/// before it to be written (or to give up) before writing its own.
+struct Turn {
+    prev: Option<oneshot::Receiver<()>>,
+    next: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits until every request planned before this one (to the same broker) has been
+    /// written or abandoned.
+    async fn wait(&mut self) {
+        if let Some(prev) = self.prev.take() {
+            let _ = prev.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Abandoned before its turn: pass the turn on only after the predecessor's.
+        if let (Some(prev), Some(next)) = (self.prev.take(), self.next.take()) {
+            tokio::spawn(async move {
+                let _ = prev.await;
+                drop(next);
+            });
+        }
+    }
 }
 
 enum Plan {
@@ -408,11 +444,17 @@ impl Shared {
             }
             *st.in_flight.entry(broker).or_default() += 1;
             st.total_in_flight += 1;
+            let (next, mine) = oneshot::channel();
+            let prev = st.turns.insert(broker, mine);
             work.push(Work {
                 broker,
                 batches,
                 producer_id: st.producer_id,
                 producer_epoch: st.producer_epoch,
+                turn: Turn {
+                    prev,
+                    next: Some(next),
+                },
             });
         }
         Plan::Work(work, next)
@@ -485,6 +527,7 @@ impl Shared {
             batches,
             producer_id,
             producer_epoch,
+            turn,
         } = work;
         let cfg = &self.cfg;
         let mut encoded = Vec::with_capacity(batches.len());
@@ -503,7 +546,7 @@ impl Shared {
             Ok(Vec::new())
         } else {
             let span = tracing::debug_span!("produce_request", broker, batches = ok_batches.len());
-            self.request(broker, &ok_batches, encoded)
+            self.request(broker, &ok_batches, encoded, turn)
                 .instrument(span)
                 .await
         };
@@ -554,6 +597,7 @@ impl Shared {
         broker: i32,
         batches: &[(Tp, Batch)],
         encoded: Vec<Bytes>,
+        mut turn: Turn,
     ) -> Result<Vec<Result<(i64, Option<i64>)>>> {
         let cfg = &self.cfg;
         let cluster = self.client.cluster();
@@ -579,11 +623,16 @@ impl Shared {
             .with_topic_data(topics);
         let conn = self.client.conn_to_node(broker).await?;
         let version = conn.version_for::<ProduceRequest>()?;
+        turn.wait().await;
         if cfg.acks == Acks::None {
-            conn.send_no_response(&req, version).await?;
+            let sent = conn.send_no_response(&req, version).await;
+            drop(turn);
+            sent?;
             return Ok(batches.iter().map(|_| Ok((-1, None))).collect());
         }
-        let resp = conn.request_at(&req, version, timeout * 2).await?;
+        let resp = conn
+            .request_with(&req, version, timeout * 2, move || drop(turn))
+            .await?;
         let mut out = Vec::with_capacity(batches.len());
         for (tp, _) in batches {
             let topic_id = cluster.topic(&tp.0).map(|t| t.id);
