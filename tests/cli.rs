@@ -1,11 +1,26 @@
-//! `paperboy produce` against a real broker.
+//! `paperboy produce` and `paperboy consume` against a real broker.
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-fn paperboy(args: &[&str], stdin: &str) -> (bool, String) {
+use paperboy::consumer::{Consumer, ConsumerConfig, TopicPartition};
+use paperboy::{Acks, Compression, NewRecord, OffsetSpec};
+use serde_json::Value;
+
+/// What a run of the binary left: success, stdout, stderr.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `paperboy args` with `stdin`; kills it and fails the test after 60 s.
+fn run(args: &[&str], stdin: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paperboy"))
         .args(args)
         .stdin(Stdio::piped())
@@ -19,11 +34,83 @@ fn paperboy(args: &[&str], stdin: &str) -> (bool, String) {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait_or_kill(&mut child, Duration::from_secs(60), args);
+    Run {
+        ok: status.success(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn wait_or_kill(child: &mut Child, limit: Duration, args: &[&str]) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("paperboy {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn paperboy(args: &[&str], stdin: &str) -> (bool, String) {
+    let r = run(args, stdin);
+    (r.ok, r.stderr)
+}
+
+/// The JSON objects of `consume`'s output, one per line.
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn group_config(group: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&common::bootstrap());
+    c.set("group.id", group).unwrap();
+    c
+}
+
+/// Committed offsets of `group` for partitions `0..partitions` of `topic`.
+async fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
+    let consumer = Consumer::new(group_config(group)).await.unwrap();
+    let tps: Vec<_> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let got = consumer.committed(&tps).await.unwrap();
+    consumer.close().await;
+    got.into_iter().map(|(tp, o)| (tp.partition, o)).collect()
+}
+
+async fn end_offsets(
+    client: &paperboy::Client,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Option<i64>> {
+    let mut out = BTreeMap::new();
+    for p in 0..partitions {
+        let end = client
+            .list_offset(topic, p, OffsetSpec::Latest)
+            .await
+            .unwrap();
+        out.insert(p, Some(end));
+    }
+    out
 }
 
 #[tokio::test]
@@ -133,4 +220,423 @@ async fn produce_fails_loudly() {
         "not json\n",
     );
     assert!(!ok && err.contains("not JSON"), "{err}");
+}
+
+#[tokio::test]
+async fn consume_in_a_group_prints_every_record_once_and_commits_the_end() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-consume-group", 3).await;
+    let b = common::bootstrap();
+    let lines: String = (0..100).map(|i| format!("k{i}:v{i}\n")).collect();
+    let (ok, err) = paperboy(&["produce", "-b", &b, "-t", &topic, "-K", ":"], &lines);
+    assert!(ok, "{err}");
+    let ends = end_offsets(&client, &topic, 3).await;
+    assert_eq!(ends.values().map(|e| e.unwrap()).sum::<i64>(), 100);
+
+    let group = common::unique_topic("cli-group");
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "--group",
+            &group,
+            "--from-beginning",
+            "--count",
+            "100",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("paperboy consume: 100 records") && r.stderr.contains("records/s"),
+        "{}",
+        r.stderr
+    );
+    let records = json_lines(&r.stdout);
+    assert_eq!(records.len(), 100, "{}", r.stdout);
+    let mut keys = BTreeSet::new();
+    let mut positions = BTreeSet::new();
+    for rec in &records {
+        assert_eq!(rec["topic"], topic.as_str());
+        assert!(
+            rec["timestamp"].as_i64().unwrap() > 1_600_000_000_000,
+            "{rec}"
+        );
+        let key = rec["key"].as_str().unwrap().to_owned();
+        assert_eq!(rec["value"].as_str().unwrap(), format!("v{}", &key[1..]));
+        assert!(keys.insert(key.clone()), "key {key} printed twice");
+        let pos = (
+            rec["partition"].as_i64().unwrap() as i32,
+            rec["offset"].as_i64().unwrap(),
+        );
+        assert!(positions.insert(pos), "{pos:?} printed twice");
+    }
+    let want: BTreeSet<String> = (0..100).map(|i| format!("k{i}")).collect();
+    assert_eq!(keys, want);
+    // Every offset of every partition, from 0 to its end.
+    let want: BTreeSet<(i32, i64)> = ends
+        .iter()
+        .flat_map(|(p, end)| (0..end.unwrap()).map(move |o| (*p, o)))
+        .collect();
+    assert_eq!(positions, want);
+    assert_eq!(committed(&group, &topic, 3).await, ends);
+
+    // The group resumes at its commits: nothing left to print.
+    let r = run(&["consume", "-b", &b, "-t", &topic, "-G", &group, "-e"], "");
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    assert!(
+        r.stderr.contains("end of every partition reached"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn consume_a_partition_from_an_offset_to_the_end() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-consume-offset", 2).await;
+    let b = common::bootstrap();
+    let lines: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    let (ok, err) = paperboy(
+        &[
+            "produce",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "-K",
+            ":",
+            "--partition",
+            "0",
+        ],
+        &lines,
+    );
+    assert!(ok, "{err}");
+    // Bytes that are not UTF-8, a tombstone, and a record in the other partition.
+    let binary = NewRecord {
+        key: Some(vec![0xff, 0x00, 0x41].into()),
+        value: Some(vec![0xc3, 0x28].into()),
+        ..NewRecord::default()
+    };
+    let tombstone = NewRecord {
+        key: Some("gone".into()),
+        value: None,
+        ..NewRecord::default()
+    };
+    client
+        .produce(
+            &topic,
+            0,
+            &[binary, tombstone],
+            Compression::None,
+            Acks::All,
+        )
+        .await
+        .unwrap();
+    let other = NewRecord {
+        value: Some("elsewhere".into()),
+        ..NewRecord::default()
+    };
+    client
+        .produce(&topic, 1, &[other], Compression::None, Acks::All)
+        .await
+        .unwrap();
+
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "--partition",
+            "0",
+            "--offset",
+            "5",
+            "-e",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let records = json_lines(&r.stdout);
+    let offsets: Vec<i64> = records
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, (5..22).collect::<Vec<_>>(), "{}", r.stdout);
+    for rec in &records[..15] {
+        assert_eq!(rec["partition"], 0);
+        let o = rec["offset"].as_i64().unwrap();
+        assert_eq!(rec["key"], format!("k{o}").as_str());
+        assert_eq!(rec["value"], format!("v{o}").as_str());
+    }
+    // Not UTF-8: hex in `key_hex` / `value_hex`, no `key` / `value`.
+    let bin = records[15].as_object().unwrap();
+    assert_eq!(bin["key_hex"], "ff0041");
+    assert_eq!(bin["value_hex"], "c328");
+    assert!(
+        !bin.contains_key("key") && !bin.contains_key("value"),
+        "{bin:?}"
+    );
+    assert_eq!(records[16]["key"], "gone");
+    assert_eq!(records[16]["value"], Value::Null);
+    assert!(
+        r.stderr.contains("17 records") && r.stderr.contains("end of every partition reached"),
+        "{}",
+        r.stderr
+    );
+
+    // --offset alone: every partition from there; -o -N: the last N.
+    let r = run(
+        &["consume", "-b", &b, "-t", &topic, "-o", "beginning", "-e"],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let records = json_lines(&r.stdout);
+    assert_eq!(records.len(), 23);
+    assert_eq!(
+        records.iter().filter(|r| r["partition"] == 1).count(),
+        1,
+        "{}",
+        r.stdout
+    );
+    let r = run(
+        &[
+            "consume", "-b", &b, "-t", &topic, "-p", "0", "-o", "-3", "-e",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let offsets: Vec<i64> = json_lines(&r.stdout)
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, [19, 20, 21]);
+    // --count stops first.
+    let r = run(
+        &[
+            "consume", "-b", &b, "-t", &topic, "-p", "0", "-o", "0", "-c", "4",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(json_lines(&r.stdout).len(), 4);
+    assert!(r.stderr.contains("--count reached"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn consume_unpacks_phq_envelopes() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-consume-env", 1).await;
+    let b = common::bootstrap();
+    let (ok, err) = paperboy(
+        &[
+            "produce",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "-K",
+            "|",
+            "--envelope",
+            "importer",
+        ],
+        "id-1|{\"a\": 1, \"b\": [true, null]}\nid-2|\"just a string\"\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, err) = paperboy(&["produce", "-b", &b, "-t", &topic], "not an envelope\n");
+    assert!(ok, "{err}");
+    // No hist (old data): null; an empty value is no PHQ message.
+    let raw = |v: &'static str| NewRecord {
+        value: Some(v.into()),
+        ..NewRecord::default()
+    };
+    client
+        .produce(
+            &topic,
+            0,
+            &[raw(r#"{"item": [1, 2]}"#), raw("")],
+            Compression::None,
+            Acks::All,
+        )
+        .await
+        .unwrap();
+
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "--from-beginning",
+            "--envelope",
+            "-e",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let records = json_lines(&r.stdout);
+    assert_eq!(records.len(), 5, "{}", r.stdout);
+    assert_eq!(records[0]["key"], "id-1");
+    assert_eq!(
+        records[0]["value"],
+        serde_json::json!({"a": 1, "b": [true, null]})
+    );
+    let hist = &records[0]["hist"];
+    assert_eq!(hist["svc"], "importer");
+    assert_eq!(hist["refs"], serde_json::json!([]));
+    assert!(hist["dt"].as_str().unwrap().ends_with("+00:00"), "{hist}");
+    assert_eq!(records[1]["value"], "just a string");
+    assert_eq!(records[1]["hist"]["svc"], "importer");
+    assert!(records[0].get("envelope_error").is_none());
+    // Not an envelope: printed as is, with the reason.
+    assert_eq!(records[2]["value"], "not an envelope");
+    assert!(records[2].get("hist").is_none());
+    assert!(
+        records[2]["envelope_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a PHQ envelope"),
+        "{}",
+        records[2]
+    );
+    assert_eq!(records[3]["value"], serde_json::json!([1, 2]));
+    assert_eq!(records[3]["hist"], Value::Null);
+    assert!(records[3].get("envelope_error").is_none());
+    assert_eq!(records[4]["value"], "");
+    assert!(records[4]["envelope_error"].is_string(), "{}", records[4]);
+    assert!(r.stderr.contains("2 not PHQ envelopes"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn consume_fails_loudly() {
+    let b = common::bootstrap();
+    let r = run(&["consume", "-b", &b, "-t", "x", "--bogus"], "");
+    assert!(!r.ok);
+    assert!(r.stderr.contains("unknown option --bogus"), "{}", r.stderr);
+    let r = run(&["consume", "-b", &b, "--from-beginning"], "");
+    assert!(!r.ok);
+    assert!(r.stderr.contains("--topic is required"), "{}", r.stderr);
+    let r = run(&["consume", "-t", "x"], "");
+    assert!(
+        !r.ok && r.stderr.contains("--bootstrap is required"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["consume", "-b", &b, "-t", "x", "--offset", "soon"], "");
+    assert!(!r.ok && r.stderr.contains("--offset soon"), "{}", r.stderr);
+    let r = run(&["consume", "-b", &b, "-t", "x", "-G", "g", "-p", "0"], "");
+    assert!(
+        !r.ok && r.stderr.contains("--group cannot be combined"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["consume", "-b", &b, "-t", "x", "--count"], "");
+    assert!(
+        !r.ok && r.stderr.contains("--count needs a value"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            "x",
+            "-X",
+            "fetch.max.wait.msec=5",
+        ],
+        "",
+    );
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("unknown configuration key `fetch.max.wait.msec`"),
+        "{}",
+        r.stderr
+    );
+    let missing = common::unique_topic("missing");
+    let r = run(&["consume", "-b", &b, "-t", &missing, "-e"], "");
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains(&format!("unknown topic {missing}")),
+        "{}",
+        r.stderr
+    );
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-consume-bad", 2).await;
+    let r = run(&["consume", "-b", &b, "-t", &topic, "-p", "2", "-e"], "");
+    assert!(!r.ok);
+    assert!(r.stderr.contains("has no partition 2"), "{}", r.stderr);
+    let r = run(&["consume", "--help"], "");
+    assert!(r.ok && r.stdout.contains("--exit-at-end"), "{}", r.stdout);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn consume_stops_cleanly_on_sigterm_and_commits_what_it_printed() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-consume-sig", 2).await;
+    let b = common::bootstrap();
+    let lines: String = (0..30).map(|i| format!("k{i}:v{i}\n")).collect();
+    let (ok, err) = paperboy(&["produce", "-b", &b, "-t", &topic, "-K", ":"], &lines);
+    assert!(ok, "{err}");
+    let group = common::unique_topic("cli-sig");
+    let args = [
+        "consume",
+        "-b",
+        &b,
+        "-t",
+        &topic,
+        "-G",
+        &group,
+        "--from-beginning",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paperboy"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("paperboy runs");
+    let stderr = drain(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut printed = Vec::new();
+    while printed.len() < 30 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => printed.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{} of 30 lines, then {e}", printed.len());
+            }
+        }
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = wait_or_kill(&mut child, Duration::from_secs(30), &args);
+    reader.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        stderr.contains("30 records") && stderr.contains("stopped by signal"),
+        "{stderr}"
+    );
+    assert_eq!(json_lines(&printed.join("\n")).len(), 30);
+    assert_eq!(
+        committed(&group, &topic, 2).await,
+        end_offsets(&client, &topic, 2).await
+    );
 }

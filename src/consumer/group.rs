@@ -52,7 +52,10 @@ pub(crate) struct GroupClient {
     client: Client,
     group_id: String,
     instance_id: Option<String>,
-    coordinator: Mutex<Option<i32>>,
+    /// The coordinator and a connection of the group's own: on the pooled connection,
+    /// commits and heartbeats would queue behind long-poll fetches (a broker answers one
+    /// request per connection at a time).
+    coordinator: Mutex<Option<(i32, Arc<Connection>)>>,
 }
 
 /// Errors after which the coordinator must be looked up again.
@@ -105,9 +108,13 @@ impl GroupClient {
     }
 
     async fn coordinator(&self) -> Result<Arc<Connection>> {
-        let known = *self.coordinator.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(node) = known {
-            return self.client.conn_to_node(node).await;
+        let known = self
+            .coordinator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((_, conn)) = known.filter(|(_, c)| !c.is_poisoned()) {
+            return Ok(conn);
         }
         let conn = self.client.conn_to_any().await?;
         let version = conn.version_for::<FindCoordinatorRequest>()?;
@@ -134,8 +141,18 @@ impl GroupClient {
             (resp.node_id.0, resp.host.to_string(), resp.port)
         };
         debug!(group = %self.group_id, node, %host, port, "found coordinator");
-        let conn = self.client.conn_to(&format!("{host}:{port}")).await?;
-        *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
+        let cfg = self.client.config();
+        let conn = Arc::new(
+            Connection::connect(
+                &format!("{host}:{port}"),
+                &cfg.client_id,
+                cfg.connect_timeout,
+                cfg.request_timeout,
+                cfg.max_response_bytes,
+            )
+            .await?,
+        );
+        *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, conn.clone()));
         Ok(conn)
     }
 

@@ -1223,6 +1223,9 @@ impl Consumer {
                 g.leave(&member, "the consumer is closing").await;
             }
         }
+        if let Some(g) = &self.inner.group {
+            g.coordinator_lost(); // closes the group's own connection
+        }
         for t in self
             .inner
             .tasks
