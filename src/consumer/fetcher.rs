@@ -256,10 +256,6 @@ async fn fetch(
                     .with_partition_max_bytes(w.max_bytes),
             );
     }
-    let ids: HashMap<&str, Uuid> = wants
-        .iter()
-        .map(|w| (w.tp.topic.as_str(), w.topic_id))
-        .collect();
     let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     if !full {
         for tp in session.parts.keys() {
@@ -270,13 +266,15 @@ async fn fetch(
     }
     let version = conn.version_for::<FetchRequest>()?;
     let name = |t: &str| TopicName(StrBytes::from_string(t.to_owned()));
-    let forgotten_ids: HashMap<String, Uuid> = inner
-        .client
-        .cluster()
-        .topics
-        .values()
-        .map(|t| (t.name.clone(), t.id))
-        .collect();
+    // Topic ids of forgotten partitions (Fetch v13+ names topics by id), looked up only
+    // when something is forgotten.
+    let cluster = (!forgotten.is_empty()).then(|| inner.client.cluster());
+    let topic_id = |t: &str| {
+        cluster
+            .as_ref()
+            .and_then(|c| c.topic(t))
+            .map_or(Uuid::nil(), |t| t.id)
+    };
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(cfg.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32)
@@ -305,12 +303,7 @@ async fn fetch(
                 .map(|(t, ps)| {
                     ForgottenTopic::default()
                         .with_topic(name(t))
-                        .with_topic_id(
-                            ids.get(t)
-                                .or_else(|| forgotten_ids.get(t))
-                                .copied()
-                                .unwrap_or_default(),
-                        )
+                        .with_topic_id(topic_id(t))
                         .with_partitions(ps)
                 })
                 .collect(),

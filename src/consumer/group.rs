@@ -498,52 +498,48 @@ impl GroupClient {
                 let resp = conn
                     .request_at(&req, version, self.client.config().request_timeout)
                     .await?;
+                // v8+ answers per group; older versions for the one group at the top.
+                let (code, rows): (i16, Vec<_>) = if version >= 8 {
+                    let g = resp.groups.first();
+                    let rows = g
+                        .into_iter()
+                        .flat_map(|g| &g.topics)
+                        .flat_map(|t| {
+                            t.partitions.iter().map(move |p| {
+                                let (o, e) = (p.committed_offset, p.committed_leader_epoch);
+                                (t.name.as_str(), p.partition_index, o, e, p.error_code)
+                            })
+                        })
+                        .collect();
+                    (g.map_or(0, |g| g.error_code), rows)
+                } else {
+                    let rows = resp
+                        .topics
+                        .iter()
+                        .flat_map(|t| {
+                            t.partitions.iter().map(move |p| {
+                                let (o, e) = (p.committed_offset, p.committed_leader_epoch);
+                                (t.name.as_str(), p.partition_index, o, e, p.error_code)
+                            })
+                        })
+                        .collect();
+                    (resp.error_code, rows)
+                };
+                check(code, || {
+                    format!("fetch committed offsets of group {}", self.group_id)
+                })?;
                 let mut out = HashMap::new();
-                let mut put = |topic: &str, p_index: i32, offset: i64, epoch: i32, code: i16| {
+                for (topic, partition, offset, epoch, code) in rows {
                     check(code, || {
                         format!(
-                            "fetch committed offset of {topic}[{p_index}] for group {}",
+                            "fetch committed offset of {topic}[{partition}] for group {}",
                             self.group_id
                         )
                     })?;
                     out.insert(
-                        TopicPartition::new(topic, p_index),
+                        TopicPartition::new(topic, partition),
                         (offset >= 0).then_some((offset, epoch)),
                     );
-                    Ok::<_, Error>(())
-                };
-                if version >= 8 {
-                    for g in &resp.groups {
-                        check(g.error_code, || {
-                            format!("fetch committed offsets of group {}", self.group_id)
-                        })?;
-                        for t in &g.topics {
-                            for p in &t.partitions {
-                                put(
-                                    t.name.as_str(),
-                                    p.partition_index,
-                                    p.committed_offset,
-                                    p.committed_leader_epoch,
-                                    p.error_code,
-                                )?;
-                            }
-                        }
-                    }
-                } else {
-                    check(resp.error_code, || {
-                        format!("fetch committed offsets of group {}", self.group_id)
-                    })?;
-                    for t in &resp.topics {
-                        for p in &t.partitions {
-                            put(
-                                t.name.as_str(),
-                                p.partition_index,
-                                p.committed_offset,
-                                p.committed_leader_epoch,
-                                p.error_code,
-                            )?;
-                        }
-                    }
                 }
                 Ok(out)
             }

@@ -193,6 +193,8 @@ struct Current {
 }
 
 struct PartState {
+    /// The topic name, shared by every record handed out.
+    topic: Arc<str>,
     /// The next offset to hand out; `None` until initialized from the committed offset
     /// or `auto.offset.reset`.
     position: Option<i64>,
@@ -220,8 +222,9 @@ struct PartState {
 }
 
 impl PartState {
-    fn new() -> Self {
+    fn new(tp: &TopicPartition) -> Self {
         PartState {
+            topic: Arc::from(tp.topic.as_str()),
             position: None,
             position_epoch: -1,
             fetch_offset: 0,
@@ -455,7 +458,9 @@ impl Consumer {
             }
         }
         for tp in wanted {
-            st.parts.entry(tp).or_insert_with(PartState::new);
+            st.parts
+                .entry(tp.clone())
+                .or_insert_with(|| PartState::new(&tp));
         }
         drop(st);
         self.inner.fetch_wake.notify_one();
@@ -668,20 +673,16 @@ impl Consumer {
         }
         let read_committed = self.inner.config.isolation == IsolationLevel::ReadCommitted;
         let mut st = self.inner.lock();
-        let st = &mut *st;
+        let State {
+            parts, buffered, ..
+        } = &mut *st;
         let mut want = n;
-        let keys: Vec<TopicPartition> = st.parts.keys().cloned().collect();
-        let topic_names: HashMap<&str, Arc<str>> = keys
-            .iter()
-            .map(|tp| (tp.topic.as_str(), Arc::from(tp.topic.as_str())))
-            .collect();
         // Fair share per partition per call, so one busy partition does not starve others.
-        let per_part = (n / keys.len().max(1)).max(1);
-        for tp in &keys {
+        let per_part = (n / parts.len().max(1)).max(1);
+        for (tp, p) in parts.iter_mut() {
             if want == 0 {
                 break;
             }
-            let p = st.parts.get_mut(tp).expect("key from the map");
             if let Some(e) = &p.error {
                 // Surfaced once; the partition stays stopped until a seek.
                 if !p.error_reported && taken.error.is_none() {
@@ -693,7 +694,6 @@ impl Consumer {
             if p.paused || p.position.is_none() {
                 continue;
             }
-            let topic = topic_names[tp.topic.as_str()].clone();
             let mut quota = per_part.min(want);
             while quota > 0 {
                 let Some(cur) = p.current.as_mut() else {
@@ -703,7 +703,7 @@ impl Consumer {
                         Ok(Some(c)) => p.current = Some(c),
                         Ok(None) => {
                             p.bytes -= bytes;
-                            st.buffered -= bytes;
+                            *buffered -= bytes;
                             taken.freed = true;
                         }
                         Err(e) => {
@@ -722,7 +722,7 @@ impl Consumer {
                         p.position_epoch = cur.leader_epoch;
                         let headers = r.headers();
                         out.push(ConsumerRecord {
-                            topic: topic.clone(),
+                            topic: p.topic.clone(),
                             partition: tp.partition,
                             offset: r.offset,
                             timestamp_ms: r.timestamp_ms,
@@ -743,7 +743,7 @@ impl Consumer {
                         let done = p.current.take().expect("current was some");
                         p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
                         p.bytes -= done.bytes;
-                        st.buffered -= done.bytes;
+                        *buffered -= done.bytes;
                         taken.freed = true;
                     }
                 }
@@ -962,7 +962,9 @@ impl Consumer {
             {
                 let mut st = self.inner.lock();
                 for tp in &added {
-                    st.parts.entry(tp.clone()).or_insert_with(PartState::new);
+                    st.parts
+                        .entry(tp.clone())
+                        .or_insert_with(|| PartState::new(tp));
                 }
             }
             self.ensure_heartbeat();

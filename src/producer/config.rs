@@ -5,7 +5,7 @@ use std::time::Duration;
 use paperboy_protocol::compression::Compression;
 
 use crate::client::Acks;
-use crate::config::{invalid, parse_ms, parse_num, ClientConfig};
+use crate::config::{invalid, parse_bool, parse_ms, parse_num, ClientConfig};
 use crate::error::ConfigError;
 
 /// Settings of a [`Producer`](super::Producer): the client's, plus batching, delivery
@@ -253,14 +253,6 @@ impl ProducerConfig {
             self.max_in_flight = 5;
         }
         Ok(())
-    }
-}
-
-pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(invalid(key, value, "true or false")),
     }
 }
 
