@@ -109,6 +109,17 @@ pub enum Error {
         source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A record's value did not decode into what its [engine
+    /// handler](crate::engine::Handler) expects (not UTF-8, not JSON, not the expected
+    /// type, not a PHQ envelope).
+    #[error("record {record} does not decode: {reason}")]
+    Payload {
+        /// The record: `topic[partition]@offset`.
+        record: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
     /// A message could not be serialized or deserialized as JSON.
     #[error("JSON error: {0}")]
     Json(String),

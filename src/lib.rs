@@ -9,6 +9,12 @@
 //! - [`Client`]: connections to brokers (pipelined, with timeouts), API version
 //!   negotiation, metadata, retries with backoff, topic administration, and the
 //!   partition-level produce, fetch and list-offsets requests.
+//! - [`producer`] and [`consumer`]: batching, partitioning and idempotence; group
+//!   membership, commits and a prefetch queue bounded in bytes.
+//! - [`engine`]: per-topic handlers with lifecycle hooks, single and bulk modes that
+//!   switch on lag, retries, a dead-letter topic, and commits that never get ahead of
+//!   handling.
+//! - [`phq`]: the PHQ `Producer`, `Consumer` and `Message` with their JSON envelope.
 //!
 //! Layers only call downward: protocol ← client ← producer/consumer ← engine.
 //!
@@ -45,6 +51,7 @@ mod client;
 mod config;
 mod conn;
 pub mod consumer;
+pub mod engine;
 mod error;
 pub mod metadata;
 pub mod phq;

@@ -1,0 +1,322 @@
+//! One partition's worker: hands its records to the handler in order, retries with
+//! backoff, writes what keeps failing to the dead-letter topic, and reports what is done.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{error, info_span, warn, Instrument};
+
+use super::handler::{Dispatch, Outcome};
+use super::observe::{Event, Mode};
+use super::Shared;
+use crate::consumer::{BoxFuture, ConsumerRecord, TopicPartition};
+use crate::error::Error;
+use crate::producer::ProducerRecord;
+
+/// A handling call's worth of records.
+pub(crate) enum Unit {
+    Single(ConsumerRecord),
+    Bulk(Vec<ConsumerRecord>),
+}
+
+impl Unit {
+    fn records(&self) -> &[ConsumerRecord] {
+        match self {
+            Unit::Single(r) => std::slice::from_ref(r),
+            Unit::Bulk(rs) => rs,
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self {
+            Unit::Single(_) => Mode::Single,
+            Unit::Bulk(_) => Mode::Bulk,
+        }
+    }
+}
+
+/// How a unit ended, after retries and the dead-letter topic.
+enum Handled {
+    /// Handled, swallowed, or dead-lettered: its offsets may be committed.
+    Done,
+    /// Failed for good: `fail_on_exception` decides.
+    Failed(Error),
+    /// The dead-letter topic could not be written: the engine must stop.
+    Fatal(Error),
+    /// The partition is being given up (or the engine stops) before the unit finished:
+    /// it is not done, and not committed.
+    Abandoned,
+}
+
+/// The worker task of `tp`: takes units in order until its sender is dropped or it is
+/// cancelled.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tp: TopicPartition,
+    handler: Arc<dyn Dispatch>,
+    mut rx: mpsc::UnboundedReceiver<Unit>,
+    cancel: Arc<AtomicBool>,
+) {
+    while let Some(unit) = rx.recv().await {
+        if cancel.load(Ordering::Acquire) {
+            return;
+        }
+        let records = unit.records();
+        let (first, last, n) = (
+            records[0].offset,
+            records[records.len() - 1].offset,
+            records.len(),
+        );
+        let started = Instant::now();
+        let result = handle(&shared, &tp, &*handler, &unit, &cancel).await;
+        let (error, fatal) = match result {
+            Handled::Done => {
+                shared.finished(&tp, last + 1, n);
+                shared
+                    .health
+                    .inner
+                    .processed
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                shared.emit(Event::Handled {
+                    partition: tp.clone(),
+                    offset: first,
+                    records: n,
+                    mode: unit.mode(),
+                    elapsed: started.elapsed(),
+                });
+                if unit.mode() == Mode::Bulk {
+                    shared.commit_wake.notify_one();
+                }
+                continue;
+            }
+            Handled::Abandoned => return,
+            Handled::Failed(e) => (e, false),
+            Handled::Fatal(e) => (e, true),
+        };
+        shared.health.inner.failed.fetch_add(1, Ordering::Relaxed);
+        shared.emit(Event::Failed {
+            partition: tp.clone(),
+            offset: first,
+            records: n,
+            error: error.clone(),
+        });
+        if fatal {
+            error!(%tp, offset = first, %error, "the dead-letter topic could not be written: stopping the engine");
+            shared.fail(error);
+            return;
+        }
+        if shared.config.fail_on_exception {
+            error!(%tp, offset = first, records = n, %error,
+                "handling failed and fail_on_exception is on: stopping the engine");
+            shared.fail(error);
+            return;
+        }
+        warn!(%tp, offset = first, records = n, %error,
+            "handling failed; fail_on_exception is off, so its records are skipped");
+        shared.finished(&tp, last + 1, n);
+    }
+}
+
+/// Handles `unit` with retries; then, if it still fails, writes its records to the
+/// dead-letter topic (a bulk batch is first retried record by record, so that only the
+/// failing records go there), or reports the failure.
+fn handle<'a>(
+    shared: &'a Shared,
+    tp: &'a TopicPartition,
+    handler: &'a dyn Dispatch,
+    unit: &'a Unit,
+    cancel: &'a AtomicBool,
+) -> BoxFuture<'a, Handled> {
+    Box::pin(async move {
+        let cfg = &shared.config;
+        let records = unit.records();
+        let span = match unit {
+            Unit::Single(r) => {
+                info_span!("paperboy.record", topic = %r.topic, partition = r.partition, offset = r.offset)
+            }
+            Unit::Bulk(rs) => {
+                info_span!("paperboy.batch", topic = %tp.topic, partition = tp.partition, offset = rs[0].offset, records = rs.len())
+            }
+        };
+        let mut attempt: u32 = 0;
+        let error = loop {
+            attempt += 1;
+            let outcome = {
+                let Ok(_permit) = shared.concurrency.acquire().await else {
+                    return Handled::Abandoned;
+                };
+                if cancel.load(Ordering::Acquire) {
+                    return Handled::Abandoned;
+                }
+                let call = match unit {
+                    Unit::Single(r) => handler.single(r),
+                    Unit::Bulk(rs) => handler.bulk(rs),
+                };
+                CatchUnwind(call).instrument(span.clone()).await
+            };
+            let error = match outcome {
+                Ok(Outcome::Done) => return Handled::Done,
+                Ok(Outcome::Failed(e)) => e,
+                Err(panic) => super::handler::handler_error(
+                    "a hook panicked in",
+                    records,
+                    format!("panic: {panic}").into(),
+                ),
+            };
+            if attempt > cfg.max_retries {
+                break error;
+            }
+            let backoff = backoff(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms, attempt);
+            shared.health.inner.retried.fetch_add(1, Ordering::Relaxed);
+            warn!(%tp, offset = records[0].offset, attempt, ?backoff, error = %error, "handling failed; trying again");
+            shared.emit(Event::Retrying {
+                partition: tp.clone(),
+                offset: records[0].offset,
+                attempt,
+                backoff,
+                error,
+            });
+            // Only this partition waits: its worker is the only one sleeping.
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if cancel.load(Ordering::Acquire) {
+                    return Handled::Abandoned;
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+            }
+        };
+        let Some(dlq) = &shared.dlq else {
+            return Handled::Failed(error);
+        };
+        match unit {
+            Unit::Bulk(rs) if rs.len() > 1 => {
+                warn!(%tp, offset = rs[0].offset, records = rs.len(), error = %error,
+                    "bulk batch failed; handling its records one by one to find those for the dead-letter topic");
+                for r in rs {
+                    match handle(shared, tp, handler, &Unit::Single(r.clone()), cancel).await {
+                        Handled::Done => {}
+                        other => return other,
+                    }
+                }
+                Handled::Done
+            }
+            _ => {
+                let r = &records[0];
+                let topic = dlq.topic.replace("{topic}", &r.topic);
+                match dead_letter(&dlq.producer, &topic, r, &error).await {
+                    Ok(()) => {
+                        shared
+                            .health
+                            .inner
+                            .dead_lettered
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(%tp, offset = r.offset, dead_letter_topic = %topic, error = %error,
+                            "record written to the dead-letter topic");
+                        shared.emit(Event::DeadLettered {
+                            partition: tp.clone(),
+                            offset: r.offset,
+                            topic,
+                            error,
+                        });
+                        Handled::Done
+                    }
+                    Err(e) => Handled::Fatal(e),
+                }
+            }
+        }
+    })
+}
+
+/// `base * 2^(attempt-1)`, at most `max`.
+fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
+    let factor = 1u64 << (attempt - 1).min(20);
+    Duration::from_millis(base_ms.saturating_mul(factor).min(max_ms))
+}
+
+/// Writes `record` to `topic` as it was (key, value, headers), with headers saying
+/// where it came from and why it failed, and waits for the acknowledgement.
+async fn dead_letter(
+    producer: &crate::producer::Producer,
+    topic: &str,
+    record: &ConsumerRecord,
+    error: &Error,
+) -> Result<(), Error> {
+    let mut out = ProducerRecord::new(topic);
+    if let Some(k) = &record.key {
+        out = out.with_key(k.clone());
+    }
+    if let Some(v) = &record.value {
+        out = out.with_value(v.clone());
+    }
+    for (name, value) in record.headers() {
+        out = out.with_header(name, value);
+    }
+    for (name, value) in [
+        ("paperboy.dlq.topic", record.topic.to_string()),
+        ("paperboy.dlq.partition", record.partition.to_string()),
+        ("paperboy.dlq.offset", record.offset.to_string()),
+        ("paperboy.dlq.timestamp", record.timestamp_ms.to_string()),
+        ("paperboy.dlq.error", error.to_string()),
+    ] {
+        out = out.with_header(name, Some(value.into()));
+    }
+    producer.send(out).await.map(|_| ())
+}
+
+/// Runs a future, turning a panic inside it into an error with the panic's message.
+struct CatchUnwind<'a, T>(BoxFuture<'a, T>);
+
+impl<T> Future for CatchUnwind<'_, T> {
+    type Output = Result<T, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic with no message".to_owned());
+                Poll::Ready(Err(msg))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b: Vec<u64> = (1..=6)
+            .map(|a| backoff(100, 1000, a).as_millis() as u64)
+            .collect();
+        assert_eq!(b, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(100, u64::MAX, 64), Duration::from_millis(100 << 20));
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error() {
+        let ok = CatchUnwind(Box::pin(async { 7 })).await;
+        assert_eq!(ok, Ok(7));
+        let panicked = CatchUnwind(Box::pin(async {
+            if true {
+                panic!("boom {}", 42);
+            }
+            7
+        }))
+        .await;
+        assert_eq!(panicked, Err("boom 42".to_owned()));
+    }
+}
