@@ -262,18 +262,45 @@ pub fn decompress(
     }
 }
 
+/// The first buffer [`read_capped`] reads into.
+const FIRST_READ: usize = 8 << 10;
+
 /// Reads `r` to its end into a vector, failing once more than `limit` bytes come out.
+///
+/// The buffer doubles as it fills, like `read_to_end`, but never grows past `limit + 1`
+/// bytes (one byte past the cap is enough to know it was passed). `read_to_end` doubled
+/// it to twice the cap first, so a bomb under the default 64 MiB cap allocated 128 MiB,
+/// and 192 MiB while the buffer moved; now at most 64 MiB + 1, and 96 MiB while it moves.
 fn read_capped(
     codec: Compression,
-    r: impl Read,
+    mut r: impl Read,
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
     let mut out = Vec::new();
-    let mut r = r.take(limit as u64 + 1);
-    r.read_to_end(&mut out).map_err(|e| corrupt(codec, e))?;
-    if out.len() > limit {
-        return Err(CompressionError::TooLarge { codec, limit });
+    let mut len = 0;
+    loop {
+        if len == out.len() {
+            if len > limit {
+                return Err(CompressionError::TooLarge { codec, limit });
+            }
+            // Once doubling would reach the cap, go straight to one byte past it.
+            let doubled = len.saturating_mul(2).max(FIRST_READ);
+            let grown = if doubled >= limit {
+                limit.saturating_add(1)
+            } else {
+                doubled
+            };
+            out.reserve_exact(grown - len);
+            out.resize(grown, 0);
+        }
+        match r.read(&mut out[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(codec, e)),
+        }
     }
+    out.truncate(len);
     Ok(out)
 }
 
@@ -393,6 +420,39 @@ mod tests {
                 decompress(codec, &packed, input.len() - 1),
                 Err(CompressionError::TooLarge { .. })
             ));
+        }
+    }
+
+    /// `read_capped` grows its buffer in steps that stop at `limit + 1`: sizes at, just
+    /// under and just over each step (the first read, powers of two, the cap) must
+    /// still decode exactly at the cap and fail one byte under it.
+    #[test]
+    fn cap_is_exact_at_every_growth_step() {
+        for len in [
+            0, 1, 100, 8191, 8192, 8193, 16384, 65535, 65536, 65537, 200_000,
+        ] {
+            let input: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+                let mut packed = Vec::new();
+                compress(codec, &input, &mut packed).unwrap();
+                for limit in [len, len + 1, 2 * len, len + 8192] {
+                    let out = decompress(codec, &packed, limit).unwrap();
+                    assert_eq!(out, input, "{codec} len {len} limit {limit}");
+                    assert!(
+                        out.capacity() <= limit + 1,
+                        "{codec} len {len} limit {limit}"
+                    );
+                }
+                if let Some(short) = len.checked_sub(1) {
+                    assert!(
+                        matches!(
+                            decompress(codec, &packed, short),
+                            Err(CompressionError::TooLarge { .. })
+                        ),
+                        "{codec} len {len} limit {short}"
+                    );
+                }
+            }
         }
     }
 
