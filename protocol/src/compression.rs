@@ -262,8 +262,11 @@ pub fn decompress(
     }
 }
 
-/// The first buffer [`read_capped`] reads into.
+/// The first capacity [`read_capped`] reserves.
 const FIRST_READ: usize = 8 << 10;
+
+/// At most this much of the reserved capacity is zero-filled ahead of a read.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Reads `r` to its end into a vector, failing once more than `limit` bytes come out.
 ///
@@ -271,15 +274,17 @@ const FIRST_READ: usize = 8 << 10;
 /// bytes (one byte past the cap is enough to know it was passed). `read_to_end` doubled
 /// it to twice the cap first, so a bomb under the default 64 MiB cap allocated 128 MiB,
 /// and 192 MiB while the buffer moved; now at most 64 MiB + 1, and 96 MiB while it moves.
+/// Like `read_to_end`, it zero-fills the capacity only as reads reach it, never twice.
 fn read_capped(
     codec: Compression,
     mut r: impl Read,
     limit: usize,
 ) -> Result<Vec<u8>, CompressionError> {
+    // `out[..len]` is decompressed data; `out[len..]` is zeroed room for the next read.
     let mut out = Vec::new();
     let mut len = 0;
     loop {
-        if len == out.len() {
+        if len == out.capacity() {
             if len > limit {
                 return Err(CompressionError::TooLarge { codec, limit });
             }
@@ -291,7 +296,10 @@ fn read_capped(
                 doubled
             };
             out.reserve_exact(grown - len);
-            out.resize(grown, 0);
+        }
+        let room = (len + READ_CHUNK).min(out.capacity());
+        if out.len() < room {
+            out.resize(room, 0);
         }
         match r.read(&mut out[len..]) {
             Ok(0) => break,
