@@ -1,0 +1,482 @@
+//! Paperboy side by side with rdkafka (librdkafka) against the same broker.
+//!
+//! The parent creates topics, then runs every measurement in a child process of its own
+//! (`compare worker --client ... --scenario ...`), alternating the clients, so that each
+//! client's CPU time (ru_utime + ru_stime) and peak RSS (ru_maxrss, and the child's own
+//! VmHWM) are its own. Figures are medians over `--runs`.
+
+mod pb;
+mod report;
+mod rk;
+mod workload;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use paperboy::{Client, ClientConfig, NewTopic};
+use serde::Serialize;
+
+use workload::WorkerOut;
+
+#[derive(Parser)]
+#[command(
+    name = "compare",
+    about = "Paperboy vs rdkafka: produce/consume throughput, produce latency, consumer memory",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One measurement in this process (run by the parent; prints one JSON line).
+    Worker(WorkerArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The broker.
+    #[arg(long, env = "PAPERBOY_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Records per throughput run, for every size (default: 500000 of 100 B, 200000 of 1 KiB).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Runs per client and case, alternating Paperboy and rdkafka; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only these scenarios (produce, consume, latency, memory); repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// Value sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1024])]
+    sizes: Vec<usize>,
+    /// Partitions of every topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Latency scenario: records per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Latency scenario: seconds measured (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    latency_secs: u64,
+    /// Memory scenario: how long the handler stalls after the first record, ms.
+    #[arg(long, default_value_t = 3000)]
+    stall_ms: u64,
+    /// A small smoke run: 20000 records, one run, two seconds of latency, short stall.
+    #[arg(long)]
+    quick: bool,
+    /// Leave the topics in place (for running workers by hand).
+    #[arg(long, hide = true)]
+    keep_topics: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ClientKind {
+    Paperboy,
+    Rdkafka,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    Produce,
+    Consume,
+    Latency,
+    Memory,
+}
+
+#[derive(Args, Clone)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    client: ClientKind,
+    #[arg(long)]
+    scenario: Scenario,
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    #[arg(long, default_value = "")]
+    group: String,
+    #[arg(long, default_value_t = 0)]
+    messages: u64,
+    #[arg(long)]
+    size: usize,
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+    #[arg(long, default_value_t = 0)]
+    stall_ms: u64,
+    /// queued.max.messages.kbytes; unset means the client's default.
+    #[arg(long)]
+    budget_kib: Option<u64>,
+}
+
+/// One child's figures: its own plus the kernel's accounting of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub out: WorkerOut,
+    pub cpu_s: f64,
+    pub maxrss_kib: u64,
+    pub wall_s: f64,
+}
+
+/// A case: one scenario, variant and size, for both clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub variant: &'static str,
+    pub size: usize,
+    pub messages: u64,
+    pub paperboy: Vec<Measured>,
+    pub rdkafka: Vec<Measured>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Some(Cmd::Worker(w)) => worker(&w),
+        None => match orchestrate(cli.run) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("compare: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn worker(args: &WorkerArgs) -> i32 {
+    let result = match args.client {
+        ClientKind::Paperboy => pb::run(args),
+        ClientKind::Rdkafka => rk::run(args),
+    };
+    match result {
+        Ok(mut out) => {
+            out.vm_hwm_kib = workload::vm_hwm_kib();
+            println!("{}", serde_json::to_string(&out).expect("serializable"));
+            0
+        }
+        Err(e) => {
+            eprintln!("worker {:?} {:?}: {e}", args.client, args.scenario);
+            1
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs a worker as a child process and collects its rusage with wait4.
+fn spawn_worker(args: &[String]) -> Res<Measured> {
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .arg("worker")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()?;
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stdout)?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data, zeroed is a valid value; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet reaped (std's Child is never waited on here).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()).into());
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("worker {args:?} failed (status {status})").into());
+    }
+    let out: WorkerOut = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("worker output {stdout:?}: {e}"))?;
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measured {
+        out,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+        maxrss_kib: usage.ru_maxrss as u64,
+        wall_s,
+    })
+}
+
+struct Admin {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    partitions: i32,
+    tag: String,
+    created: Vec<String>,
+    keep: bool,
+}
+
+impl Admin {
+    fn new(bootstrap: &str, partitions: i32) -> Res<Admin> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = rt.block_on(Client::connect(ClientConfig::from_properties([(
+            "bootstrap.servers",
+            bootstrap,
+        )])?))?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        Ok(Admin {
+            rt,
+            client,
+            partitions,
+            tag: format!("{}-{}", std::process::id(), nanos % 1_000_000_000),
+            created: Vec::new(),
+            keep: false,
+        })
+    }
+
+    /// A fresh topic: `partitions` partitions, one replica, no other settings.
+    fn topic(&mut self, what: &str) -> Res<String> {
+        let name = format!("compare-{what}-{}-{}", self.tag, self.created.len());
+        self.rt.block_on(
+            self.client
+                .create_topics(&[NewTopic::new(&name, self.partitions, 1)]),
+        )?;
+        // Wait until every partition has a leader, so neither client pays for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let cluster = self.rt.block_on(self.client.refresh_metadata(&[&name]))?;
+            let ready = cluster
+                .topic(&name)
+                .map(|t| t.partitions.len() == self.partitions as usize)
+                .unwrap_or(false);
+            if ready || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.created.push(name.clone());
+        Ok(name)
+    }
+
+    fn delete(&mut self, name: &str) {
+        if self.keep {
+            eprintln!("keeping topic {name}");
+            return;
+        }
+        if let Err(e) = self.rt.block_on(self.client.delete_topics(&[name])) {
+            eprintln!("compare: could not delete topic {name}: {e}");
+        }
+        self.created.retain(|n| n != name);
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for name in std::mem::take(&mut self.created) {
+            let _ = self.rt.block_on(self.client.delete_topics(&[&name]));
+        }
+    }
+}
+
+fn orchestrate(mut run: RunArgs) -> Res<()> {
+    if run.quick {
+        run.messages = Some(run.messages.unwrap_or(20_000));
+        run.runs = 1;
+        run.latency_secs = 2;
+        run.stall_ms = run.stall_ms.min(1000);
+    }
+    let scenarios: Vec<Scenario> = if run.scenario.is_empty() {
+        vec![
+            Scenario::Produce,
+            Scenario::Consume,
+            Scenario::Latency,
+            Scenario::Memory,
+        ]
+    } else {
+        run.scenario.clone()
+    };
+    let mut admin = Admin::new(&run.bootstrap, run.partitions)?;
+    admin.keep = run.keep_topics;
+    let mut cases: Vec<Case> = Vec::new();
+    let total_start = Instant::now();
+    let mut groups = 0u64;
+    for &size in &run.sizes {
+        let n = run
+            .messages
+            .unwrap_or(if size <= 256 { 500_000 } else { 200_000 });
+        // One full topic per size for the consumer scenarios, written once by Paperboy.
+        let full = if scenarios
+            .iter()
+            .any(|s| matches!(s, Scenario::Consume | Scenario::Memory))
+        {
+            let t = admin.topic(&format!("full{size}"))?;
+            eprintln!("filling {t} with {n} records of {size} B");
+            let m = spawn_worker(&worker_args(
+                ClientKind::Paperboy,
+                Scenario::Produce,
+                &run,
+                &t,
+                "",
+                n,
+                size,
+                None,
+            ))?;
+            if m.out.records != n {
+                return Err(format!("filling {t}: {} of {n} acknowledged", m.out.records).into());
+            }
+            Some(t)
+        } else {
+            None
+        };
+        for &scenario in &scenarios {
+            let variants: Vec<(&'static str, Option<u64>, Option<u64>)> = match scenario {
+                // (name, paperboy budget KiB, rdkafka budget KiB)
+                Scenario::Memory => vec![
+                    ("client defaults", None, None),
+                    ("queued.max.messages.kbytes=65536", Some(65536), Some(65536)),
+                    (
+                        "64 MiB in total (rdkafka: 65536/partitions per partition)",
+                        Some(65536),
+                        Some(65536 / run.partitions.max(1) as u64),
+                    ),
+                ],
+                _ => vec![("", None, None)],
+            };
+            for (variant, pb_budget, rk_budget) in variants {
+                let messages = match scenario {
+                    Scenario::Latency => run.rate * (run.latency_secs + 1),
+                    _ => n,
+                };
+                let mut case = Case {
+                    scenario,
+                    variant,
+                    size,
+                    messages,
+                    paperboy: Vec::new(),
+                    rdkafka: Vec::new(),
+                };
+                for i in 0..run.runs {
+                    // Alternate, and alternate who goes first (ABBA), against drift.
+                    let order = if i % 2 == 0 {
+                        [ClientKind::Paperboy, ClientKind::Rdkafka]
+                    } else {
+                        [ClientKind::Rdkafka, ClientKind::Paperboy]
+                    };
+                    for client in order {
+                        let (topic, fresh) = match (&full, scenario) {
+                            (Some(t), Scenario::Consume | Scenario::Memory) => (t.clone(), false),
+                            _ => (
+                                admin.topic(&format!("{scenario:?}{size}").to_lowercase())?,
+                                true,
+                            ),
+                        };
+                        groups += 1;
+                        let group = format!("compare-{}-g{groups}", admin.tag);
+                        let budget = match client {
+                            ClientKind::Paperboy => pb_budget,
+                            ClientKind::Rdkafka => rk_budget,
+                        };
+                        let m = spawn_worker(&worker_args(
+                            client, scenario, &run, &topic, &group, n, size, budget,
+                        ))?;
+                        eprintln!(
+                            "{scenario:?} {size} B {variant} run {} {client:?}: {} records in {:.3} s, cpu {:.2} s, maxrss {} MiB{}",
+                            i + 1,
+                            m.out.records,
+                            m.out.elapsed_s,
+                            m.cpu_s,
+                            m.maxrss_kib / 1024,
+                            m.out
+                                .latency_us
+                                .map(|l| format!(", latency p50/p99/p99.9 {:?} us", l))
+                                .unwrap_or_default()
+                        );
+                        if m.out.errors > 0 {
+                            return Err(format!(
+                                "{client:?} {scenario:?}: {} records failed",
+                                m.out.errors
+                            )
+                            .into());
+                        }
+                        match client {
+                            ClientKind::Paperboy => case.paperboy.push(m),
+                            ClientKind::Rdkafka => case.rdkafka.push(m),
+                        }
+                        if fresh {
+                            admin.delete(&topic);
+                        }
+                    }
+                }
+                cases.push(case);
+            }
+        }
+        if let Some(t) = full {
+            admin.delete(&t);
+        }
+    }
+    let report = report::Report::new(&run, cases, total_start.elapsed());
+    println!("{}", report.table());
+    if let Some(path) = &run.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.json())?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker_args(
+    client: ClientKind,
+    scenario: Scenario,
+    run: &RunArgs,
+    topic: &str,
+    group: &str,
+    messages: u64,
+    size: usize,
+    budget_kib: Option<u64>,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--client".into(),
+        format!("{client:?}").to_lowercase(),
+        "--scenario".into(),
+        format!("{scenario:?}").to_lowercase(),
+        "--bootstrap".into(),
+        run.bootstrap.clone(),
+        "--topic".into(),
+        topic.into(),
+        "--messages".into(),
+        messages.to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--rate".into(),
+        run.rate.to_string(),
+        "--secs".into(),
+        run.latency_secs.to_string(),
+    ];
+    if !group.is_empty() {
+        a.extend(["--group".into(), group.into()]);
+    }
+    if scenario == Scenario::Memory {
+        a.extend(["--stall-ms".into(), run.stall_ms.to_string()]);
+    }
+    if let Some(b) = budget_kib {
+        a.extend(["--budget-kib".into(), b.to_string()]);
+    }
+    a
+}

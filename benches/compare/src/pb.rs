@@ -1,0 +1,188 @@
+//! The Paperboy side: a tokio runtime, `Producer::enqueue` pipelining, `recv_batch`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use paperboy::consumer::{Consumer, ConsumerConfig};
+use paperboy::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use tokio::sync::mpsc;
+
+use crate::workload::{self, WorkerOut};
+use crate::{Scenario, WorkerArgs};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.scenario {
+            Scenario::Produce => produce(args).await,
+            Scenario::Latency => latency(args).await,
+            Scenario::Consume | Scenario::Memory => consume(args).await,
+        }
+    })
+}
+
+async fn producer(args: &WorkerArgs) -> Res<Producer> {
+    let mut props = workload::producer_props();
+    props.push(("bootstrap.servers", &args.bootstrap));
+    Ok(Producer::new(ProducerConfig::from_properties(props)?).await?)
+}
+
+async fn produce(args: &WorkerArgs) -> Res<WorkerOut> {
+    let pool = Bytes::from(workload::pool());
+    let start = Instant::now();
+    let producer = producer(args).await?;
+    // Deliveries are awaited in order by a second task, so at most the producer's
+    // buffer of them is outstanding (no vector of a million futures inflating RSS).
+    let (tx, mut rx) = mpsc::unbounded_channel::<DeliveryFuture>();
+    let collector = tokio::spawn(async move {
+        let (mut ok, mut errors) = (0u64, 0u64);
+        while let Some(d) = rx.recv().await {
+            match d.await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    if errors == 0 {
+                        eprintln!("paperboy: delivery failed: {e}");
+                    }
+                    errors += 1
+                }
+            }
+        }
+        (ok, errors)
+    });
+    for i in 0..args.messages {
+        let value = pool.slice(workload::value_range(i, args.size));
+        let record = ProducerRecord::new(args.topic.as_str()).with_value(value);
+        tx.send(producer.enqueue(record).await?)?;
+    }
+    drop(tx);
+    let (ok, errors) = collector.await?;
+    let elapsed = start.elapsed();
+    producer.close().await;
+    Ok(WorkerOut {
+        records: ok,
+        bytes: ok * args.size as u64,
+        elapsed_s: elapsed.as_secs_f64(),
+        errors,
+        ..WorkerOut::default()
+    })
+}
+
+async fn latency(args: &WorkerArgs) -> Res<WorkerOut> {
+    let pool = Bytes::from(workload::pool());
+    let producer = producer(args).await?;
+    let total = args.rate * (args.warmup_secs + args.secs);
+    let warm = args.rate * args.warmup_secs;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Option<u64>)>();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = workload::due(args.rate, start.elapsed(), total);
+        while sent < due {
+            let value = pool.slice(workload::value_range(sent, args.size));
+            let record = ProducerRecord::new(args.topic.as_str()).with_value(value);
+            let t = Instant::now();
+            let d = producer.enqueue(record).await?;
+            let tx = tx.clone();
+            let i = sent;
+            tokio::spawn(async move {
+                let r = d.await;
+                let us = t.elapsed().as_micros() as u64;
+                let _ = tx.send((i, r.ok().map(|_| us)));
+            });
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(tx);
+    let mut samples = Vec::with_capacity(total as usize);
+    let (mut ok, mut errors) = (0u64, 0u64);
+    while let Some((i, us)) = rx.recv().await {
+        match us {
+            Some(us) => {
+                ok += 1;
+                if i >= warm {
+                    samples.push(us);
+                }
+            }
+            None => errors += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    producer.close().await;
+    Ok(WorkerOut {
+        records: ok,
+        bytes: ok * args.size as u64,
+        elapsed_s: elapsed.as_secs_f64(),
+        latency_us: Some(workload::percentiles(&mut samples)),
+        errors,
+        ..WorkerOut::default()
+    })
+}
+
+async fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
+    let mut props: Vec<(&str, &str)> = workload::consumer_props();
+    props.push(("bootstrap.servers", &args.bootstrap));
+    props.push(("group.id", &args.group));
+    let budget = args.budget_kib.map(|k| k.to_string());
+    if let Some(b) = &budget {
+        props.push(("queued.max.messages.kbytes", b));
+    }
+    let start = Instant::now();
+    let consumer = Arc::new(Consumer::new(ConsumerConfig::from_properties(props)?).await?);
+    consumer.subscribe(&[args.topic.as_str()])?;
+    let (mut records, mut bytes, mut check) = (0u64, 0u64, 0u64);
+    let mut first: Option<Instant> = None;
+    let debug = std::env::var_os("COMPARE_DEBUG").is_some();
+    while records < args.messages {
+        let want = (args.messages - records).min(1000) as usize;
+        let batch = consumer
+            .recv_batch(want, Duration::from_millis(100))
+            .await?;
+        if batch.is_empty() {
+            continue;
+        }
+        if first.is_none() {
+            first = Some(Instant::now());
+            if args.stall_ms > 0 {
+                // A slow handler: the prefetch fills up to what the settings allow.
+                tokio::time::sleep(Duration::from_millis(args.stall_ms)).await;
+            }
+        }
+        for r in &batch {
+            let v = r.value.as_deref().unwrap_or_default();
+            bytes += v.len() as u64;
+            check = check.wrapping_add(v.first().copied().unwrap_or(0) as u64);
+        }
+        records += batch.len() as u64;
+        if debug {
+            let parts: std::collections::BTreeSet<i32> =
+                batch.iter().map(|r| r.partition).collect();
+            eprintln!(
+                "{:.3} s: {} records from {parts:?}, {records} in all, {} B queued",
+                start.elapsed().as_secs_f64(),
+                batch.len(),
+                consumer.buffered_bytes()
+            );
+        }
+    }
+    let end = Instant::now();
+    consumer.close().await;
+    std::hint::black_box(check);
+    let first = first.unwrap_or(end);
+    let stall = Duration::from_millis(args.stall_ms);
+    Ok(WorkerOut {
+        records,
+        bytes,
+        elapsed_s: end
+            .duration_since(first)
+            .saturating_sub(stall)
+            .as_secs_f64(),
+        first_record_s: Some(first.duration_since(start).as_secs_f64()),
+        ..WorkerOut::default()
+    })
+}

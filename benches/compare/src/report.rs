@@ -1,0 +1,271 @@
+//! Medians, the table on stdout and the JSON file.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::workload;
+use crate::{Case, Measured, RunArgs, Scenario};
+
+pub struct Report {
+    cases: Vec<Case>,
+    args: Value,
+    notes: Vec<String>,
+    total: Duration,
+}
+
+/// Which way is better for a metric.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+struct Row {
+    metric: &'static str,
+    better: Better,
+    paperboy: f64,
+    rdkafka: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn med(runs: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
+    median(runs.iter().map(f).collect())
+}
+
+fn rate(m: &Measured) -> f64 {
+    m.out.records as f64 / m.out.elapsed_s.max(1e-9)
+}
+fn mbps(m: &Measured) -> f64 {
+    m.out.bytes as f64 / m.out.elapsed_s.max(1e-9) / 1e6
+}
+fn cpu_per_m(m: &Measured) -> f64 {
+    m.cpu_s / (m.out.records.max(1) as f64) * 1e6
+}
+fn rss_mib(m: &Measured) -> f64 {
+    m.out.vm_hwm_kib as f64 / 1024.0
+}
+fn lat_ms(i: usize) -> impl Fn(&Measured) -> f64 {
+    move |m| {
+        m.out
+            .latency_us
+            .map(|l| l[i] as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Report {
+    pub fn new(run: &RunArgs, cases: Vec<Case>, total: Duration) -> Report {
+        let mut props = String::new();
+        for (k, v) in workload::producer_props() {
+            props.push_str(&format!("{k}={v} "));
+        }
+        let notes = vec![
+            format!(
+                "Producer settings, identical for both clients: {}(records unkeyed: sticky partitioning in both).",
+                props
+            ),
+            "Consumer settings: group.id new per run, auto.offset.reset=earliest, everything else each client's default (auto commit on in both).".into(),
+            "Paperboy: Producer::enqueue with deliveries awaited by a second task; Consumer::recv_batch(1000, 100 ms); tokio multi-thread runtime. rdkafka: BaseProducer + delivery callback, polled by the sending thread (ThreadedProducer for latency); BaseConsumer::poll.".into(),
+            "Consume rate is measured from the first record to the last (the group join is the 'first record after' row). Produce rate includes creating the producer.".into(),
+            "Latency: send call to acknowledgement callback/future, at a fixed rate, after 1 s of warm-up; linger.ms=5 is part of it.".into(),
+            "CPU: user+system seconds of the whole client process (wait4 rusage), per million records. Peak RSS: the child's VmHWM (ru_maxrss is in the JSON too).".into(),
+            "Memory scenario: the handler stalls after the first record so the prefetch fills to what the settings allow, then drains the topic. queued.max.messages.kbytes is a budget across all partitions in Paperboy, and per partition in librdkafka (65536 KiB is the default of both), so '64 MiB in total' gives rdkafka 65536/partitions KiB per partition. librdkafka also stops prefetching a partition at queued.min.messages (default 100000 per partition). Paperboy keeps batches compressed in its queue; librdkafka queues decompressed messages.".into(),
+            format!("Topics: {} partitions, replication factor 1, fresh per run (consumers read one topic per size, written once by Paperboy).", run.partitions),
+            "Machine: 2 cores shared with the broker (and with whatever else runs); figures vary run to run by 10-20%.".into(),
+        ];
+        let args = json!({
+            "bootstrap": run.bootstrap,
+            "messages": run.messages,
+            "runs": run.runs,
+            "sizes": run.sizes,
+            "partitions": run.partitions,
+            "rate": run.rate,
+            "latency_secs": run.latency_secs,
+            "stall_ms": run.stall_ms,
+            "quick": run.quick,
+        });
+        Report {
+            cases,
+            args,
+            notes,
+            total,
+        }
+    }
+
+    fn rows(case: &Case) -> Vec<Row> {
+        let (p, r) = (&case.paperboy, &case.rdkafka);
+        let row = |metric, better, f: &dyn Fn(&Measured) -> f64| Row {
+            metric,
+            better,
+            paperboy: med(p, f),
+            rdkafka: med(r, f),
+        };
+        use Better::*;
+        match case.scenario {
+            Scenario::Produce => vec![
+                row("records/s", Higher, &rate),
+                row("MB/s (values)", Higher, &mbps),
+                row("CPU s per M records", Lower, &cpu_per_m),
+                row("peak RSS MiB", Lower, &rss_mib),
+            ],
+            Scenario::Consume => vec![
+                row("records/s", Higher, &rate),
+                row("MB/s (values)", Higher, &mbps),
+                row("first record after s", Lower, &|m| {
+                    m.out.first_record_s.unwrap_or(f64::NAN)
+                }),
+                row("CPU s per M records", Lower, &cpu_per_m),
+                row("peak RSS MiB", Lower, &rss_mib),
+            ],
+            Scenario::Latency => vec![
+                row("p50 ms", Lower, &lat_ms(0)),
+                row("p99 ms", Lower, &lat_ms(1)),
+                row("p99.9 ms", Lower, &lat_ms(2)),
+                row("CPU s per M records", Lower, &cpu_per_m),
+                row("peak RSS MiB", Lower, &rss_mib),
+            ],
+            Scenario::Memory => vec![
+                row("peak RSS MiB", Lower, &rss_mib),
+                row("CPU s per M records", Lower, &cpu_per_m),
+            ],
+        }
+    }
+
+    fn title(case: &Case, rate: u64) -> String {
+        match case.scenario {
+            Scenario::Produce => "produce, acks=all, idempotent".into(),
+            Scenario::Consume => "consume, group, full topic".into(),
+            Scenario::Latency => format!("produce latency at {rate} records/s"),
+            Scenario::Memory => format!("consumer memory: {}", case.variant),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        s.push_str("| scenario | size | records | metric | better | Paperboy | rdkafka | Paperboy ÷ rdkafka |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|\n");
+        for case in &self.cases {
+            let title = Self::title(case, self.args["rate"].as_u64().unwrap_or(0));
+            for (i, row) in Self::rows(case).iter().enumerate() {
+                let ratio = row.paperboy / row.rdkafka;
+                let verdict = match row.better {
+                    Better::Higher if ratio >= 1.0 => "",
+                    Better::Lower if ratio <= 1.0 => "",
+                    _ => " (behind)",
+                };
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.2}{} |\n",
+                    if i == 0 { title.as_str() } else { "" },
+                    if i == 0 {
+                        size_label(case.size)
+                    } else {
+                        String::new()
+                    },
+                    if i == 0 {
+                        case.messages.to_string()
+                    } else {
+                        String::new()
+                    },
+                    row.metric,
+                    match row.better {
+                        Better::Higher => "higher",
+                        Better::Lower => "lower",
+                    },
+                    fmt(row.paperboy),
+                    fmt(row.rdkafka),
+                    ratio,
+                    verdict
+                ));
+            }
+        }
+        s.push_str("\nNotes:\n");
+        for n in &self.notes {
+            s.push_str(&format!("- {n}\n"));
+        }
+        s.push_str(&format!(
+            "- Medians of {} run(s) per client and case; whole comparison took {:.0} s.\n",
+            self.args["runs"],
+            self.total.as_secs_f64()
+        ));
+        s
+    }
+
+    pub fn json(&self) -> Value {
+        let cases: Vec<Value> = self
+            .cases
+            .iter()
+            .map(|c| {
+                let rows: Vec<Value> = Self::rows(c)
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "metric": r.metric,
+                            "better": if r.better == Better::Higher { "higher" } else { "lower" },
+                            "paperboy": r.paperboy,
+                            "rdkafka": r.rdkafka,
+                            "paperboy_over_rdkafka": r.paperboy / r.rdkafka,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "scenario": c.scenario,
+                    "variant": c.variant,
+                    "size": c.size,
+                    "records": c.messages,
+                    "medians": rows,
+                    "runs": { "paperboy": c.paperboy, "rdkafka": c.rdkafka },
+                })
+            })
+            .collect();
+        json!({
+            "args": self.args,
+            "cases": cases,
+            "notes": self.notes,
+            "total_s": self.total.as_secs_f64(),
+        })
+    }
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 10_000.0 {
+        let n = v.round() as u64;
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

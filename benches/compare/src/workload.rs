@@ -1,0 +1,116 @@
+//! What both clients are given: the payload, the settings, and what a worker reports.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes of text that payloads are cut from: words and numbers, about as compressible by
+/// snappy as JSON events (roughly 2:1), identical for both clients.
+pub const POOL_LEN: usize = 1 << 20;
+
+pub fn pool() -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "event", "user", "order", "total", "amount", "status", "created", "updated", "paperboy",
+        "kafka", "region", "price", "item", "quantity", "session", "device", "true", "false",
+        "null", "id", "name", "value", "score", "tags",
+    ];
+    let mut out = Vec::with_capacity(POOL_LEN + 64);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < POOL_LEN {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        if r.is_multiple_of(3) {
+            let digits = (r >> 8).to_string();
+            out.extend_from_slice(&digits.as_bytes()[..((r >> 4) % 6 + 2) as usize]);
+        } else {
+            out.extend_from_slice(WORDS[(r >> 16) as usize % WORDS.len()].as_bytes());
+        }
+        out.push(if r.is_multiple_of(7) { b'"' } else { b' ' });
+    }
+    out.truncate(POOL_LEN);
+    out
+}
+
+/// Where record `i`'s value of `size` bytes lies in the pool.
+pub fn value_range(i: u64, size: usize) -> Range<usize> {
+    let span = (POOL_LEN - size) as u64;
+    let off = (i.wrapping_mul(2_654_435_761) % span) as usize;
+    off..off + size
+}
+
+/// Producer settings given to both clients (all names are valid for both).
+pub fn producer_props() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("acks", "all"),
+        ("enable.idempotence", "true"),
+        ("compression.codec", "snappy"),
+        ("linger.ms", "5"),
+        ("batch.size", "1000000"),
+        ("batch.num.messages", "10000"),
+        ("queue.buffering.max.messages", "100000"),
+        ("queue.buffering.max.kbytes", "65536"),
+        ("max.in.flight.requests.per.connection", "5"),
+        ("message.timeout.ms", "120000"),
+    ]
+}
+
+/// Consumer settings given to both clients, besides the group id and any budget.
+pub fn consumer_props() -> Vec<(&'static str, &'static str)> {
+    vec![("auto.offset.reset", "earliest")]
+}
+
+/// What one worker process measured itself (CPU and peak RSS come from the parent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerOut {
+    /// Records produced and acknowledged, or consumed.
+    pub records: u64,
+    /// Value bytes of those records.
+    pub bytes: u64,
+    /// Seconds the measured part took.
+    pub elapsed_s: f64,
+    /// Consumers: seconds from creating the consumer to the first record (group join
+    /// and first fetch); not part of `elapsed_s`.
+    pub first_record_s: Option<f64>,
+    /// Latency scenario: microseconds from send to acknowledgement, p50/p99/p99.9.
+    pub latency_us: Option<[u64; 3]>,
+    /// Records that failed.
+    pub errors: u64,
+    /// The worker's own VmHWM (peak resident set) at exit, KiB.
+    pub vm_hwm_kib: u64,
+}
+
+/// Percentiles p (0..1) of sorted samples.
+pub fn percentiles(samples: &mut [u64]) -> [u64; 3] {
+    samples.sort_unstable();
+    let at = |p: f64| -> u64 {
+        if samples.is_empty() {
+            return 0;
+        }
+        let idx = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[idx]
+    };
+    [at(0.50), at(0.99), at(0.999)]
+}
+
+/// The peak resident set of this process so far, KiB (VmHWM of /proc/self/status).
+pub fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Paces sends at `rate` per second: how many should have been sent `elapsed` after
+/// the start.
+pub fn due(rate: u64, elapsed: Duration, total: u64) -> u64 {
+    ((elapsed.as_secs_f64() * rate as f64) as u64 + 1).min(total)
+}
