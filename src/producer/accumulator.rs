@@ -172,6 +172,12 @@ pub(crate) struct Part {
     pub(crate) held: bool,
     /// The sequence the broker expects next after a batch failed for good.
     pub(crate) resume_seq: Option<i32>,
+    /// Whether a batch of this partition was acknowledged in the current producer epoch.
+    /// Until one is, at most one batch is in flight: a broker with no state for the
+    /// producer accepts any first sequence, so a second batch overtaking a first one
+    /// that failed (NOT_LEADER_OR_FOLLOWER on a new topic) would be written ahead of it,
+    /// and the first would then be refused as out of order until it expired.
+    pub(crate) confirmed: bool,
 }
 
 /// Per-partition batches and what they hold.

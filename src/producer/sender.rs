@@ -413,7 +413,9 @@ impl Shared {
             let Some(part) = st.acc.parts.get_mut(&tp) else {
                 continue;
             };
-            if part.in_flight >= cfg.max_in_flight {
+            if part.in_flight >= cfg.max_in_flight
+                || (cfg.idempotence && !part.confirmed && part.in_flight > 0)
+            {
                 continue;
             }
             if let Some(t) = part.ready.front().and_then(|b| b.not_before) {
@@ -501,6 +503,7 @@ impl Shared {
                     st.need_bump = false;
                     for part in st.acc.parts.values_mut() {
                         part.next_seq = 0;
+                        part.confirmed = false;
                         part.held = false;
                         part.resume_seq = None;
                         for b in part.ready.iter_mut() {
@@ -681,6 +684,7 @@ impl Shared {
         part.in_flight -= 1;
         let err = match result {
             Ok((base, append)) => {
+                part.confirmed |= batch.base_seq >= 0;
                 self.succeed(st, tp.1, batch, base, append);
                 return false;
             }
@@ -689,6 +693,7 @@ impl Shared {
         let code = err.kafka_code();
         if code == Some(KafkaCode::DuplicateSequenceNumber) {
             debug!(topic = %tp.0, partition = tp.1, "batch was already written (duplicate sequence)");
+            part.confirmed = true;
             self.succeed(st, tp.1, batch, -1, None);
             return false;
         }
@@ -720,7 +725,7 @@ impl Shared {
         if retriable && in_time && batch.attempts < cfg.client.retries {
             batch.attempts += 1;
             let wait = self.backoff(batch.attempts);
-            debug!(topic = %tp.0, partition = tp.1, attempt = batch.attempts, error = %err, "retrying batch");
+            debug!(topic = %tp.0, partition = tp.1, seq = batch.base_seq, records = batch.len(), attempt = batch.attempts, error = %err, "retrying batch");
             batch.not_before = Some(now + wait);
             batch.last_error = Some(err);
             part.held = true;
