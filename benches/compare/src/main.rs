@@ -44,7 +44,7 @@ struct RunArgs {
     /// The broker.
     #[arg(long, env = "PAPERBOY_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
-    /// Records per throughput run, for every size (default: 500000 of 100 B, 200000 of 1 KiB).
+    /// Records per throughput run, for every size (default: 2000000 of 100 B, 500000 of 1 KiB).
     #[arg(long)]
     messages: Option<u64>,
     /// Runs per client and case, alternating Paperboy and rdkafka; medians are reported.
@@ -142,6 +142,8 @@ pub struct Case {
     pub messages: u64,
     pub paperboy: Vec<Measured>,
     pub rdkafka: Vec<Measured>,
+    /// Runs that failed (left out of the medians).
+    pub failures: Vec<String>,
 }
 
 fn main() {
@@ -160,6 +162,13 @@ fn main() {
 }
 
 fn worker(args: &WorkerArgs) -> i32 {
+    // RUST_LOG=paperboy=debug (for example) shows what Paperboy does, on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match args.client {
         ClientKind::Paperboy => pb::run(args),
         ClientKind::Rdkafka => rk::run(args),
@@ -320,7 +329,7 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
     for &size in &run.sizes {
         let n = run
             .messages
-            .unwrap_or(if size <= 256 { 500_000 } else { 200_000 });
+            .unwrap_or(if size <= 256 { 2_000_000 } else { 500_000 });
         // One full topic per size for the consumer scenarios, written once by Paperboy.
         let full = if scenarios
             .iter()
@@ -371,6 +380,7 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
                     messages,
                     paperboy: Vec::new(),
                     rdkafka: Vec::new(),
+                    failures: Vec::new(),
                 };
                 for i in 0..run.runs {
                     // Alternate, and alternate who goes first (ABBA), against drift.
@@ -393,9 +403,20 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
                             ClientKind::Paperboy => pb_budget,
                             ClientKind::Rdkafka => rk_budget,
                         };
-                        let m = spawn_worker(&worker_args(
+                        let m = match spawn_worker(&worker_args(
                             client, scenario, &run, &topic, &group, n, size, budget,
-                        ))?;
+                        )) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                // Reported, left out of the medians; the comparison goes on.
+                                eprintln!("{scenario:?} {size} B {variant} run {} {client:?}: FAILED: {e}", i + 1);
+                                case.failures.push(format!("{client:?} run {}: {e}", i + 1));
+                                if fresh {
+                                    admin.delete(&topic);
+                                }
+                                continue;
+                            }
+                        };
                         eprintln!(
                             "{scenario:?} {size} B {variant} run {} {client:?}: {} records in {:.3} s, cpu {:.2} s, maxrss {} MiB{}",
                             i + 1,

@@ -191,6 +191,16 @@ impl Report {
                 ));
             }
         }
+        for case in &self.cases {
+            for f in &case.failures {
+                s.push_str(&format!(
+                    "\nFAILED ({:?} {} {}): {f}",
+                    case.scenario,
+                    size_label(case.size),
+                    case.variant
+                ));
+            }
+        }
         s.push_str("\nNotes:\n");
         for n in &self.notes {
             s.push_str(&format!("- {n}\n"));
@@ -227,6 +237,7 @@ impl Report {
                     "records": c.messages,
                     "medians": rows,
                     "runs": { "paperboy": c.paperboy, "rdkafka": c.rdkafka },
+                    "failures": c.failures,
                 })
             })
             .collect();
