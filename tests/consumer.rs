@@ -560,3 +560,43 @@ async fn records_written_by_kcat_and_the_java_producer_read_back() {
         consumer.close().await;
     }
 }
+
+/// Regression: `recv_batch(max)` handed out a fair share of `max / partitions` per
+/// partition in one pass; with 6 partitions and max 500 that is 498, so every call then
+/// waited for its whole timeout with records at hand (an engine reading 6 partitions ran
+/// at 4.9k records/s). It fills up from every partition before waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_batch_fills_up_from_every_partition_without_waiting_for_its_timeout() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "recv-batch-fill", 6).await;
+    produce(&topic, 3000, Compression::None).await;
+    let consumer = Consumer::new(consumer_config(Some(&common::unique_topic("g-fill"))))
+        .await
+        .unwrap();
+    consumer.subscribe(&[topic.as_str()]).unwrap();
+    let mut seen = BTreeSet::new();
+    // Long timeouts: each call must return as soon as it has 500 records.
+    let started = Instant::now();
+    while seen.len() < 3000 {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(30),
+            consumer.recv_batch(500, Duration::from_secs(60)),
+        )
+        .await
+        .expect("recv_batch returns once it has its records")
+        .unwrap();
+        assert!(batch.len() <= 500);
+        if seen.len() + batch.len() < 3000 && !batch.is_empty() {
+            assert_eq!(batch.len(), 500, "a full batch while records remain");
+        }
+        for r in batch {
+            assert!(seen.insert((r.partition, r.offset)), "no record twice");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "no call waited out its timeout"
+    );
+    assert_eq!(seen.iter().map(|s| s.0).collect::<BTreeSet<_>>().len(), 6);
+    consumer.close().await;
+}

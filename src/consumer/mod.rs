@@ -677,76 +677,85 @@ impl Consumer {
             parts, buffered, ..
         } = &mut *st;
         let mut want = n;
-        // Fair share per partition per call, so one busy partition does not starve others.
-        let per_part = (n / parts.len().max(1)).max(1);
-        for (tp, p) in parts.iter_mut() {
-            if want == 0 {
-                break;
-            }
-            if let Some(e) = &p.error {
-                // Surfaced once; the partition stays stopped until a seek.
-                if !p.error_reported && taken.error.is_none() {
-                    taken.error = Some(e.clone());
-                    p.error_reported = true;
+        // Passes of a fair share per partition, so one busy partition does not starve
+        // others; more passes while some partitions have more and the call wants more
+        // (one pass of n / partitions each could leave the call short, and it would then
+        // wait for its timeout with records at hand).
+        loop {
+            let before = want;
+            let per_part = (want / parts.len().max(1)).max(1);
+            for (tp, p) in parts.iter_mut() {
+                if want == 0 {
+                    break;
                 }
-                continue;
-            }
-            if p.paused || p.position.is_none() {
-                continue;
-            }
-            let mut quota = per_part.min(want);
-            while quota > 0 {
-                let Some(cur) = p.current.as_mut() else {
-                    let Some(q) = p.queue.pop_front() else { break };
-                    let bytes = q.bytes;
-                    match open_batch(p, q, read_committed) {
-                        Ok(Some(c)) => p.current = Some(c),
-                        Ok(None) => {
-                            p.bytes -= bytes;
-                            *buffered -= bytes;
-                            taken.freed = true;
+                if let Some(e) = &p.error {
+                    // Surfaced once; the partition stays stopped until a seek.
+                    if !p.error_reported && taken.error.is_none() {
+                        taken.error = Some(e.clone());
+                        p.error_reported = true;
+                    }
+                    continue;
+                }
+                if p.paused || p.position.is_none() {
+                    continue;
+                }
+                let mut quota = per_part.min(want);
+                while quota > 0 {
+                    let Some(cur) = p.current.as_mut() else {
+                        let Some(q) = p.queue.pop_front() else { break };
+                        let bytes = q.bytes;
+                        match open_batch(p, q, read_committed) {
+                            Ok(Some(c)) => p.current = Some(c),
+                            Ok(None) => {
+                                p.bytes -= bytes;
+                                *buffered -= bytes;
+                                taken.freed = true;
+                            }
+                            Err(e) => {
+                                p.error = Some(Error::Decode(e));
+                                break;
+                            }
                         }
-                        Err(e) => {
+                        continue;
+                    };
+                    match cur.records.next() {
+                        Some(Ok(r)) => {
+                            if r.offset < p.position.unwrap_or(0) {
+                                continue;
+                            }
+                            p.position = Some(r.offset + 1);
+                            p.position_epoch = cur.leader_epoch;
+                            let headers = r.headers();
+                            out.push(ConsumerRecord {
+                                topic: p.topic.clone(),
+                                partition: tp.partition,
+                                offset: r.offset,
+                                timestamp_ms: r.timestamp_ms,
+                                timestamp_type: cur.timestamp_type,
+                                leader_epoch: cur.leader_epoch,
+                                key: r.key,
+                                value: r.value,
+                                headers,
+                            });
+                            quota -= 1;
+                            want -= 1;
+                        }
+                        Some(Err(e)) => {
                             p.error = Some(Error::Decode(e));
                             break;
                         }
-                    }
-                    continue;
-                };
-                match cur.records.next() {
-                    Some(Ok(r)) => {
-                        if r.offset < p.position.unwrap_or(0) {
-                            continue;
+                        None => {
+                            let done = p.current.take().expect("current was some");
+                            p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
+                            p.bytes -= done.bytes;
+                            *buffered -= done.bytes;
+                            taken.freed = true;
                         }
-                        p.position = Some(r.offset + 1);
-                        p.position_epoch = cur.leader_epoch;
-                        let headers = r.headers();
-                        out.push(ConsumerRecord {
-                            topic: p.topic.clone(),
-                            partition: tp.partition,
-                            offset: r.offset,
-                            timestamp_ms: r.timestamp_ms,
-                            timestamp_type: cur.timestamp_type,
-                            leader_epoch: cur.leader_epoch,
-                            key: r.key,
-                            value: r.value,
-                            headers,
-                        });
-                        quota -= 1;
-                        want -= 1;
-                    }
-                    Some(Err(e)) => {
-                        p.error = Some(Error::Decode(e));
-                        break;
-                    }
-                    None => {
-                        let done = p.current.take().expect("current was some");
-                        p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
-                        p.bytes -= done.bytes;
-                        *buffered -= done.bytes;
-                        taken.freed = true;
                     }
                 }
+            }
+            if want == 0 || want == before {
+                break;
             }
         }
         taken
