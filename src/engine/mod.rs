@@ -583,11 +583,18 @@ impl Shared {
         }
     }
 
-    /// A worker finished records up to `next` (exclusive).
+    /// A worker finished records up to `next` (exclusive). A partition paused because
+    /// too many of its records waited resumes once half of them are handled (under the
+    /// lock, so that pauses and resumes reach the consumer in the order decided).
     fn finished(&self, tp: &TopicPartition, next: i64, records: usize) {
-        if let Some(p) = self.lock().get_mut(tp) {
+        let mut parts = self.lock();
+        if let Some(p) = parts.get_mut(tp) {
             p.done = Some(next);
             p.pending = p.pending.saturating_sub(records);
+            if p.paused && p.pending <= self.config.max_pending() / 2 {
+                p.paused = false;
+                self.consumer.resume(std::slice::from_ref(tp));
+            }
         }
     }
 
@@ -623,8 +630,8 @@ impl Shared {
             if self.failed() {
                 return Ok(());
             }
-            // Short polls, so that paused partitions resume and bulk batches leave on
-            // time; a bulk batch still gathers for up to `bulk_mode_timeout_ms`.
+            // Short polls, so that bulk batches leave on time (a bulk batch still gathers
+            // for up to `bulk_mode_timeout_ms`) and a stop is seen at once.
             let now = Instant::now();
             let next_flush = self
                 .lock()
@@ -646,7 +653,7 @@ impl Shared {
             };
             self.health.polled();
             self.dispatch(records);
-            self.flush_and_resume();
+            self.flush_due();
         }
     }
 
@@ -728,34 +735,23 @@ impl Shared {
                 to_pause.push(tp);
             }
         }
-        drop(parts);
         if !to_pause.is_empty() {
             debug!(partitions = ?to_pause, "pausing: enough records waiting to be handled");
             self.consumer.pause(&to_pause);
         }
+        drop(parts);
         for e in events {
             self.emit(e);
         }
     }
 
-    /// Sends bulk batches whose time is up, and resumes partitions whose workers caught up.
-    fn flush_and_resume(&self) {
+    /// Sends the bulk batches whose time is up.
+    fn flush_due(&self) {
         let bulk_timeout = Duration::from_millis(self.config.bulk_mode_timeout_ms);
-        let resume_below = self.config.max_pending() / 2;
-        let mut to_resume = Vec::new();
-        let mut parts = self.lock();
-        for (tp, p) in parts.iter_mut() {
+        for p in self.lock().values_mut() {
             if p.forming_since.is_some_and(|t| t.elapsed() >= bulk_timeout) {
                 flush(p);
             }
-            if p.paused && p.pending <= resume_below {
-                p.paused = false;
-                to_resume.push(tp.clone());
-            }
-        }
-        drop(parts);
-        if !to_resume.is_empty() {
-            self.consumer.resume(&to_resume);
         }
     }
 
