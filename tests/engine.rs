@@ -454,6 +454,45 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
         "{log:?}"
     );
     assert_eq!(committed(&group2, &topic, 1).await, [None]);
+
+    // The same batch without fail_on_exception: handled again record by record, only
+    // the failing record is skipped, and the engine goes on.
+    let group3 = common::unique_topic("g-bulk-skip");
+    let handler = Recorder::new(&topic);
+    let log = handler.log.clone();
+    let skip = EngineConfig {
+        with_bulk_mode: true,
+        bulk_mode_threshold: None,
+        bulk_mode_timeout_ms: 500,
+        fail_on_exception: false,
+        ..EngineConfig::default()
+    };
+    let (stop, health, task) = start(&group3, skip, handler, &Events::default()).await;
+    wait_for("the batch through", 30, || health.stats().processed == 7).await;
+    stop.shutdown();
+    task.await.unwrap().expect("stops cleanly");
+    let log = lines(&log);
+    assert!(log.contains(&"on_bulk_error:0:0+7".to_string()), "{log:?}");
+    // After the batch failed: each record alone, in single-mode order.
+    let alone: Vec<&String> = log
+        .iter()
+        .skip_while(|l| !l.starts_with("on_bulk_error"))
+        .filter(|l| l.starts_with("handled") || l.starts_with("on_error"))
+        .collect();
+    assert_eq!(
+        alone,
+        [
+            "handled:0:0",
+            "handled:0:1",
+            "handled:0:2",
+            "handled:0:4",
+            "handled:0:5",
+            "on_error:0:6:handler"
+        ],
+        "{log:?}"
+    );
+    assert_eq!(health.stats().failed, 1);
+    assert_eq!(committed(&group3, &topic, 1).await, [Some(7)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,11 +609,14 @@ async fn shutdown_finishes_the_record_in_hand_then_commits_and_leaves() {
         commit_interval_ms: 60_000,
         ..EngineConfig::default()
     };
-    let (stop, _health, task) = start(&group, config, handler, &Events::default()).await;
+    let (stop, health, task) = start(&group, config, handler, &Events::default()).await;
     wait_for("record 2 in hand", 30, || {
         lines(&log).contains(&"on_message:0:2".to_string())
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let running = health.longest_running().expect("a handler is running");
+    assert!(running >= Duration::from_millis(300), "{running:?}");
     stop.shutdown();
     task.await.unwrap().expect("stops cleanly");
     let log = lines(&log);

@@ -39,7 +39,8 @@
 //!   record by record, so that only its failing records go there;
 //! - otherwise, with `fail_on_exception` the engine stops: it finishes what other
 //!   partitions are handling, commits what completed, leaves the group and returns the
-//!   error; without it, the error is logged and the records are skipped.
+//!   error; without it, the error is logged and the record is skipped (a bulk batch,
+//!   again after being handled record by record, so only its failing records are).
 //!
 //! # Stopping
 //! [`Engine::run`] stops on SIGTERM, SIGINT or SIGHUP; [`Engine::run_until`] when a
@@ -439,10 +440,13 @@ impl Engine {
         consumer.subscribe(&topic_refs)?;
         info!(?topics, config = ?shared.config, "engine started");
 
-        let committer = shared
-            .config
-            .with_commit
-            .then(|| tokio::spawn(committer(Arc::downgrade(&shared))));
+        let mut running = Running {
+            shared: shared.clone(),
+            committer: shared
+                .config
+                .with_commit
+                .then(|| tokio::spawn(committer(Arc::downgrade(&shared)))),
+        };
         let stopped = async {
             tokio::select! {
                 _ = stop => {}
@@ -453,7 +457,7 @@ impl Engine {
 
         // Stop: no more fetching; handlers finish what they are on; commit; leave.
         info!("engine stopping");
-        if let Some(c) = committer {
+        if let Some(c) = running.committer.take() {
             c.abort();
             let _ = c.await;
         }
@@ -480,6 +484,28 @@ impl Engine {
             (Ok(()), None) => {
                 info!("engine stopped");
                 Ok(())
+            }
+        }
+    }
+}
+
+/// Stops the engine's tasks if `run_until` is dropped before it returns (it should be
+/// driven to the end: that is what commits and leaves the group).
+struct Running {
+    shared: Arc<Shared>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.committer.take() {
+            c.abort();
+        }
+        for p in self.shared.lock().values_mut() {
+            p.cancel.store(true, Ordering::Release);
+            p.tx = None;
+            if let Some(t) = p.task.take() {
+                t.abort();
             }
         }
     }

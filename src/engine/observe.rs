@@ -1,7 +1,7 @@
 //! What the engine lets an operator see: events for a metrics hook of your choice,
 //! counters, and a liveness signal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -159,6 +159,8 @@ pub(crate) struct HealthInner {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) partitions: Mutex<BTreeMap<TopicPartition, (Mode, i64)>>,
+    /// When each partition's handling call in progress started.
+    busy: Mutex<HashMap<TopicPartition, Instant>>,
 }
 
 impl Health {
@@ -174,6 +176,7 @@ impl Health {
                 dead_lettered: AtomicU64::new(0),
                 commits: AtomicU64::new(0),
                 partitions: Mutex::new(BTreeMap::new()),
+                busy: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -197,6 +200,25 @@ impl Health {
     pub(crate) fn committed(&self) {
         self.stamp(&self.inner.last_commit);
         self.inner.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handling call of `tp` started (`true`) or ended.
+    pub(crate) fn busy(&self, tp: &TopicPartition, started: bool) {
+        let mut busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if started {
+            busy.insert(tp.clone(), Instant::now());
+        } else {
+            busy.remove(tp);
+        }
+    }
+
+    /// How long the longest handling call in progress has been running (retries
+    /// included), or `None` when no handler is running. The engine keeps polling (and
+    /// so stays in its group) while a handler hangs: a liveness probe should ask this
+    /// too.
+    pub fn longest_running(&self) -> Option<Duration> {
+        let busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.values().map(|t| t.elapsed()).max()
     }
 
     /// When the engine last polled the consumer successfully (`None`: not yet).

@@ -74,7 +74,9 @@ pub(crate) async fn run(
             records.len(),
         );
         let started = Instant::now();
+        shared.health.busy(&tp, true);
         let result = handle(&shared, &tp, &*handler, &unit, &cancel).await;
+        shared.health.busy(&tp, false);
         let (error, fatal) = match result {
             Handled::Done => {
                 shared.finished(&tp, last + 1, n);
@@ -192,44 +194,55 @@ fn handle<'a>(
                 tokio::time::sleep(left.min(Duration::from_millis(50))).await;
             }
         };
-        let Some(dlq) = &shared.dlq else {
-            return Handled::Failed(error);
-        };
-        match unit {
-            Unit::Bulk(rs) if rs.len() > 1 => {
-                warn!(%tp, offset = rs[0].offset, records = rs.len(), error = %error,
-                    "bulk batch failed; handling its records one by one to find those for the dead-letter topic");
+        // A bulk batch that failed for good is handled again record by record, so that
+        // only its failing records go to the dead-letter topic or are skipped.
+        if let Unit::Bulk(rs) = unit {
+            if rs.len() > 1 && (shared.dlq.is_some() || !cfg.fail_on_exception) {
+                warn!(%tp, offset = rs[0].offset, records = rs.len(), %error,
+                    "bulk batch failed; handling its records one by one");
                 for r in rs {
                     match handle(shared, tp, handler, &Unit::Single(r.clone()), cancel).await {
                         Handled::Done => {}
+                        Handled::Failed(e) if !cfg.fail_on_exception => {
+                            shared.health.inner.failed.fetch_add(1, Ordering::Relaxed);
+                            warn!(%tp, offset = r.offset, error = %e,
+                                "handling failed; fail_on_exception is off, so the record is skipped");
+                            shared.emit(Event::Failed {
+                                partition: tp.clone(),
+                                offset: r.offset,
+                                records: 1,
+                                error: e,
+                            });
+                        }
                         other => return other,
                     }
                 }
+                return Handled::Done;
+            }
+        }
+        let Some(dlq) = &shared.dlq else {
+            return Handled::Failed(error);
+        };
+        let r = &records[0];
+        let topic = dlq.topic.replace("{topic}", &r.topic);
+        match dead_letter(&dlq.producer, &topic, r, &error).await {
+            Ok(()) => {
+                shared
+                    .health
+                    .inner
+                    .dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%tp, offset = r.offset, dead_letter_topic = %topic, error = %error,
+                    "record written to the dead-letter topic");
+                shared.emit(Event::DeadLettered {
+                    partition: tp.clone(),
+                    offset: r.offset,
+                    topic,
+                    error,
+                });
                 Handled::Done
             }
-            _ => {
-                let r = &records[0];
-                let topic = dlq.topic.replace("{topic}", &r.topic);
-                match dead_letter(&dlq.producer, &topic, r, &error).await {
-                    Ok(()) => {
-                        shared
-                            .health
-                            .inner
-                            .dead_lettered
-                            .fetch_add(1, Ordering::Relaxed);
-                        warn!(%tp, offset = r.offset, dead_letter_topic = %topic, error = %error,
-                            "record written to the dead-letter topic");
-                        shared.emit(Event::DeadLettered {
-                            partition: tp.clone(),
-                            offset: r.offset,
-                            topic,
-                            error,
-                        });
-                        Handled::Done
-                    }
-                    Err(e) => Handled::Fatal(e),
-                }
-            }
+            Err(e) => Handled::Fatal(e),
         }
     })
 }
