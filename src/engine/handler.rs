@@ -123,13 +123,13 @@ impl<T> Envelope<T> {
             .as_deref()
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
-        serde_json::json!({
-            "topic": &*record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": key,
-            "hist": self.hist,
-        })
+        envelope::consumed_ref(
+            &record.topic,
+            record.partition,
+            record.offset,
+            &key,
+            self.hist.clone(),
+        )
     }
 }
 
@@ -406,5 +406,53 @@ impl<H: Handler> Dispatch for H {
                 },
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Order {
+        id: u64,
+    }
+
+    #[test]
+    fn payloads_decode_or_say_why_not() {
+        let v = Bytes::from_static(b"{\"id\": 7}");
+        assert_eq!(<Bytes as Payload>::decode(&v).unwrap(), v);
+        assert_eq!(String::decode(&v).unwrap(), "{\"id\": 7}");
+        assert_eq!(Value::decode(&v).unwrap()["id"], 7);
+        assert_eq!(Json::<Order>::decode(&v).unwrap(), Json(Order { id: 7 }));
+
+        let bad = Bytes::from_static(b"\xff\xfe");
+        assert!(String::decode(&bad).unwrap_err().contains("not UTF-8"));
+        assert!(Value::decode(&bad).unwrap_err().contains("not JSON"));
+        let wrong = Bytes::from_static(b"{\"id\": \"seven\"}");
+        assert!(Json::<Order>::decode(&wrong)
+            .unwrap_err()
+            .contains("expected type"));
+        // Not an envelope: no "item".
+        assert!(Envelope::<Order>::decode(&v).is_err());
+        assert!(Envelope::<Order>::decode(&Bytes::new())
+            .unwrap_err()
+            .contains("empty"));
+    }
+
+    #[test]
+    fn an_envelope_gives_its_item_history_and_ref() {
+        let packed = envelope::pack(
+            "shop",
+            "2019-12-23T20:31:43+00:00",
+            &serde_json::json!({"id": 3}),
+            &[],
+        )
+        .unwrap();
+        let e = Envelope::<Order>::decode(&Bytes::from(packed)).unwrap();
+        assert_eq!(e.item, Order { id: 3 });
+        assert_eq!(e.hist["svc"], "shop");
+        assert!(!e.hist_truncated);
     }
 }

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -512,13 +511,7 @@ fn decode(
     let id = key
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .unwrap_or_default();
-    let consumed = json!({
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "key": id,
-        "hist": read.hist,
-    });
+    let consumed = envelope::consumed_ref(topic, partition, offset, &id, read.hist);
     Ok(Some(Message {
         id,
         payload: read.item,
@@ -549,6 +542,7 @@ fn keep_latest<T>(messages: Vec<Message<T>>) -> Vec<Message<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use serde_json::Value;
 
     #[test]

@@ -201,6 +201,24 @@ pub fn pack<T: Serialize + ?Sized>(
     })
 }
 
+/// The ref of a consumed message, as the Python library builds it:
+/// `{"topic", "partition", "offset", "key", "hist"}` with the message's own history.
+pub(crate) fn consumed_ref(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: &str,
+    hist: Value,
+) -> Value {
+    serde_json::json!({
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key,
+        "hist": hist,
+    })
+}
+
 /// A history nested this many levels deep or more is dropped on reading, as the Python
 /// library drops it. The message's own `hist` is level 1; the `hist` of each of its refs
 /// is level 2, and so on: each service that consumes a message and produces another from
