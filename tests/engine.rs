@@ -1179,3 +1179,56 @@ async fn engine_stops_on_sigterm_after_finishing_the_record_in_hand() {
     assert_eq!(committed(&group, &topic, 1).await, [Some(5)]);
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_record_goes_to_the_handler_of_its_topic() {
+    let client = common::client().await;
+    let orders = common::new_topic(&client, "engine-route-a", 2).await;
+    let clicks = common::new_topic(&client, "engine-route-b", 3).await;
+    for p in 0..2 {
+        produce(&client, &orders, p, &numbered(5)).await;
+    }
+    for p in 0..3 {
+        produce(&client, &clicks, p, &numbered(7)).await;
+    }
+    let group = common::unique_topic("g-route");
+    let (a, b) = (Recorder::new(&orders), Recorder::new(&clicks));
+    let (a_log, b_log) = (a.log.clone(), b.log.clone());
+    let engine = Engine::builder(consumer_config(&group))
+        .config(single_mode())
+        .handler(a)
+        .handler(b)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(engine.topics(), {
+        let mut t = vec![orders.clone(), clicks.clone()];
+        t.sort();
+        t
+    });
+    let stop = engine.shutdown_handle();
+    let health = engine.health();
+    let task = tokio::spawn(engine.run_until(std::future::pending()));
+    wait_for("31 records handled", 30, || health.stats().processed == 31).await;
+    stop.shutdown();
+    task.await.unwrap().unwrap();
+    let handled = |log: &Log| {
+        lines(log)
+            .iter()
+            .filter(|l| l.starts_with("handled"))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+    };
+    let expect = |parts: i32, n: i64| {
+        (0..parts)
+            .flat_map(|p| (0..n).map(move |o| format!("handled:{p}:{o}")))
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(handled(&a_log), expect(2, 5));
+    assert_eq!(handled(&b_log), expect(3, 7));
+    assert_eq!(committed(&group, &orders, 2).await, [Some(5), Some(5)]);
+    assert_eq!(
+        committed(&group, &clicks, 3).await,
+        [Some(7), Some(7), Some(7)]
+    );
+}
