@@ -4,6 +4,10 @@
 //! (`compare worker --client ... --scenario ...`), alternating the clients, so that each
 //! client's CPU time (ru_utime + ru_stime) and peak RSS (ru_maxrss, and the child's own
 //! VmHWM) are its own. Figures are medians over `--runs`.
+//!
+//! Environment: `PAPERBOY_BOOTSTRAP` (the broker), `COMPARE_LINGER_MS` (linger.ms of both
+//! producers, default 5), `RUST_LOG` (Paperboy's logs in a worker), `COMPARE_DEBUG`
+//! (a Paperboy consumer worker prints each batch and its queue).
 
 mod pb;
 mod report;

@@ -28,7 +28,7 @@ pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
 
 async fn producer(args: &WorkerArgs) -> Res<Producer> {
     let mut props = workload::producer_props();
-    props.push(("bootstrap.servers", &args.bootstrap));
+    props.push(("bootstrap.servers", args.bootstrap.clone()));
     Ok(Producer::new(ProducerConfig::from_properties(props)?).await?)
 }
 
@@ -163,10 +163,11 @@ async fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
             let parts: std::collections::BTreeSet<i32> =
                 batch.iter().map(|r| r.partition).collect();
             eprintln!(
-                "{:.3} s: {} records from {parts:?}, {records} in all, {} B queued",
+                "{:.3} s: {} records from {parts:?}, {records} in all, {} B queued, VmHWM {} KiB",
                 start.elapsed().as_secs_f64(),
                 batch.len(),
-                consumer.buffered_bytes()
+                consumer.buffered_bytes(),
+                workload::vm_hwm_kib()
             );
         }
     }

@@ -43,19 +43,21 @@ pub fn value_range(i: u64, size: usize) -> Range<usize> {
 }
 
 /// Producer settings given to both clients (all names are valid for both).
-pub fn producer_props() -> Vec<(&'static str, &'static str)> {
-    vec![
+pub fn producer_props() -> Vec<(&'static str, String)> {
+    let linger = std::env::var("COMPARE_LINGER_MS").unwrap_or_else(|_| "5".into());
+    let props = vec![
         ("acks", "all"),
         ("enable.idempotence", "true"),
         ("compression.codec", "snappy"),
-        ("linger.ms", "5"),
+        ("linger.ms", linger.as_str()),
         ("batch.size", "1000000"),
         ("batch.num.messages", "10000"),
         ("queue.buffering.max.messages", "100000"),
         ("queue.buffering.max.kbytes", "65536"),
         ("max.in.flight.requests.per.connection", "5"),
         ("message.timeout.ms", "120000"),
-    ]
+    ];
+    props.into_iter().map(|(k, v)| (k, v.to_owned())).collect()
 }
 
 /// Consumer settings given to both clients, besides the group id and any budget.
