@@ -233,6 +233,10 @@ impl Shared {
     }
 }
 
+/// The resolution of Tokio's timer, less a nanosecond: a batch due within it is closed
+/// now rather than a tick later.
+const TIMER_TICK: Duration = Duration::from_nanos(999_999);
+
 /// One Produce request's worth of batches for one broker.
 struct Work {
     broker: i32,
@@ -312,11 +316,14 @@ impl Shared {
         for (tp, part) in st.acc.parts.iter_mut() {
             if let Some(open) = &part.open {
                 let due = open.created + cfg.linger;
-                if rush || due <= now {
+                // Tokio's timer fires on the first millisecond tick at or after a
+                // deadline, which would linger up to a millisecond past linger.ms: wake on
+                // the tick before it instead, and close what is due by then.
+                if rush || due <= now + TIMER_TICK {
                     part.ready.extend(part.open.take());
                     unsticky.push(tp.0.clone());
                 } else {
-                    soonest(due);
+                    soonest(due - TIMER_TICK);
                 }
             }
             let mut i = 0;
