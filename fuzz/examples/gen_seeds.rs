@@ -11,8 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use paperboy_protocol::compression::{Compression, XERIAL_MAGIC};
-use paperboy_protocol::frame::response_header_version;
+use paperboy_protocol::compression::{decompress, Compression, XERIAL_MAGIC};
+use paperboy_protocol::frame::{decode_response, response_header_version};
 use paperboy_protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
 use paperboy_protocol::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
@@ -22,9 +22,10 @@ use paperboy_protocol::kafka_protocol::messages::metadata_response::{
 };
 use paperboy_protocol::kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsResponse, DeleteTopicsResponse,
-    FetchResponse, FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse,
-    JoinGroupResponse, ListOffsetsResponse, MetadataResponse, OffsetCommitResponse,
-    OffsetFetchResponse, ProduceResponse, ResponseHeader, SyncGroupResponse, TopicName,
+    FetchRequest, FetchResponse, FindCoordinatorResponse, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupResponse, ListOffsetsResponse, MetadataResponse,
+    OffsetCommitResponse, OffsetFetchResponse, ProduceResponse, ResponseHeader, SyncGroupResponse,
+    TopicName,
 };
 use paperboy_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
 use paperboy_protocol::records::{encode_batch, BatchOptions, NewRecord};
@@ -354,6 +355,106 @@ fn response_seeds(out: &mut Out) {
     }
 }
 
+/// The files of a directory with the given extension, sorted by name.
+fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Splits a record set (a log segment) into its v2 batches.
+fn split_batches(mut set: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while set.len() >= 12 {
+        let len = i32::from_be_bytes(set[8..12].try_into().unwrap()) as usize;
+        out.push(&set[..12 + len]);
+        set = &set[12 + len..];
+    }
+    out
+}
+
+/// Seeds from bytes real clients and a real broker wrote:
+///
+/// - `protocol/tests/fixtures/<client>-<codec>.bin`: log segments captured from Kafka
+///   4.4 after kcat (librdkafka, raw snappy) and the Java producer (xerial snappy)
+///   produced to it, every codec (`scripts/capture-fixtures`);
+/// - `fuzz/fixtures/fetch-v<N>.frame`: Fetch response frames the broker sent for a
+///   partition holding all of those batches (`examples/capture_fetch.rs`).
+///
+/// Each file becomes a raw-mode record set; each of its batches a wrapped-mode seed
+/// (its real records section, header flags and count), and its compressed section a
+/// `decompress` seed (and a `snappy_xerial_decode` seed for snappy). The plain
+/// sections feed `compression_round_trip` in every codec. The Fetch frames become
+/// `response_decode` seeds at their version, and their record set a raw-mode seed.
+fn real_seeds(out: &mut Out) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = "record_batch_decode";
+    for path in files_with_ext(&root.join("../protocol/tests/fixtures"), "bin") {
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let file = fs::read(&path).unwrap();
+        out.write(t, &format!("real-{stem}"), &file);
+        for (i, batch) in split_batches(&file).into_iter().enumerate() {
+            let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+            let count = i32::from_be_bytes(batch[57..61].try_into().unwrap());
+            let codec_id = (attributes & 0x07) as u8;
+            let codec = Compression::from_attributes(attributes).unwrap();
+            let section = &batch[61..];
+            // Codec in bits 0-2, timestamp type / transactional / control in bits 3-5:
+            // the same bits as the attributes.
+            let mut seed = vec![
+                0x80 | (attributes & 0x3f) as u8,
+                u8::try_from(count).unwrap(),
+            ];
+            seed.extend_from_slice(section);
+            out.write(t, &format!("real-{stem}-b{i}-wrapped"), &seed);
+            if codec != Compression::None {
+                let mut seed = vec![codec_id];
+                seed.extend_from_slice(section);
+                out.write("decompress", &format!("real-{stem}-b{i}"), &seed);
+            }
+            if codec == Compression::Snappy {
+                out.write(
+                    "snappy_xerial_decode",
+                    &format!("real-{stem}-b{i}"),
+                    section,
+                );
+            }
+            if codec == Compression::None && i == 0 {
+                let plain = decompress(codec, section, 1 << 20).unwrap();
+                for c in Compression::ALL {
+                    let mut seed = vec![c.id() as u8];
+                    seed.extend_from_slice(&plain);
+                    out.write(
+                        "compression_round_trip",
+                        &format!("real-{stem}-records-{c}"),
+                        &seed,
+                    );
+                }
+            }
+        }
+    }
+    let index = APIS.iter().position(|a| *a == "Fetch").unwrap();
+    for path in files_with_ext(&root.join("fixtures"), "frame") {
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let version: i16 = stem.strip_prefix("fetch-v").unwrap().parse().unwrap();
+        let frame = fs::read(&path).unwrap();
+        let mut seed = vec![index as u8, vsel_for(range_of(index), version)];
+        seed.extend_from_slice(&frame);
+        out.write("response_decode", &format!("real-Fetch-v{version}"), &seed);
+        let (_, resp) = decode_response::<FetchRequest>(Bytes::from(frame), version)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if version == 4 {
+            // The same record set is in every version's frame; one copy is enough.
+            let records = resp.responses[0].partitions[0].records.clone().unwrap();
+            out.write(t, "real-fetch-record-set", &records);
+        }
+    }
+}
+
 fn split_frame_seeds(out: &mut Out) {
     let mut stream = vec![32u8, 6]; // max 256 bytes, reads of 7 bytes
     for (i, body) in [&b"abc"[..], b"", &[0x55; 100]].iter().enumerate() {
@@ -379,6 +480,7 @@ fn main() {
     compression_seeds(&mut out);
     response_seeds(&mut out);
     split_frame_seeds(&mut out);
+    real_seeds(&mut out);
     println!(
         "wrote {} bytes of seeds under {}",
         out.total,
