@@ -249,9 +249,9 @@ fn encode_into(
         sizes.push((delta, body));
     }
 
-    out.reserve(BATCH_HEADER_LEN + section);
-    out.put_bytes(0, BATCH_HEADER_LEN);
     if opts.compression == Compression::None {
+        out.reserve(BATCH_HEADER_LEN + section);
+        out.put_bytes(0, BATCH_HEADER_LEN);
         for (i, (r, &(delta, body))) in records.iter().zip(&sizes).enumerate() {
             put_record(out, i, r, delta, body);
         }
@@ -262,6 +262,11 @@ fn encode_into(
         }
         let mut packed = Vec::with_capacity(section / 2 + 64);
         compression::compress(opts.compression, &plain, &mut packed)?;
+        drop(plain);
+        // Reserved once the compressed size is known: a batch waiting for its
+        // acknowledgement holds what it sends, not its uncompressed size.
+        out.reserve(BATCH_HEADER_LEN + packed.len());
+        out.put_bytes(0, BATCH_HEADER_LEN);
         out.put_slice(&packed);
     }
     let size = out.len() - start;
