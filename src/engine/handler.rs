@@ -322,7 +322,7 @@ pub(crate) trait Dispatch: Send + Sync {
 
 pub(crate) fn handler_error(what: &str, records: &[ConsumerRecord], e: BoxError) -> Error {
     Error::Handler {
-        batch: format!("{what} {}", super::batch_ref(records)),
+        batch: format!("{what} {}", crate::phq::batch_ref(records)),
         source: Arc::from(e),
     }
 }

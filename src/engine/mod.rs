@@ -741,18 +741,14 @@ impl Shared {
                     }
                 }
                 Mode::Bulk => {
-                    if p.forming.is_empty() {
-                        p.forming_since = Some(Instant::now());
-                    }
                     for r in recs {
                         p.forming.push(r);
                         if p.forming.len() >= cfg.bulk_mode_max_records {
-                            flush(p);
-                            p.forming_since = Some(Instant::now());
+                            flush(p); // and the next batch starts gathering
                         }
                     }
-                    if p.forming.is_empty() {
-                        p.forming_since = None;
+                    if !p.forming.is_empty() && p.forming_since.is_none() {
+                        p.forming_since = Some(Instant::now());
                     }
                 }
             }
@@ -927,11 +923,4 @@ impl RebalanceListener for Listener {
             });
         })
     }
-}
-
-/// `topic[partition=first:last+1,...]`, for log lines and errors.
-pub(crate) fn batch_ref(records: &[ConsumerRecord]) -> String {
-    crate::phq::envelope::format_batch_ref(
-        records.iter().map(|r| (&*r.topic, r.partition, r.offset)),
-    )
 }

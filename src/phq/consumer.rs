@@ -478,7 +478,8 @@ fn lost_to_rebalance(e: &Error) -> bool {
         )
 }
 
-fn batch_ref(records: &[ConsumerRecord]) -> String {
+/// `topic[partition=first:last+1,...]`, for log lines and errors (the engine's too).
+pub(crate) fn batch_ref(records: &[ConsumerRecord]) -> String {
     envelope::format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
 }
 

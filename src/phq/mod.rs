@@ -48,6 +48,7 @@ use tracing::warn;
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
+pub(crate) use consumer::batch_ref;
 pub use consumer::{Consumer, StopHandle, CONSUMER_DEFAULTS};
 
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it
