@@ -26,7 +26,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::ClientConfig;
-use crate::conn::Connection;
+use crate::conn::{Connection, Dialer};
 use crate::error::{Error, Result};
 use crate::metadata::Cluster;
 
@@ -63,6 +63,8 @@ type Slot = Arc<AsyncMutex<Option<Arc<Connection>>>>;
 
 struct Inner {
     config: ClientConfig,
+    /// How connections are opened: TLS built and SASL credentials resolved once.
+    dialer: Dialer,
     /// The latest metadata snapshot. Replaced whole; the lock is held only to swap it.
     metadata: RwLock<Arc<Cluster>>,
     /// Serialises metadata refreshes so a burst of stale-metadata errors sends one request.
@@ -223,9 +225,11 @@ impl Client {
     /// bootstrap server answers.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         config.validate()?;
+        let dialer = Dialer::new(&config)?;
         let client = Client {
             inner: Arc::new(Inner {
                 config,
+                dialer,
                 metadata: RwLock::new(Arc::new(Cluster::default())),
                 refreshing: AsyncMutex::new(()),
                 conns: Mutex::new(HashMap::new()),
@@ -297,19 +301,16 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let cfg = &self.inner.config;
-        let conn = Arc::new(
-            Connection::connect(
-                addr,
-                &cfg.client_id,
-                cfg.connect_timeout,
-                cfg.request_timeout,
-                cfg.max_response_bytes,
-            )
-            .await?,
-        );
+        let conn = Arc::new(self.open_connection(addr).await?);
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// A new connection to `addr` of its own, outside the pool (the group coordinator's,
+    /// so commits do not queue behind long-poll fetches), with the client's settings.
+    pub(crate) async fn open_connection(&self, addr: &str) -> Result<Connection> {
+        self.check_open()?;
+        Connection::connect(addr, &self.inner.dialer).await
     }
 
     /// The connection to broker `node_id`.
@@ -342,7 +343,10 @@ impl Client {
         for addr in &addrs {
             match self.conn_to(addr).await {
                 Ok(c) => return Ok(c),
-                Err(Error::Closed) => return Err(Error::Closed),
+                // Settings that fail on one broker fail on every one: say so at once.
+                Err(e @ (Error::Closed | Error::Tls { .. } | Error::Authentication { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => {
                     debug!(broker = %addr, error = %e, "broker unreachable");
                     errors.push(format!("{addr}: {e}"));

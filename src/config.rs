@@ -5,9 +5,11 @@
 //! [`ClientConfig::from_properties`]). An unknown key, or a value that does not parse, is
 //! an error that names it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::security::{SaslMechanism, SecurityConfig, SecurityProtocol, TokenProvider};
 
 /// Settings shared by everything that talks to brokers.
 ///
@@ -23,6 +25,7 @@ use crate::error::ConfigError;
 /// | `metadata.max.age.ms` | 300000 | metadata older than this is refreshed before use |
 /// | `default.api.timeout.ms` | 60000 | deadline of an operation, all its retries included |
 /// | `receive.message.max.bytes` | 104857600 | largest response frame accepted from a broker |
+/// | `security.protocol`, `ssl.*`, `sasl.*` | `PLAINTEXT` | TLS and SASL: see [`SecurityConfig`] |
 ///
 /// # Example
 /// ```
@@ -50,6 +53,7 @@ pub struct ClientConfig {
     pub(crate) metadata_max_age: Duration,
     pub(crate) default_api_timeout: Duration,
     pub(crate) max_response_bytes: usize,
+    pub(crate) security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +69,7 @@ impl Default for ClientConfig {
             metadata_max_age: Duration::from_secs(300),
             default_api_timeout: Duration::from_secs(60),
             max_response_bytes: 100 * 1024 * 1024,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -131,9 +136,74 @@ impl ClientConfig {
             "metadata.max.age.ms" => self.metadata_max_age = parse_ms(key, value, 1)?,
             "default.api.timeout.ms" => self.default_api_timeout = parse_ms(key, value, 1)?,
             "receive.message.max.bytes" => self.max_response_bytes = parse_num(key, value, 1000)?,
-            _ => return Ok(false),
+            _ => return self.security.try_set(key, value),
         }
         Ok(true)
+    }
+
+    /// The security settings (TLS and SASL).
+    pub fn security(&self) -> &SecurityConfig {
+        &self.security
+    }
+
+    /// Sets `security.protocol`.
+    #[must_use]
+    pub fn with_security_protocol(mut self, protocol: SecurityProtocol) -> Self {
+        self.security.protocol = protocol;
+        self
+    }
+
+    /// Sets the SASL mechanism and the user name and password (PLAIN and SCRAM).
+    #[must_use]
+    pub fn with_sasl(
+        mut self,
+        mechanism: SaslMechanism,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.security.mechanism = Some(mechanism);
+        self.security.username = Some(username.into());
+        self.security.password = Some(password.into());
+        self
+    }
+
+    /// Uses SASL OAUTHBEARER with tokens from `provider` (asked when a connection
+    /// authenticates, and again before its token expires).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, SystemTime};
+    /// use paperboy::security::{OAuthToken, SecurityProtocol, TokenFuture, TokenProvider};
+    /// use paperboy::ClientConfig;
+    ///
+    /// struct Idp;
+    /// impl TokenProvider for Idp {
+    ///     fn token(&self) -> TokenFuture<'_> {
+    ///         Box::pin(async {
+    ///             let expires = SystemTime::now() + Duration::from_secs(600);
+    ///             Ok(OAuthToken::new("eyJ...", expires))
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let config = ClientConfig::new("broker:9094")
+    ///     .with_security_protocol(SecurityProtocol::SaslSsl)
+    ///     .with_oauthbearer_token_provider(Arc::new(Idp));
+    /// ```
+    #[must_use]
+    pub fn with_oauthbearer_token_provider(mut self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.security.mechanism = Some(SaslMechanism::OAuthBearer);
+        self.security.token_provider = Some(provider);
+        self
+    }
+
+    /// Uses this rustls configuration for TLS instead of one built from the `ssl.*`
+    /// properties (which are then ignored). Its crypto provider is yours to choose.
+    #[must_use]
+    pub fn with_tls_config(mut self, config: Arc<crate::security::rustls::ClientConfig>) -> Self {
+        self.security.tls_config = Some(config);
+        self
     }
 
     /// The bootstrap servers.
@@ -196,12 +266,12 @@ impl ClientConfig {
                 return Err(invalid("bootstrap.servers", s, "host:port"));
             }
         }
-        Ok(())
+        self.security.validate()
     }
 }
 
 pub(crate) fn parse_host_port(s: &str) -> Option<(&str, u16)> {
-    let s = s.strip_prefix("PLAINTEXT://").unwrap_or(s);
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     let (host, port) = s.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some(())?;

@@ -171,6 +171,30 @@ pub enum Error {
     #[error("no valid offset for {0} and auto.offset.reset=error")]
     NoOffset(String),
 
+    /// The TLS connection to a broker could not be set up: its certificate is not
+    /// trusted or not valid for its name, the broker refused ours, the listener does not
+    /// speak TLS (or speaks it where plaintext was configured), or this CPU lacks what the
+    /// crypto provider needs. Not retriable: the same settings fail the same way.
+    #[error("TLS with {broker} failed: {message}")]
+    Tls {
+        /// `host:port` of the broker (empty when no broker was involved yet).
+        broker: String,
+        /// What happened and what to check.
+        message: String,
+    },
+
+    /// SASL authentication with a broker failed: wrong credentials, a mechanism the
+    /// listener does not enable, or a listener that does not use SASL. Not retriable.
+    #[error("SASL {mechanism} authentication with {broker} failed: {message}")]
+    Authentication {
+        /// `host:port` of the broker.
+        broker: String,
+        /// The SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, ...).
+        mechanism: String,
+        /// What happened and what to check (never a password, key or token).
+        message: String,
+    },
+
     /// The client was closed.
     #[error("client is closed")]
     Closed,
@@ -222,6 +246,24 @@ impl Error {
             Error::Kafka { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// Whether the error is about security: a failed TLS handshake or SASL
+    /// authentication, or a broker's authorization refusal.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Tls { .. } | Error::Authentication { .. })
+            || matches!(
+                self.kafka_code(),
+                Some(
+                    KafkaCode::SaslAuthenticationFailed
+                        | KafkaCode::UnsupportedSaslMechanism
+                        | KafkaCode::IllegalSaslState
+                        | KafkaCode::TopicAuthorizationFailed
+                        | KafkaCode::GroupAuthorizationFailed
+                        | KafkaCode::ClusterAuthorizationFailed
+                        | KafkaCode::TransactionalIdAuthorizationFailed
+                )
+            )
     }
 
     /// Whether the error is a timeout.

@@ -15,6 +15,7 @@
 //!   switch on lag, retries, a dead-letter topic, and commits that never get ahead of
 //!   handling.
 //! - [`phq`]: the PHQ `Producer`, `Consumer` and `Message` with their JSON envelope.
+//! - [`security`]: TLS and SASL (PLAIN, SCRAM, OAUTHBEARER) with no C.
 //!
 //! Layers only call downward: protocol ← client ← producer/consumer ← engine.
 //!
@@ -56,6 +57,7 @@ mod error;
 pub mod metadata;
 pub mod phq;
 pub mod producer;
+pub mod security;
 
 pub use client::{
     Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,

@@ -141,16 +141,10 @@ impl GroupClient {
             (resp.node_id.0, resp.host.to_string(), resp.port)
         };
         debug!(group = %self.group_id, node, %host, port, "found coordinator");
-        let cfg = self.client.config();
         let conn = Arc::new(
-            Connection::connect(
-                &format!("{host}:{port}"),
-                &cfg.client_id,
-                cfg.connect_timeout,
-                cfg.request_timeout,
-                cfg.max_response_bytes,
-            )
-            .await?,
+            self.client
+                .open_connection(&format!("{host}:{port}"))
+                .await?,
         );
         *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, conn.clone()));
         Ok(conn)

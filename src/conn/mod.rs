@@ -12,6 +12,11 @@
 //! later one, fails with [`Error::Disconnected`], and the pool opens a new connection.
 //! A request that times out removes itself from the pending map (a drop guard), so a late
 //! answer is dropped, not misrouted.
+//!
+//! With TLS the socket is wrapped by rustls before anything is sent; with SASL the
+//! connection authenticates right after ApiVersions and, when the broker reports a session
+//! lifetime, again before it runs out ([`auth`]): the writer then holds back every other
+//! request until the exchange is over, as the broker requires.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -23,13 +28,42 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
 use paperboy_protocol::frame::{self, api_key_of};
 use paperboy_protocol::versions::ApiVersions;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace, warn, Instrument};
 
+use crate::config::{parse_host_port, ClientConfig};
 use crate::error::{Error, Result};
+use crate::security::{self, Security};
+
+mod auth;
+
+/// A poison reason that starts with this is a TLS failure ([`Error::Tls`] at connect).
+const TLS_FAULT: &str = "TLS: ";
+
+/// What every connection of a client is opened with.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    pub(crate) client_id: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) security: Arc<Security>,
+}
+
+impl Dialer {
+    /// The dialer for `config`: TLS configuration built and SASL credentials resolved.
+    pub(crate) fn new(config: &ClientConfig) -> Result<Dialer> {
+        Ok(Dialer {
+            client_id: config.client_id.clone(),
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+            max_response_bytes: config.max_response_bytes,
+            security: Arc::new(Security::resolve(&config.security)?),
+        })
+    }
+}
 
 type Reply = oneshot::Sender<Result<Bytes>>;
 
@@ -74,69 +108,142 @@ impl Shared {
     }
 }
 
-/// A live connection to a broker, with the API versions negotiated on it.
-pub(crate) struct Connection {
+/// What the writer is told besides the frames of ordinary requests.
+enum AuthCmd {
+    /// Write nothing of the ordinary queue until `Resume`; answer once everything taken
+    /// from it so far is written.
+    Pause(oneshot::Sender<()>),
+    /// A frame of the SASL exchange, written even while paused.
+    Frame(Bytes),
+    Resume,
+}
+
+/// The sending side of a connection, shared by its users and its re-authentication task.
+struct Link {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Bytes>,
-    versions: ApiVersions,
+    auth_tx: mpsc::Sender<AuthCmd>,
     client_id: String,
     next_correlation_id: AtomicI32,
+}
+
+/// A live connection to a broker, with the API versions negotiated on it.
+pub(crate) struct Connection {
+    link: Arc<Link>,
+    versions: ApiVersions,
     request_timeout: Duration,
     reader: tokio::task::JoinHandle<()>,
+    reauth: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
-        self.shared.poison("connection dropped".to_owned());
+        if let Some(r) = &self.reauth {
+            r.abort();
+        }
+        self.link.shared.poison("connection dropped".to_owned());
     }
 }
 
 impl Connection {
-    /// Connects to `addr`, negotiates API versions, and starts the reader and writer tasks.
+    /// Connects to `addr`, sets up TLS, negotiates API versions, authenticates, and starts
+    /// the reader and writer tasks.
     ///
-    /// The whole of it (TCP connect and ApiVersions) must finish within `connect_timeout`.
-    pub(crate) async fn connect(
-        addr: &str,
-        client_id: &str,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        max_response_bytes: usize,
-    ) -> Result<Connection> {
+    /// The whole of it must finish within `socket.connection.setup.timeout.ms`. TLS and
+    /// SASL failures are [`Error::Tls`] and [`Error::Authentication`], not retriable.
+    pub(crate) async fn connect(addr: &str, dialer: &Dialer) -> Result<Connection> {
         let span = tracing::debug_span!("connect", broker = %addr);
         let fut = async {
-            let stream = TcpStream::connect(addr).await.map_err(|e| Error::Io {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| Error::Io {
                 broker: addr.to_owned(),
                 source: std::sync::Arc::new(e),
             })?;
-            stream.set_nodelay(true).ok();
-            let (rd, wr) = stream.into_split();
-            let shared = Arc::new(Shared {
-                addr: addr.to_owned(),
-                pending: Mutex::new(Pending::default()),
-                poisoned: AtomicBool::new(false),
-            });
-            let (tx, rx) = mpsc::channel::<Bytes>(256);
-            tokio::spawn(write_loop(shared.clone(), wr, rx));
-            let reader = tokio::spawn(read_loop(shared.clone(), rd, max_response_bytes));
-            let mut conn = Connection {
-                shared,
-                tx,
-                versions: ApiVersions::default(),
-                client_id: client_id.to_owned(),
-                next_correlation_id: AtomicI32::new(0),
-                request_timeout,
-                reader,
+            tcp.set_nodelay(true).ok();
+            let mut conn = match &dialer.security.tls {
+                None => {
+                    let (rd, wr) = tcp.into_split();
+                    Connection::start(addr, dialer, rd, wr, None)
+                }
+                Some(tls) => {
+                    let host = parse_host_port(addr).map_or(addr, |(h, _)| h);
+                    let stream = security::handshake(tls.clone(), addr, host, tcp).await?;
+                    let (rd, wr) = tokio::io::split(stream);
+                    Connection::start(addr, dialer, rd, wr, Some(host.to_owned()))
+                }
             };
-            conn.versions = conn.negotiate_versions().await?;
+            conn.versions = conn
+                .negotiate_versions()
+                .await
+                .map_err(|e| first_answer_error(e, dialer))?;
+            if let Some(credentials) = &dialer.security.sasl {
+                let lifetime = auth::authenticate(
+                    &conn.link,
+                    &conn.versions,
+                    credentials,
+                    dialer.request_timeout,
+                )
+                .await
+                .map_err(|e| first_answer_error(e, dialer))?;
+                if let Some(lifetime) = lifetime {
+                    conn.reauth = Some(tokio::spawn(auth::reauthenticate(
+                        conn.link.clone(),
+                        conn.versions.clone(),
+                        dialer.security.clone(),
+                        lifetime,
+                        dialer.request_timeout,
+                    )));
+                }
+            }
             Ok(conn)
         };
-        match tokio::time::timeout(connect_timeout, fut.instrument(span)).await {
+        match tokio::time::timeout(dialer.connect_timeout, fut.instrument(span)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 what: format!("connecting to {addr}"),
-                after: connect_timeout,
+                after: dialer.connect_timeout,
             }),
+        }
+    }
+
+    /// Starts the reader and writer tasks on an established stream.
+    fn start<R, W>(
+        addr: &str,
+        dialer: &Dialer,
+        rd: R,
+        wr: W,
+        tls_host: Option<String>,
+    ) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            addr: addr.to_owned(),
+            pending: Mutex::new(Pending::default()),
+            poisoned: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let (auth_tx, auth_rx) = mpsc::channel::<AuthCmd>(4);
+        tokio::spawn(write_loop(shared.clone(), wr, rx, auth_rx));
+        let reader = tokio::spawn(read_loop(
+            shared.clone(),
+            rd,
+            dialer.max_response_bytes,
+            tls_host,
+        ));
+        Connection {
+            link: Arc::new(Link {
+                shared,
+                tx,
+                auth_tx,
+                client_id: dialer.client_id.clone(),
+                next_correlation_id: AtomicI32::new(0),
+            }),
+            versions: ApiVersions::default(),
+            request_timeout: dialer.request_timeout,
+            reader,
+            reauth: None,
         }
     }
 
@@ -154,13 +261,13 @@ impl Connection {
                 .await?;
         }
         if let Some(e) = Error::from_code(resp.error_code, None, || {
-            format!("ApiVersions from {}", self.shared.addr)
+            format!("ApiVersions from {}", self.link.shared.addr)
         }) {
             return Err(e);
         }
         let versions = ApiVersions::from_response(&resp);
         debug!(
-            broker = %self.shared.addr,
+            broker = %self.link.shared.addr,
             produce = ?versions.negotiate(ApiKey::Produce),
             fetch = ?versions.negotiate(ApiKey::Fetch),
             metadata = ?versions.negotiate(ApiKey::Metadata),
@@ -171,7 +278,7 @@ impl Connection {
 
     /// Whether the connection is broken and must be replaced.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.shared.poisoned.load(Ordering::Acquire)
+        self.link.shared.poisoned.load(Ordering::Acquire)
     }
 
     /// The versions negotiated with this broker.
@@ -189,7 +296,7 @@ impl Connection {
             .map(|v| v.min(R::VERSIONS.max))
             .filter(|v| *v >= R::VERSIONS.min)
             .ok_or_else(|| Error::UnsupportedVersion {
-                broker: self.shared.addr.clone(),
+                broker: self.link.shared.addr.clone(),
                 api,
             })
     }
@@ -221,8 +328,32 @@ impl Connection {
         timeout: Duration,
         written: impl FnOnce(),
     ) -> Result<R::Response> {
+        self.link.call(req, version, timeout, false, written).await
+    }
+
+    /// Sends `req` at `version` without waiting for an answer (Produce with acks=0, whose
+    /// requests the broker never answers).
+    pub(crate) async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        self.link
+            .send_frame(req, version, false, false)
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Link {
+    /// Sends `req` at `version` and waits up to `timeout` for the answer; `sasl` sends it
+    /// past a paused writer (the frames of a SASL exchange).
+    async fn call<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        sasl: bool,
+        written: impl FnOnce(),
+    ) -> Result<R::Response> {
         let api = api_key_of::<R>();
-        let sent = self.send_frame(req, version, true).await;
+        let sent = self.send_frame(req, version, true, sasl).await;
         written();
         let (correlation_id, rx) = sent?;
         let guard = PendingGuard {
@@ -253,17 +384,12 @@ impl Connection {
         Ok(body)
     }
 
-    /// Sends `req` at `version` without waiting for an answer (Produce with acks=0, whose
-    /// requests the broker never answers).
-    pub(crate) async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<()> {
-        self.send_frame(req, version, false).await.map(|_| ())
-    }
-
     async fn send_frame<R: Request>(
         &self,
         req: &R,
         version: i16,
         expect_reply: bool,
+        sasl: bool,
     ) -> Result<(i32, Option<oneshot::Receiver<Result<Bytes>>>)> {
         let correlation_id = self
             .next_correlation_id
@@ -298,7 +424,15 @@ impl Connection {
             None
         };
         trace!(broker = %self.shared.addr, api = ?api_key_of::<R>(), version, correlation_id, bytes = buf.len(), "send");
-        if self.tx.send(buf.freeze()).await.is_err() {
+        let queued = if sasl {
+            self.auth_tx
+                .send(AuthCmd::Frame(buf.freeze()))
+                .await
+                .is_ok()
+        } else {
+            self.tx.send(buf.freeze()).await.is_ok()
+        };
+        if !queued {
             let reason = self
                 .shared
                 .pending
@@ -311,6 +445,32 @@ impl Connection {
             return Err(self.shared.disconnected(&reason));
         }
         Ok((correlation_id, rx))
+    }
+}
+
+/// An error of the first exchanges on a connection, made to say what to check: a TLS
+/// failure seen by the reader becomes [`Error::Tls`]; a plaintext connection the broker
+/// hangs up on at once probably reached a TLS or SASL listener.
+fn first_answer_error(e: Error, dialer: &Dialer) -> Error {
+    match e {
+        Error::Disconnected { broker, reason } => {
+            if let Some(message) = reason.strip_prefix(TLS_FAULT) {
+                Error::Tls {
+                    broker,
+                    message: message.to_owned(),
+                }
+            } else if dialer.security.tls.is_none() && reason == "closed by broker" {
+                Error::Disconnected {
+                    broker,
+                    reason: format!(
+                        "{reason} before answering: if the listener uses TLS, set security.protocol=SSL or SASL_SSL"
+                    ),
+                }
+            } else {
+                Error::Disconnected { broker, reason }
+            }
+        }
+        other => other,
     }
 }
 
@@ -331,22 +491,58 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut wr: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut auth_rx: mpsc::Receiver<AuthCmd>,
+) {
     let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        // Gather what else is queued so one syscall carries several requests.
-        while batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
+    let mut paused = false;
+    let mut auth_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            cmd = auth_rx.recv(), if auth_open => match cmd {
+                Some(AuthCmd::Pause(ack)) => {
+                    paused = true;
+                    let _ = ack.send(());
+                }
+                Some(AuthCmd::Resume) => paused = false,
+                Some(AuthCmd::Frame(b)) => batch.push(b),
+                None => {
+                    auth_open = false;
+                    paused = false;
+                }
+            },
+            first = rx.recv(), if !paused => match first {
+                Some(first) => {
+                    batch.push(first);
+                    // Gather what else is queued so one flush carries several requests.
+                    while batch.len() < 64 {
+                        match rx.try_recv() {
+                            Ok(b) => batch.push(b),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break,
+            },
+            else => break,
+        }
+        if batch.is_empty() {
+            continue;
         }
         for b in batch.drain(..) {
             if let Err(e) = wr.write_all(&b).await {
                 shared.poison(format!("write failed: {e}"));
                 return;
             }
+        }
+        // TLS buffers what it encrypts; a plain socket flushes at no cost.
+        if let Err(e) = wr.flush().await {
+            shared.poison(format!("write failed: {e}"));
+            return;
         }
         if shared.poisoned.load(Ordering::Acquire) {
             break;
@@ -355,7 +551,12 @@ async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: mpsc::R
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, max_frame: usize) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut rd: R,
+    max_frame: usize,
+    tls_host: Option<String>,
+) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         loop {
@@ -382,6 +583,12 @@ async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, max_frame: usize)
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if tls_host.is_none() && looks_like_tls(&buf) {
+                        shared.poison(format!(
+                            "{TLS_FAULT}the broker answered with TLS: set security.protocol=SSL or SASL_SSL for this listener"
+                        ));
+                        return;
+                    }
                     warn!(broker = %shared.addr, error = %e, "bad frame from broker");
                     shared.poison(format!("bad frame: {e}"));
                     return;
@@ -398,11 +605,25 @@ async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, max_frame: usize)
             }
             Ok(_) => {}
             Err(e) => {
-                shared.poison(format!("read failed: {e}"));
+                match &tls_host {
+                    Some(host)
+                        if e.get_ref()
+                            .is_some_and(|i| i.is::<security::rustls::Error>()) =>
+                    {
+                        shared.poison(format!("{TLS_FAULT}{}", security::explain_io(&e, host)))
+                    }
+                    _ => shared.poison(format!("read failed: {e}")),
+                }
                 return;
             }
         }
     }
+}
+
+/// Whether `buf` starts with a TLS record header (alert or handshake, TLS 1.0-1.3): what a
+/// TLS listener sends a plaintext client.
+fn looks_like_tls(buf: &[u8]) -> bool {
+    buf.len() >= 3 && matches!(buf[0], 0x15 | 0x16) && buf[1] == 0x03 && buf[2] <= 0x04
 }
 
 #[cfg(test)]
@@ -477,9 +698,14 @@ mod tests {
     }
 
     async fn connect(addr: &str, timeout: Duration) -> Connection {
-        Connection::connect(addr, "test", timeout, timeout, 1 << 20)
-            .await
-            .unwrap()
+        let dialer = Dialer {
+            client_id: "test".to_owned(),
+            connect_timeout: timeout,
+            request_timeout: timeout,
+            max_response_bytes: 1 << 20,
+            security: Arc::new(Security::plaintext()),
+        };
+        Connection::connect(addr, &dialer).await.unwrap()
     }
 
     #[tokio::test]
@@ -522,7 +748,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_timeout(), "{err}");
-        assert!(conn.shared.pending.lock().unwrap().replies.is_empty());
+        assert!(conn.link.shared.pending.lock().unwrap().replies.is_empty());
         // The second request is answered; the late answer to the first is dropped.
         let resp = conn
             .request_at(&MetadataRequest::default(), v, Duration::from_secs(5))
