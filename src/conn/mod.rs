@@ -585,7 +585,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Err(e) => {
                     if tls_host.is_none() && looks_like_tls(&buf) {
                         shared.poison(format!(
-                            "{TLS_FAULT}the broker answered with TLS: set security.protocol=SSL or SASL_SSL for this listener"
+                            "{TLS_FAULT}the listener speaks TLS and this client does not: set security.protocol=SSL or SASL_SSL"
                         ));
                         return;
                     }

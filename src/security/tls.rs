@@ -308,8 +308,20 @@ fn explain(e: &rustls::Error, host: &str) -> String {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => "the broker's certificate is not trusted (unknown issuer): set ssl.ca.location to the CA that signed it".to_owned(),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
-                "the broker's certificate is not valid for `{host}` ({c:?}): connect by a name the certificate lists, or set ssl.endpoint.identification.algorithm=none"
+            CertificateError::NotValidForNameContext { presented, .. } => format!(
+                "the broker's certificate is not valid for `{host}` (it names {}): connect by a name the certificate lists, or set ssl.endpoint.identification.algorithm=none",
+                presented
+                    .iter()
+                    .map(|p| p
+                        .trim_start_matches("DnsName(\"")
+                        .trim_start_matches("IpAddress(")
+                        .trim_end_matches("\")")
+                        .trim_end_matches(')'))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            CertificateError::NotValidForName => format!(
+                "the broker's certificate is not valid for `{host}`: connect by a name the certificate lists, or set ssl.endpoint.identification.algorithm=none"
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 format!("the broker's certificate has expired ({c:?})")
