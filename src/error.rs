@@ -175,7 +175,7 @@ pub enum Error {
     /// trusted or not valid for its name, the broker refused ours, the listener does not
     /// speak TLS (or speaks it where plaintext was configured), or this CPU lacks what the
     /// crypto provider needs. Not retriable: the same settings fail the same way.
-    #[error("TLS with {broker} failed: {message}")]
+    #[error("TLS{} failed: {message}", if broker.is_empty() { String::new() } else { format!(" with {broker}") })]
     Tls {
         /// `host:port` of the broker (empty when no broker was involved yet).
         broker: String,

@@ -773,3 +773,56 @@ async fn the_java_console_consumer_reads_what_paperboy_writes_over_scram() {
         assert_eq!(read, values, "Java over {mechanism}");
     }
 }
+
+#[tokio::test]
+async fn the_cli_reaches_the_secured_listeners_through_x_properties() {
+    let env = Env::load();
+    let admin = client(&env.props("SSL", None)).await.unwrap();
+    let topic = common::new_topic(&admin, "secure-cli", 2).await;
+    let x = |props: Vec<(String, String)>| -> Vec<String> {
+        props
+            .into_iter()
+            .filter(|(k, _)| k != "bootstrap.servers")
+            .flat_map(|(k, v)| ["-X".to_owned(), format!("{k}={v}")])
+            .collect()
+    };
+    let input: String = (0..100).map(|i| format!("k{i}:cli-secure-{i}\n")).collect();
+    // Written over mTLS...
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_paperboy"));
+    produce
+        .args([
+            "produce",
+            "-b",
+            env.get("SSL"),
+            "-t",
+            &topic,
+            "-K",
+            ":",
+            "-q",
+        ])
+        .args(x(env.props("SSL", None)));
+    run(&mut produce, "paperboy produce over mTLS", Some(&input));
+    // ...read in a group over SASL_PLAINTEXT with OAUTHBEARER.
+    let mut consume = Command::new(env!("CARGO_BIN_EXE_paperboy"));
+    consume
+        .args(["consume", "-b", env.get("SASL_PLAINTEXT"), "-t", &topic])
+        .args([
+            "-G",
+            &common::unique_topic("cli-group"),
+            "--from-beginning",
+            "-e",
+            "-q",
+        ])
+        .args(x(env.props("SASL_PLAINTEXT", Some("OAUTHBEARER"))));
+    let out = run(&mut consume, "paperboy consume over SASL_PLAINTEXT", None);
+    let mut values: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    values.sort_by_key(|v| v.rsplit('-').next().unwrap().parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..100).map(|i| format!("cli-secure-{i}")).collect();
+    assert_eq!(values, expected);
+}

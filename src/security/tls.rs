@@ -37,13 +37,7 @@ pub(crate) fn provider() -> Result<Arc<CryptoProvider>, Error> {
     {
         let missing = missing_cpu_features();
         if !missing.is_empty() {
-            return Err(Error::Tls {
-                broker: String::new(),
-                message: format!(
-                    "this CPU lacks {} which the default crypto provider (graviola) needs; build paperboy with the `tls-ring` or `tls-aws-lc-rs` feature instead (both compile C)",
-                    missing.join(", ")
-                ),
-            });
+            return Err(cpu_error(&missing));
         }
         Ok(Arc::new(rustls_graviola::default_provider()))
     }
@@ -63,7 +57,27 @@ pub(crate) fn provider() -> Result<Arc<CryptoProvider>, Error> {
     }
 }
 
-/// The CPU features graviola needs that this CPU lacks (graviola panics without them).
+/// The error for a CPU that lacks what graviola needs.
+#[cfg_attr(
+    not(all(
+        feature = "tls-graviola",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )),
+    allow(dead_code)
+)]
+fn cpu_error(missing: &[&str]) -> Error {
+    Error::Tls {
+        broker: String::new(),
+        message: format!(
+            "this CPU lacks {} which the default crypto provider (graviola) needs; build paperboy with the `tls-ring` or `tls-aws-lc-rs` feature instead (both compile C)",
+            missing.join(", ")
+        ),
+    }
+}
+
+/// The CPU features that the default crypto provider (graviola) needs and this CPU
+/// lacks; empty where it runs. Without them the first TLS connection fails with
+/// [`Error::Tls`] naming them (graviola itself would panic, so Paperboy checks first).
 pub fn missing_cpu_features() -> Vec<&'static str> {
     #[allow(unused_mut)]
     let mut missing = Vec::new();
@@ -347,6 +361,16 @@ mod tests {
         // The machines this project builds and tests on have every feature graviola needs.
         assert_eq!(missing_cpu_features(), Vec::<&str>::new());
         assert!(provider().is_ok());
+    }
+
+    #[test]
+    fn a_cpu_without_the_features_gets_an_error_naming_them_and_the_way_out() {
+        let e = cpu_error(&["adx", "avx2"]);
+        assert!(!e.is_retriable() && e.is_auth());
+        assert_eq!(
+            e.to_string(),
+            "TLS failed: this CPU lacks adx, avx2 which the default crypto provider (graviola) needs; build paperboy with the `tls-ring` or `tls-aws-lc-rs` feature instead (both compile C)"
+        );
     }
 
     #[test]
