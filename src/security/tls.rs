@@ -22,6 +22,9 @@ use crate::error::{ConfigError, Error};
 pub(crate) fn provider() -> Result<Arc<CryptoProvider>, Error> {
     #[cfg(feature = "tls-ring")]
     {
+        // Deprecated in rustls 0.23.4x for its lack of post-quantum key exchange; still
+        // the way to select ring.
+        #[allow(deprecated)]
         Ok(Arc::new(rustls::crypto::ring::default_provider()))
     }
     #[cfg(all(not(feature = "tls-ring"), feature = "tls-aws-lc-rs"))]
