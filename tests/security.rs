@@ -826,3 +826,43 @@ async fn the_cli_reaches_the_secured_listeners_through_x_properties() {
     let expected: Vec<String> = (0..100).map(|i| format!("cli-secure-{i}")).collect();
     assert_eq!(values, expected);
 }
+
+#[tokio::test]
+async fn a_rustls_config_of_ones_own_is_used_as_given() {
+    use paperboy::security::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let env = Env::load();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(env.get("CA")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(env.get("CLIENT_CERT"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(env.get("CLIENT_KEY")).unwrap();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls_graviola::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+    // No ssl.* properties: the handed-over configuration carries the CA and the client
+    // certificate that the mTLS listener requires.
+    let cfg = ClientConfig::new(env.get("SSL"))
+        .with_security_protocol(paperboy::security::SecurityProtocol::Ssl)
+        .with_tls_config(Arc::new(tls));
+    let client = Client::connect(cfg)
+        .await
+        .expect("mTLS with a rustls config of our own");
+    let topic = common::new_topic(&client, "secure-own-tls", 1).await;
+    assert!(client
+        .refresh_metadata(&[&topic])
+        .await
+        .unwrap()
+        .topic(&topic)
+        .is_some());
+}
