@@ -5,6 +5,14 @@
 //! client's CPU time (ru_utime + ru_stime) and peak RSS (ru_maxrss, and the child's own
 //! VmHWM) are its own. Figures are medians over `--runs`.
 //!
+//! `-X KEY=VALUE` (repeatable) and `--properties-file` give client properties, by their
+//! librdkafka names, to both clients and to the admin that creates the topics: a secured
+//! listener is measured with, for example,
+//! `--bootstrap localhost:9102 -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512
+//! -X sasl.username=alice -X sasl.password=... -X ssl.ca.location=ca.pem`. The rows are
+//! labelled from security.protocol and sasl.mechanism (or `--label`). Workers get the
+//! properties on stdin, not in their arguments, and secret values are never printed.
+//!
 //! Environment: `PAPERBOY_BOOTSTRAP` (the broker), `COMPARE_LINGER_MS` (linger.ms of both
 //! producers, default 5), `RUST_LOG` (Paperboy's logs in a worker), `COMPARE_DEBUG`
 //! (a Paperboy consumer worker prints each batch and its queue).
@@ -14,15 +22,15 @@ mod report;
 mod rk;
 mod workload;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use paperboy::{Client, ClientConfig, NewTopic};
+use paperboy::{Client, ClientConfig, ConfigError, NewTopic};
 use serde::Serialize;
 
-use workload::WorkerOut;
+use workload::{Properties, WorkerOut};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +89,19 @@ struct RunArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// A client property by its librdkafka name, given to both clients and to the admin
+    /// that creates the topics, after the benchmark's own settings (so it overrides them);
+    /// repeatable: -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", value_parser = workload::parse_property)]
+    property: Vec<(String, String)>,
+    /// Client properties from a file, one KEY=VALUE a line (# comments), before any -X:
+    /// keeps a password off the command line.
+    #[arg(long, value_name = "FILE")]
+    properties_file: Option<std::path::PathBuf>,
+    /// The label of the rows in the table and the JSON (default: security.protocol and
+    /// sasl.mechanism when given, e.g. "SASL_SSL SCRAM-SHA-512"; none otherwise).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -126,6 +147,13 @@ pub struct WorkerArgs {
     /// queued.max.messages.kbytes; unset means the client's default.
     #[arg(long)]
     budget_kib: Option<u64>,
+    /// Client properties, after the benchmark's own (as for a comparison run).
+    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", value_parser = workload::parse_property)]
+    property: Vec<(String, String)>,
+    /// Read more client properties from stdin first, as JSON [[key, value], ...]: how the
+    /// parent passes them, so no secret shows in a process's arguments.
+    #[arg(long, hide = true)]
+    properties_stdin: bool,
 }
 
 /// One child's figures: its own plus the kernel's accounting of it.
@@ -153,7 +181,7 @@ pub struct Case {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Some(Cmd::Worker(w)) => worker(&w),
+        Some(Cmd::Worker(w)) => worker(w),
         None => match orchestrate(cli.run) {
             Ok(()) => 0,
             Err(e) => {
@@ -165,7 +193,25 @@ fn main() {
     std::process::exit(code);
 }
 
-fn worker(args: &WorkerArgs) -> i32 {
+fn worker(mut args: WorkerArgs) -> i32 {
+    if args.properties_stdin {
+        let mut text = String::new();
+        let parsed = std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_str::<Properties>(&text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(mut props) => {
+                props.append(&mut args.property);
+                args.property = props;
+            }
+            Err(e) => {
+                eprintln!("worker: client properties on stdin: {e}");
+                return 1;
+            }
+        }
+    }
+    let args = &args;
     // RUST_LOG=paperboy=debug (for example) shows what Paperboy does, on stderr.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -184,7 +230,12 @@ fn worker(args: &WorkerArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("worker {:?} {:?}: {e}", args.client, args.scenario);
+            eprintln!(
+                "worker {:?} {:?}: {}",
+                args.client,
+                args.scenario,
+                workload::scrub(&e.to_string(), &args.property)
+            );
             1
         }
     }
@@ -192,16 +243,24 @@ fn worker(args: &WorkerArgs) -> i32 {
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Runs a worker as a child process and collects its rusage with wait4.
-fn spawn_worker(args: &[String]) -> Res<Measured> {
+/// Runs a worker as a child process and collects its rusage with wait4. The client
+/// properties go to its stdin (not its arguments, which `ps` shows to everyone).
+fn spawn_worker(args: &[String], props: &Properties) -> Res<Measured> {
     let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
-        .arg("worker")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker").args(args).stdout(Stdio::piped());
+    if props.is_empty() {
+        cmd.stdin(Stdio::null());
+    } else {
+        cmd.arg("--properties-stdin").stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A few hundred bytes: the pipe takes them before the child reads. A write error
+        // (the child died at once) shows as the child's failure below.
+        let _ = stdin.write_all(serde_json::to_string(props)?.as_bytes());
+    }
     let mut stdout = String::new();
     child
         .stdout
@@ -242,14 +301,19 @@ struct Admin {
 }
 
 impl Admin {
-    fn new(bootstrap: &str, partitions: i32) -> Res<Admin> {
+    fn new(bootstrap: &str, partitions: i32, props: &Properties) -> Res<Admin> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let client = rt.block_on(Client::connect(ClientConfig::from_properties([(
-            "bootstrap.servers",
-            bootstrap,
-        )])?))?;
+        let mut config = ClientConfig::from_properties([("bootstrap.servers", bootstrap)])?;
+        for (k, v) in props {
+            match config.set(k, v) {
+                // A producer's or consumer's property: not the admin's business.
+                Ok(_) | Err(ConfigError::UnknownKey { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let client = rt.block_on(Client::connect(config))?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
         Ok(Admin {
             rt,
@@ -308,7 +372,36 @@ impl Drop for Admin {
     }
 }
 
+/// Gathers the client properties and the label, runs the comparison, and keeps any
+/// secret value out of the error it may end with.
 fn orchestrate(mut run: RunArgs) -> Res<()> {
+    let mut props = match &run.properties_file {
+        Some(path) => workload::read_properties(path)?,
+        None => Vec::new(),
+    };
+    props.append(&mut run.property);
+    run.property = props.clone();
+    if run.label.is_none() {
+        run.label = workload::label(&props);
+    }
+    if !props.is_empty() {
+        let shown: Vec<String> = props
+            .iter()
+            .map(|(k, v)| format!("{k}={}", workload::shown(k, v)))
+            .collect();
+        eprintln!(
+            "client properties for both clients and the admin{}: {}",
+            run.label
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default(),
+            shown.join(" ")
+        );
+    }
+    compare(run).map_err(|e| workload::scrub(&e.to_string(), &props).into())
+}
+
+fn compare(mut run: RunArgs) -> Res<()> {
     if run.quick {
         run.messages = Some(run.messages.unwrap_or(20_000));
         run.runs = 1;
@@ -325,7 +418,7 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
     } else {
         run.scenario.clone()
     };
-    let mut admin = Admin::new(&run.bootstrap, run.partitions)?;
+    let mut admin = Admin::new(&run.bootstrap, run.partitions, &run.property)?;
     admin.keep = run.keep_topics;
     let mut cases: Vec<Case> = Vec::new();
     let total_start = Instant::now();
@@ -341,16 +434,19 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
         {
             let t = admin.topic(&format!("full{size}"))?;
             eprintln!("filling {t} with {n} records of {size} B");
-            let m = spawn_worker(&worker_args(
-                ClientKind::Paperboy,
-                Scenario::Produce,
-                &run,
-                &t,
-                "",
-                n,
-                size,
-                None,
-            ))?;
+            let m = spawn_worker(
+                &worker_args(
+                    ClientKind::Paperboy,
+                    Scenario::Produce,
+                    &run,
+                    &t,
+                    "",
+                    n,
+                    size,
+                    None,
+                ),
+                &run.property,
+            )?;
             if m.out.records != n {
                 return Err(format!("filling {t}: {} of {n} acknowledged", m.out.records).into());
             }
@@ -407,9 +503,10 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
                             ClientKind::Paperboy => pb_budget,
                             ClientKind::Rdkafka => rk_budget,
                         };
-                        let m = match spawn_worker(&worker_args(
-                            client, scenario, &run, &topic, &group, n, size, budget,
-                        )) {
+                        let m = match spawn_worker(
+                            &worker_args(client, scenario, &run, &topic, &group, n, size, budget),
+                            &run.property,
+                        ) {
                             Ok(m) => m,
                             Err(e) => {
                                 // Reported, left out of the medians; the comparison goes on.

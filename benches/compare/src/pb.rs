@@ -29,7 +29,11 @@ pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
 async fn producer(args: &WorkerArgs) -> Res<Producer> {
     let mut props = workload::producer_props();
     props.push(("bootstrap.servers", args.bootstrap.clone()));
-    Ok(Producer::new(ProducerConfig::from_properties(props)?).await?)
+    let mut config = ProducerConfig::from_properties(props)?;
+    for (k, v) in &args.property {
+        config.set(k, v)?;
+    }
+    Ok(Producer::new(config).await?)
 }
 
 async fn produce(args: &WorkerArgs) -> Res<WorkerOut> {
@@ -132,8 +136,12 @@ async fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
     if let Some(b) = &budget {
         props.push(("queued.max.messages.kbytes", b));
     }
+    let mut config = ConsumerConfig::from_properties(props)?;
+    for (k, v) in &args.property {
+        config.set(k, v)?;
+    }
     let start = Instant::now();
-    let consumer = Arc::new(Consumer::new(ConsumerConfig::from_properties(props)?).await?);
+    let consumer = Arc::new(Consumer::new(config).await?);
     consumer.subscribe(&[args.topic.as_str()])?;
     let (mut records, mut bytes, mut check) = (0u64, 0u64, 0u64);
     let mut first: Option<Instant> = None;

@@ -10,6 +10,8 @@ use crate::{Case, Measured, RunArgs, Scenario};
 pub struct Report {
     cases: Vec<Case>,
     args: Value,
+    /// What the rows were measured over (e.g. "SASL_SSL SCRAM-SHA-512"), if labelled.
+    label: Option<String>,
     notes: Vec<String>,
     total: Duration,
 }
@@ -72,7 +74,7 @@ impl Report {
         for (k, v) in workload::producer_props() {
             props.push_str(&format!("{k}={v} "));
         }
-        let notes = vec![
+        let mut notes = vec![
             format!(
                 "Producer settings, identical for both clients: {}(records unkeyed: sticky partitioning in both).",
                 props
@@ -86,6 +88,33 @@ impl Report {
             format!("Topics: {} partitions, replication factor 1, fresh per run (consumers read one topic per size, written once by Paperboy).", run.partitions),
             "Machine: 2 cores shared with the broker (and with whatever else runs); figures vary run to run by 10-20%.".into(),
         ];
+        if !run.property.is_empty() {
+            let shown: Vec<String> = run
+                .property
+                .iter()
+                .map(|(k, v)| format!("{k}={}", workload::shown(k, v)))
+                .collect();
+            notes.push(format!(
+                "Client properties given to both clients and to the admin that creates the topics (-X, after the settings above){}: {}. Bootstrap {}.",
+                run.label
+                    .as_deref()
+                    .map(|l| format!(", rows labelled '{l}'"))
+                    .unwrap_or_default(),
+                shown.join(" "),
+                run.bootstrap
+            ));
+        }
+        let tls = run
+            .property
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "security.protocol");
+        if tls.is_some_and(|(_, v)| v.to_ascii_uppercase().ends_with("SSL")) {
+            notes.push(format!(
+                "TLS: Paperboy uses rustls (its default crypto provider, graviola); rdkafka uses librdkafka {} with the system's OpenSSL.",
+                rdkafka::util::get_rdkafka_version().1
+            ));
+        }
         let args = json!({
             "bootstrap": run.bootstrap,
             "messages": run.messages,
@@ -96,10 +125,17 @@ impl Report {
             "latency_secs": run.latency_secs,
             "stall_ms": run.stall_ms,
             "quick": run.quick,
+            "label": run.label,
+            "properties": run
+                .property
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(workload::shown(k, v))))
+                .collect::<serde_json::Map<String, Value>>(),
         });
         Report {
             cases,
             args,
+            label: run.label.clone(),
             notes,
             total,
         }
@@ -144,12 +180,16 @@ impl Report {
         }
     }
 
-    fn title(case: &Case, rate: u64) -> String {
-        match case.scenario {
+    fn title(case: &Case, rate: u64, label: Option<&str>) -> String {
+        let title = match case.scenario {
             Scenario::Produce => "produce, acks=all, idempotent".into(),
             Scenario::Consume => "consume, group, full topic".into(),
             Scenario::Latency => format!("produce latency at {rate} records/s"),
             Scenario::Memory => format!("consumer memory: {}", case.variant),
+        };
+        match label {
+            Some(l) => format!("{title}, {l}"),
+            None => title,
         }
     }
 
@@ -158,7 +198,11 @@ impl Report {
         s.push_str("| scenario | size | records | metric | better | Paperboy | rdkafka | Paperboy ÷ rdkafka |\n");
         s.push_str("|---|---|---|---|---|---|---|---|\n");
         for case in &self.cases {
-            let title = Self::title(case, self.args["rate"].as_u64().unwrap_or(0));
+            let title = Self::title(
+                case,
+                self.args["rate"].as_u64().unwrap_or(0),
+                self.label.as_deref(),
+            );
             for (i, row) in Self::rows(case).iter().enumerate() {
                 let ratio = row.paperboy / row.rdkafka;
                 let verdict = match row.better {
@@ -232,6 +276,7 @@ impl Report {
                     .collect();
                 json!({
                     "scenario": c.scenario,
+                    "label": self.label,
                     "variant": c.variant,
                     "size": c.size,
                     "records": c.messages,

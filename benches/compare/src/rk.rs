@@ -85,6 +85,9 @@ fn producer_config(args: &WorkerArgs) -> ClientConfig {
     for (k, v) in workload::producer_props() {
         c.set(k, v);
     }
+    for (k, v) in &args.property {
+        c.set(k, v);
+    }
     c
 }
 
@@ -174,6 +177,9 @@ fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
     }
     if let Some(kib) = args.budget_kib {
         c.set("queued.max.messages.kbytes", kib.to_string());
+    }
+    for (k, v) in &args.property {
+        c.set(k, v);
     }
     let start = Instant::now();
     let consumer: BaseConsumer = c.create()?;

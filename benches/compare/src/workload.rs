@@ -116,3 +116,89 @@ pub fn vm_hwm_kib() -> u64 {
 pub fn due(rate: u64, elapsed: Duration, total: u64) -> u64 {
     ((elapsed.as_secs_f64() * rate as f64) as u64 + 1).min(total)
 }
+
+/// Client properties given with `-X KEY=VALUE` (or a properties file): passed to both
+/// clients and to the admin, after the benchmark's own settings (so they override them).
+pub type Properties = Vec<(String, String)>;
+
+/// Parses `KEY=VALUE`.
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err("expected KEY=VALUE, the key is empty".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Reads a properties file: one `KEY=VALUE` a line, blank lines and `#` comments skipped.
+pub fn read_properties(path: &std::path::Path) -> Result<Properties, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // The line itself is not echoed: it may hold a secret.
+        out.push(parse_property(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?);
+    }
+    Ok(out)
+}
+
+/// Whether a property's value is a secret (never printed).
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "oauthbearer.config",
+        "token",
+        "key.pem",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// The value as it may be shown.
+pub fn shown(key: &str, value: &str) -> String {
+    if is_secret(key) {
+        "[redacted]".into()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// `text` with the value of every secret property replaced (for error messages that
+/// might echo one).
+pub fn scrub(text: &str, props: &[(String, String)]) -> String {
+    let mut out = text.to_owned();
+    for (k, v) in props {
+        if is_secret(k) && !v.is_empty() {
+            out = out.replace(v.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+/// The label of rows measured with these properties: `SASL_SSL SCRAM-SHA-512` from
+/// security.protocol and sasl.mechanism(s); none when neither is given.
+pub fn label(props: &[(String, String)]) -> Option<String> {
+    let last = |keys: &[&str]| {
+        props
+            .iter()
+            .rev()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let protocol = last(&["security.protocol"]).map(|p| p.to_ascii_uppercase());
+    let mechanism = last(&["sasl.mechanism", "sasl.mechanisms"]).map(|m| m.to_ascii_uppercase());
+    match (protocol, mechanism) {
+        (Some(p), Some(m)) if p.starts_with("SASL") => Some(format!("{p} {m}")),
+        (Some(p), _) => Some(p),
+        (None, m) => m,
+    }
+}
