@@ -91,7 +91,8 @@ struct RunArgs {
     json: Option<std::path::PathBuf>,
     /// A client property by its librdkafka name, given to both clients and to the admin
     /// that creates the topics, after the benchmark's own settings (so it overrides them);
-    /// repeatable: -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...
+    /// a producer's property is skipped by consumers and the other way round, as
+    /// librdkafka does. Repeatable: -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...
     #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", value_parser = workload::parse_property)]
     property: Vec<(String, String)>,
     /// Client properties from a file, one KEY=VALUE a line (# comments), before any -X:

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use paperboy::consumer::{Consumer, ConsumerConfig};
 use paperboy::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use paperboy::ConfigError;
 use tokio::sync::mpsc;
 
 use crate::workload::{self, WorkerOut};
@@ -31,7 +32,14 @@ async fn producer(args: &WorkerArgs) -> Res<Producer> {
     props.push(("bootstrap.servers", args.bootstrap.clone()));
     let mut config = ProducerConfig::from_properties(props)?;
     for (k, v) in &args.property {
-        config.set(k, v)?;
+        match config.set(k, v) {
+            // A consumer's property: skipped, as librdkafka does (a typo still fails).
+            Err(ConfigError::UnknownKey { .. })
+                if ConsumerConfig::from_properties([(k, v)]).is_ok() => {}
+            r => {
+                r?;
+            }
+        }
     }
     Ok(Producer::new(config).await?)
 }
@@ -138,7 +146,14 @@ async fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
     }
     let mut config = ConsumerConfig::from_properties(props)?;
     for (k, v) in &args.property {
-        config.set(k, v)?;
+        match config.set(k, v) {
+            // A producer's property: skipped, as librdkafka does (a typo still fails).
+            Err(ConfigError::UnknownKey { .. })
+                if ProducerConfig::from_properties([(k, v)]).is_ok() => {}
+            r => {
+                r?;
+            }
+        }
     }
     let start = Instant::now();
     let consumer = Arc::new(Consumer::new(config).await?);

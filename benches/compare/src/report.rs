@@ -80,7 +80,7 @@ impl Report {
                 props
             ),
             "Consumer settings: group.id new per run, auto.offset.reset=earliest, everything else each client's default (auto commit on in both).".into(),
-            "Paperboy: Producer::enqueue with deliveries awaited by a second task; Consumer::recv_batch(1000, 100 ms); tokio multi-thread runtime. rdkafka: BaseProducer + delivery callback, polled by the sending thread (ThreadedProducer for latency); BaseConsumer::poll.".into(),
+            "Paperboy: Producer::enqueue with deliveries awaited by a second task; Consumer::recv_batch(1000, 100 ms); tokio multi-thread runtime. rdkafka: BaseProducer + delivery callback, polled by the sending thread, which sleeps 1 ms when the queue is full (ThreadedProducer for latency); BaseConsumer::poll.".into(),
             "Consume rate is measured from the first record to the last (the group join is the 'first record after' row). Produce rate includes creating the producer.".into(),
             "Latency: send call to acknowledgement callback/future, at a fixed rate, after 1 s of warm-up; linger.ms=5 is part of it.".into(),
             "CPU: user+system seconds of the whole client process (wait4 rusage), per million records. Peak RSS: the child's VmHWM (ru_maxrss is in the JSON too).".into(),
