@@ -372,7 +372,7 @@ impl Client {
                     })
                     .collect(),
             ))
-            .with_allow_auto_topic_creation(false);
+            .with_allow_auto_topic_creation(self.inner.config.allow_auto_create_topics);
         self.refresh_with(req, false).await
     }
 
@@ -420,7 +420,20 @@ impl Client {
         if c.topic(topic).is_some() && c.fetched_at.elapsed() < self.inner.config.metadata_max_age {
             return Ok(c);
         }
-        let c = self.refresh_metadata(&[topic]).await?;
+        let mut c = self.refresh_metadata(&[topic]).await?;
+        // A topic being created (we asked, with allow.auto.create.topics) shows up after
+        // the broker's controller has made it: ask again, with backoff, until
+        // default.api.timeout.ms.
+        let deadline = Instant::now() + self.inner.config.default_api_timeout;
+        let mut backoff = self.inner.config.retry_backoff;
+        while c.topic(topic).is_none()
+            && self.inner.config.allow_auto_create_topics
+            && Instant::now() + backoff < deadline
+        {
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+            c = self.refresh_metadata(&[topic]).await?;
+        }
         if c.topic(topic).is_none() {
             return Err(Error::UnknownTopicOrPartition {
                 topic: topic.to_owned(),

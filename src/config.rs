@@ -25,6 +25,7 @@ use crate::security::{SaslMechanism, SecurityConfig, SecurityProtocol, TokenProv
 /// | `metadata.max.age.ms` | 300000 | metadata older than this is refreshed before use |
 /// | `default.api.timeout.ms` | 60000 | deadline of an operation, all its retries included |
 /// | `receive.message.max.bytes` | 104857600 | largest response frame accepted from a broker |
+/// | `allow.auto.create.topics` | false (producers: true) | metadata requests for a missing topic ask the broker to create it, where the broker allows (`auto.create.topics.enable`) |
 /// | `security.protocol`, `ssl.*`, `sasl.*` | `PLAINTEXT` | TLS and SASL: see [`SecurityConfig`] |
 ///
 /// # Example
@@ -53,6 +54,7 @@ pub struct ClientConfig {
     pub(crate) metadata_max_age: Duration,
     pub(crate) default_api_timeout: Duration,
     pub(crate) max_response_bytes: usize,
+    pub(crate) allow_auto_create_topics: bool,
     pub(crate) security: SecurityConfig,
 }
 
@@ -69,6 +71,7 @@ impl Default for ClientConfig {
             metadata_max_age: Duration::from_secs(300),
             default_api_timeout: Duration::from_secs(60),
             max_response_bytes: 100 * 1024 * 1024,
+            allow_auto_create_topics: false,
             security: SecurityConfig::default(),
         }
     }
@@ -136,6 +139,7 @@ impl ClientConfig {
             "metadata.max.age.ms" => self.metadata_max_age = parse_ms(key, value, 1)?,
             "default.api.timeout.ms" => self.default_api_timeout = parse_ms(key, value, 1)?,
             "receive.message.max.bytes" => self.max_response_bytes = parse_num(key, value, 1000)?,
+            "allow.auto.create.topics" => self.allow_auto_create_topics = parse_bool(key, value)?,
             _ => return self.security.try_set(key, value),
         }
         Ok(true)

@@ -171,6 +171,22 @@ pub enum Error {
     #[error("no valid offset for {0} and auto.offset.reset=error")]
     NoOffset(String),
 
+    /// Fetching a partition has failed for `fetch.error.timeout.ms` (the broker is gone,
+    /// does not answer, or answers what cannot be read). Surfaced once per period by
+    /// `recv`/`recv_batch`; fetching goes on with backoff on fresh connections, and the
+    /// other partitions are not held up.
+    #[error("fetching {partition} from {broker} has failed for {failing_for:?}: {cause}")]
+    FetchFailed {
+        /// The partition: `topic[partition]`.
+        partition: String,
+        /// `host:port` of the broker it is fetched from.
+        broker: String,
+        /// How long it has been failing.
+        failing_for: Duration,
+        /// The latest failure.
+        cause: Box<Error>,
+    },
+
     /// The TLS connection to a broker could not be set up: its certificate is not
     /// trusted or not valid for its name, the broker refused ours, the listener does not
     /// speak TLS (or speaks it where plaintext was configured), or this CPU lacks what the
@@ -213,6 +229,7 @@ impl Error {
             Error::Io { .. }
             | Error::Disconnected { .. }
             | Error::Timeout { .. }
+            | Error::FetchFailed { .. }
             | Error::NoBrokerAvailable(_) => true,
             _ => false,
         }

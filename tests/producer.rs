@@ -284,7 +284,10 @@ async fn acks_zero_and_one_deliver_without_idempotence() {
 
 #[tokio::test]
 async fn an_unknown_topic_is_a_typed_error() {
-    let producer = Producer::new(config()).await.unwrap();
+    // (With allow.auto.create.topics on, the default, the broker would create it.)
+    let mut cfg = config();
+    cfg.set("allow.auto.create.topics", "false").unwrap();
+    let producer = Producer::new(cfg).await.unwrap();
     let err = producer
         .send(ProducerRecord::new(common::unique_topic("nope")).with_value("x"))
         .await

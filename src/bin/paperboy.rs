@@ -92,7 +92,8 @@ struct ProduceArgs {
     quiet: bool,
 }
 
-fn parse_produce(args: &[String]) -> Result<ProduceArgs, String> {
+/// `Ok(None)` for `--help`.
+fn parse_produce(args: &[String]) -> Result<Option<ProduceArgs>, String> {
     let mut a = ProduceArgs {
         bootstrap: None,
         topic: None,
@@ -144,18 +145,24 @@ fn parse_produce(args: &[String]) -> Result<ProduceArgs, String> {
                 a.properties.push((k.to_owned(), val.to_owned()));
             }
             "-q" | "--quiet" => a.quiet = true,
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("produce") => match parse_produce(&args[1..]) {
-            Ok(a) => produce(a).await,
+            Ok(Some(a)) => produce(a).await,
+            Ok(None) => {
+                print!("{USAGE}");
+                Ok(())
+            }
             Err(e) => Err(format!("{e}\n\n{USAGE}")),
         },
         Some("consume") => match parse_consume(&args[1..]) {
@@ -180,6 +187,25 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Warnings and errors of the library on stderr; `RUST_LOG` (for example `debug` or
+/// `paperboy=debug,warn`) chooses more or less.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(filter)
+        .try_init();
 }
 
 struct Tally {
@@ -691,6 +717,12 @@ async fn consume_loop(
         };
         let batch = match batch {
             Ok(b) => b,
+            // A partition that cannot be fetched: the others go on, unless the run is to
+            // read everything to the end (-e), which it then cannot.
+            Err(e @ paperboy::Error::FetchFailed { .. }) if !a.exit_at_end => {
+                eprintln!("paperboy: {e}");
+                continue;
+            }
             Err(e) => {
                 if in_group {
                     commit_pending(consumer, &mut pending).await;

@@ -18,7 +18,7 @@
 //! lifetime, again before it runs out ([`auth`]): the writer then holds back every other
 //! request until the exchange is over, as the broker requires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +72,9 @@ type Reply = oneshot::Sender<Result<Bytes>>;
 #[derive(Default)]
 struct Pending {
     replies: HashMap<i32, Reply>,
+    /// Requests whose callers stopped waiting (timeout, cancel): their answers may still
+    /// come, and are dropped. Any other correlation id is a protocol error.
+    abandoned: HashSet<i32>,
     /// Set once the connection is poisoned; later requests fail at once with it.
     closed: Option<String>,
 }
@@ -274,6 +277,11 @@ impl Connection {
             "negotiated API versions"
         );
         Ok(versions)
+    }
+
+    /// Closes the connection: requests in flight fail, and the pool opens a new one.
+    pub(crate) fn close(&self, reason: &str) {
+        self.link.shared.poison(reason.to_owned());
     }
 
     /// Whether the connection is broken and must be replaced.
@@ -480,14 +488,25 @@ struct PendingGuard<'a> {
     correlation_id: i32,
 }
 
+/// Abandoned requests a connection keeps track of before it gives up on the broker.
+const MAX_ABANDONED: usize = 4096;
+
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared
+        let mut p = self
+            .shared
             .pending
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replies
-            .remove(&self.correlation_id);
+            .unwrap_or_else(|e| e.into_inner());
+        if p.replies.remove(&self.correlation_id).is_some() {
+            p.abandoned.insert(self.correlation_id);
+            if p.abandoned.len() > MAX_ABANDONED {
+                drop(p);
+                self.shared.poison(format!(
+                    "{MAX_ABANDONED} requests went unanswered: the broker is not keeping up"
+                ));
+            }
+        }
     }
 }
 
@@ -566,18 +585,25 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         shared.poison("response shorter than its header".to_owned());
                         return;
                     };
-                    let tx = shared
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .replies
-                        .remove(&id);
+                    let (tx, late) = {
+                        let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        let tx = p.replies.remove(&id);
+                        let late = tx.is_none() && p.abandoned.remove(&id);
+                        (tx, late)
+                    };
                     match tx {
                         Some(tx) => {
                             let _ = tx.send(Ok(f));
                         }
+                        None if late => {
+                            trace!(broker = %shared.addr, correlation_id = id, "late response dropped")
+                        }
                         None => {
-                            trace!(broker = %shared.addr, correlation_id = id, "late or unknown response dropped")
+                            warn!(broker = %shared.addr, correlation_id = id, "response to a request never sent");
+                            shared.poison(format!(
+                                "protocol error: a response with correlation id {id}, which no request in flight has"
+                            ));
+                            return;
                         }
                     }
                 }

@@ -38,6 +38,8 @@ pub enum OffsetReset {
 /// | `max.partition.fetch.bytes` (`fetch.message.max.bytes`) | 1048576 | cap per partition in one fetch |
 /// | `queued.max.messages.kbytes` | 65536 | the prefetch budget in KiB: records buffered across all partitions |
 /// | `isolation.level` | read_uncommitted | or `read_committed`: skip aborted transactions |
+/// | `allow.auto.create.topics` | false | subscribing to a missing topic asks the broker to create it (where it allows) |
+/// | `fetch.error.timeout.ms` | 60000 | Paperboy's own: a partition whose fetches keep failing (broker gone, not answering, answering garbage) for this long surfaces [`Error::FetchFailed`](crate::Error::FetchFailed) from `recv`/`recv_batch`, once per period, while fetching is retried (backoff from `retry.backoff.ms` to `retry.backoff.max.ms`, each time on a fresh connection) and the other partitions go on |
 ///
 /// Plus every [`ClientConfig`] property (`bootstrap.servers`, `client.id`, ...). An
 /// unknown key or a malformed value is an error that names it.
@@ -74,6 +76,7 @@ pub struct ConsumerConfig {
     pub(crate) fetch_max_wait: Duration,
     pub(crate) fetch_max_bytes: i32,
     pub(crate) partition_max_bytes: i32,
+    pub(crate) fetch_error_timeout: Duration,
     pub(crate) prefetch_budget: usize,
     pub(crate) isolation: IsolationLevel,
 }
@@ -98,6 +101,7 @@ impl Default for ConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             fetch_max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
+            fetch_error_timeout: Duration::from_secs(60),
             prefetch_budget: 64 << 20,
             isolation: IsolationLevel::ReadUncommitted,
         }
@@ -182,6 +186,7 @@ impl ConsumerConfig {
             "queued.max.messages.kbytes" => {
                 self.prefetch_budget = parse_num::<usize>(key, value, 1)?.saturating_mul(1024)
             }
+            "fetch.error.timeout.ms" => self.fetch_error_timeout = parse_ms(key, value, 1)?,
             "isolation.level" => {
                 self.isolation = match value.trim() {
                     "read_uncommitted" => IsolationLevel::ReadUncommitted,

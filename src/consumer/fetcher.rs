@@ -313,6 +313,9 @@ async fn fetch(
         Ok(r) => r,
         Err(e) => {
             session.reset();
+            // A broker that does not answer a fetch in time, or answers what cannot be
+            // read, may not answer the next one either: retry on a fresh connection.
+            conn.close(&format!("fetch failed: {e}"));
             return Err(e);
         }
     };
@@ -430,7 +433,6 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
     let mut st = inner.lock();
     let st = &mut *st;
     st.reserved = st.reserved.saturating_sub(done.reserved);
-    let backoff = jitter(inner.client.config().retry_backoff);
     for (tp, gen) in &done.wants {
         if let Some(p) = st.parts.get_mut(tp) {
             if p.gen == *gen {
@@ -439,12 +441,44 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
         }
     }
     let mut arrived = false;
+    let cfg = inner.client.config();
+    let broker = inner
+        .client
+        .cluster()
+        .brokers
+        .get(&done.node)
+        .map_or_else(|| format!("broker {}", done.node), |b| b.addr());
+    let bound = inner.config.fetch_error_timeout;
+    // A failed fetch of a partition: back off (exponentially, to retry.backoff.max.ms);
+    // once it has failed for fetch.error.timeout.ms, surface the error once per period.
+    let failed = |tp: &TopicPartition, p: &mut super::PartState, e: &Error| -> bool {
+        let now = Instant::now();
+        p.failures = p.failures.saturating_add(1);
+        let since = *p.failing_since.get_or_insert(now);
+        let exp = cfg
+            .retry_backoff
+            .saturating_mul(1u32 << (p.failures - 1).min(16))
+            .min(cfg.retry_backoff_max);
+        p.retry_at = Some(now + jitter(exp));
+        if now.duration_since(since) >= bound && p.fault.is_none() {
+            p.fault = Some(Error::FetchFailed {
+                partition: tp.to_string(),
+                broker: broker.clone(),
+                failing_for: now.duration_since(since),
+                cause: Box::new(e.clone()),
+            });
+            p.failing_since = Some(now);
+            return true;
+        }
+        false
+    };
+    let mut faulted = false;
     match done.result {
         Err(e) => {
-            warn!(broker = done.node, error = %e, "fetch failed");
+            warn!(broker = %broker, error = %e, "fetch failed; retrying on a fresh connection");
             for (tp, gen) in &done.wants {
                 if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
-                    p.retry_at = Some(Instant::now() + backoff);
+                    faulted |= failed(tp, p, &e);
                 }
             }
         }
@@ -471,12 +505,14 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
                         }
                         _ if e.is_retriable() || e.is_stale_metadata() => {
                             debug!(partition = %r.tp, error = %e, "fetch of partition will be retried");
-                            p.retry_at = Some(Instant::now() + backoff);
+                            faulted |= failed(&r.tp, p, &e);
                         }
                         _ => p.error = Some(e),
                     }
                     continue;
                 }
+                p.failures = 0;
+                p.failing_since = None;
                 p.aborted.extend(r.aborted);
                 if !r.queued.is_empty() {
                     arrived = true;
@@ -490,7 +526,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
             }
         }
     }
-    if arrived {
+    if arrived || faulted {
         inner.ready.notify_waiters();
     }
 }

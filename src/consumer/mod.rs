@@ -216,6 +216,13 @@ struct PartState {
     aborting: HashSet<i64>,
     error: Option<Error>,
     error_reported: bool,
+    /// A fault to surface once from `recv`/`recv_batch` while fetching goes on (the
+    /// partition could not be fetched for `fetch.error.timeout.ms`).
+    fault: Option<Error>,
+    /// When fetching this partition started failing (transport, protocol or broker
+    /// errors), cleared by a fetch that succeeds; and the failures since.
+    failing_since: Option<Instant>,
+    failures: u32,
     retry_at: Option<Instant>,
     /// OFFSET_OUT_OF_RANGE came back: the fetcher resets the position.
     out_of_range: bool,
@@ -240,6 +247,9 @@ impl PartState {
             aborting: HashSet::new(),
             error: None,
             error_reported: false,
+            fault: None,
+            failing_since: None,
+            failures: 0,
             retry_at: None,
             out_of_range: false,
         }
@@ -290,6 +300,50 @@ struct State {
     fatal: Option<Error>,
     last_commit: Instant,
     heartbeat: bool,
+    /// Records taken from the queue but not yet handed out, with their partition's
+    /// generation: a `recv`/`recv_batch` future dropped before it returns leaves its
+    /// records here for the next call (cancel safety). Records of a partition whose
+    /// generation moved on (seek, revocation) are dropped, not handed out.
+    stash: VecDeque<(u64, ConsumerRecord)>,
+}
+
+impl State {
+    /// Whether a stashed record still belongs to an assigned partition at its generation.
+    fn live(&self, gen: u64, r: &ConsumerRecord) -> bool {
+        self.parts
+            .get(&TopicPartition::new(r.topic.as_ref(), r.partition))
+            .is_some_and(|p| p.gen == gen)
+    }
+
+    /// Live stashed records.
+    fn stashed(&self) -> usize {
+        self.stash.iter().filter(|(g, r)| self.live(*g, r)).count()
+    }
+
+    /// The position as the application sees it, with the leader epoch of the record
+    /// before it: the first stashed record of the partition (taken, not handed out), or
+    /// the partition's position.
+    fn handed_position(&self, tp: &TopicPartition, p: &PartState) -> Option<(i64, i32)> {
+        self.stash
+            .iter()
+            .find(|(g, r)| *g == p.gen && r.partition == tp.partition && *r.topic == *tp.topic)
+            .map(|(_, r)| (r.offset, r.leader_epoch))
+            .or_else(|| Some((p.position?, p.position_epoch)))
+    }
+
+    /// Hands out up to `max` live stashed records, oldest first.
+    fn drain(&mut self, max: usize) -> Vec<ConsumerRecord> {
+        let mut out = Vec::with_capacity(max.min(self.stash.len()));
+        while out.len() < max {
+            let Some((gen, r)) = self.stash.pop_front() else {
+                break;
+            };
+            if self.live(gen, &r) {
+                out.push(r);
+            }
+        }
+        out
+    }
 }
 
 struct Inner {
@@ -362,6 +416,7 @@ impl Consumer {
                 fatal: None,
                 last_commit: Instant::now(),
                 heartbeat: false,
+                stash: VecDeque::new(),
             }),
             ready: Notify::new(),
             fetch_wake: Notify::new(),
@@ -492,11 +547,9 @@ impl Consumer {
     /// The position of `partition`: the offset of the next record to hand out (`None`
     /// until it is known).
     pub fn position(&self, partition: &TopicPartition) -> Option<i64> {
-        self.inner
-            .lock()
-            .parts
-            .get(partition)
-            .and_then(|p| p.position)
+        let st = self.inner.lock();
+        let p = st.parts.get(partition)?;
+        st.handed_position(partition, p).map(|(o, _)| o)
     }
 
     /// Lag of every assigned partition whose position and high watermark are known:
@@ -513,7 +566,7 @@ impl Consumer {
                 } else {
                     p.high_watermark
                 };
-                let pos = p.position?;
+                let (pos, _) = st.handed_position(tp, p)?;
                 (end >= 0).then(|| (tp.clone(), (end - pos).max(0)))
             })
             .collect()
@@ -552,6 +605,8 @@ impl Consumer {
 
     /// The next record. Waits for one; runs rebalances and commits due meanwhile.
     ///
+    /// Cancel-safe, as [`recv_batch`](Self::recv_batch).
+    ///
     /// # Errors
     /// A partition's error (OFFSET_OUT_OF_RANGE with `auto.offset.reset=error`, a
     /// corrupt batch), a group error (e.g. FENCED_INSTANCE_ID), or [`Error::Closed`].
@@ -568,10 +623,10 @@ impl Consumer {
     /// (possibly with none), like librdkafka's batch consume. When a rebalance is due,
     /// it returns the records gathered so far first; the next call rebalances.
     ///
-    /// Not cancel-safe: records taken by a call that is dropped before it returns are
-    /// not handed out again by this consumer (they are not committed either, so the
-    /// group reads them again after a restart or a rebalance, unless a later commit of
-    /// consumed positions covers them).
+    /// Cancel-safe: a call dropped before it returns (a `select!` branch that lost, a
+    /// `timeout`) hands out nothing and loses nothing; the records it had gathered are
+    /// handed out by the next call, and positions and commits of consumed positions
+    /// (auto-commit included) never pass them until then.
     ///
     /// # Errors
     /// As [`recv`](Self::recv); records gathered before an error stay buffered.
@@ -588,7 +643,10 @@ impl Consumer {
     ) -> Result<Vec<ConsumerRecord>> {
         let inner = &self.inner;
         *inner.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        let mut out = Vec::new();
+        // Every record this call returns passes through the stash, and is taken out of it
+        // only right before returning, with no await in between: a call dropped at any
+        // await leaves its records for the next one.
+        let hand_out = |max: usize| inner.lock().drain(max);
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
@@ -596,30 +654,43 @@ impl Consumer {
             let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !out.is_empty() && self.rebalance_pending() {
-                // Hand out what was gathered first; the next call rebalances. Records
-                // taken before a revocation are never dropped behind the caller's back.
-                return Ok(out);
+            let stashed = inner.lock().stashed();
+            if stashed >= max || (stashed > 0 && (!fill || self.rebalance_pending())) {
+                // Enough at hand, or a rebalance is due: hand out what was gathered first
+                // (the next call rebalances). Records taken before a revocation are never
+                // dropped behind the caller's back.
+                return Ok(hand_out(max));
             }
             if let Err(e) = self.maintain().await {
-                if out.is_empty() {
+                if inner.lock().stashed() == 0 {
                     return Err(e);
                 }
                 warn!(error = %e, "consumer maintenance failed; returning records gathered");
-                return Ok(out);
+                return Ok(hand_out(max));
             }
-            let taken = self.take(max - out.len(), &mut out);
+            // (Not in one expression: the lock guard would live through `take`.)
+            let room = max.saturating_sub(inner.lock().stashed());
+            let taken = self.take(room);
             if taken.freed {
                 inner.fetch_wake.notify_one();
             }
-            if let Some(e) = taken.error {
-                if out.is_empty() {
-                    return Err(e);
+            if let Some((tp, e)) = taken.error {
+                let mut st = inner.lock();
+                if st.stashed() > 0 {
+                    // Surfaced by the next call, after these records.
+                    drop(st);
+                    return Ok(hand_out(max));
                 }
-                return Ok(out);
+                if let Some(p) = st.parts.get_mut(&tp) {
+                    if p.fault.take().is_none() {
+                        p.error_reported = true;
+                    }
+                }
+                return Err(e);
             }
-            if out.len() >= max || (!fill && !out.is_empty()) {
-                return Ok(out);
+            let stashed = inner.lock().stashed();
+            if stashed >= max || (!fill && stashed > 0) {
+                return Ok(hand_out(max));
             }
             *inner.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             let wake_for_commit = self.auto_commit_due();
@@ -641,7 +712,7 @@ impl Consumer {
                         _ = &mut notified => {}
                         _ = tokio::time::sleep_until(t.into()) => {
                             if deadline.is_some_and(|d| Instant::now() >= d) {
-                                return Ok(out);
+                                return Ok(hand_out(max));
                             }
                         }
                     }
@@ -662,8 +733,10 @@ impl Consumer {
             .then(|| self.inner.lock().last_commit + c.auto_commit_interval)
     }
 
-    /// Hands out up to `n` records from the queue, round-robin over partitions.
-    fn take(&self, n: usize, out: &mut Vec<ConsumerRecord>) -> Taken {
+    /// Takes up to `n` records from the queue into the stash, round-robin over
+    /// partitions; a partition's error or fault comes back with it (not yet marked as
+    /// reported: the caller does when it returns the error).
+    fn take(&self, n: usize) -> Taken {
         let mut taken = Taken {
             freed: false,
             error: None,
@@ -674,7 +747,10 @@ impl Consumer {
         let read_committed = self.inner.config.isolation == IsolationLevel::ReadCommitted;
         let mut st = self.inner.lock();
         let State {
-            parts, buffered, ..
+            parts,
+            buffered,
+            stash,
+            ..
         } = &mut *st;
         let mut want = n;
         // Passes of a fair share per partition, so one busy partition does not starve
@@ -691,10 +767,15 @@ impl Consumer {
                 if let Some(e) = &p.error {
                     // Surfaced once; the partition stays stopped until a seek.
                     if !p.error_reported && taken.error.is_none() {
-                        taken.error = Some(e.clone());
-                        p.error_reported = true;
+                        taken.error = Some((tp.clone(), e.clone()));
                     }
                     continue;
+                }
+                if let Some(e) = &p.fault {
+                    // Surfaced once; fetching goes on.
+                    if taken.error.is_none() {
+                        taken.error = Some((tp.clone(), e.clone()));
+                    }
                 }
                 if p.paused || p.position.is_none() {
                     continue;
@@ -726,17 +807,20 @@ impl Consumer {
                             p.position = Some(r.offset + 1);
                             p.position_epoch = cur.leader_epoch;
                             let headers = r.headers();
-                            out.push(ConsumerRecord {
-                                topic: p.topic.clone(),
-                                partition: tp.partition,
-                                offset: r.offset,
-                                timestamp_ms: r.timestamp_ms,
-                                timestamp_type: cur.timestamp_type,
-                                leader_epoch: cur.leader_epoch,
-                                key: r.key,
-                                value: r.value,
-                                headers,
-                            });
+                            stash.push_back((
+                                p.gen,
+                                ConsumerRecord {
+                                    topic: p.topic.clone(),
+                                    partition: tp.partition,
+                                    offset: r.offset,
+                                    timestamp_ms: r.timestamp_ms,
+                                    timestamp_type: cur.timestamp_type,
+                                    leader_epoch: cur.leader_epoch,
+                                    key: r.key,
+                                    value: r.value,
+                                    headers,
+                                },
+                            ));
                             quota -= 1;
                             want -= 1;
                         }
@@ -782,10 +866,17 @@ impl Consumer {
             self.init_positions().await?;
         }
         if self.auto_commit_due().is_some_and(|t| Instant::now() >= t) {
-            if let Err(e) = self.commit_consumed().await {
-                warn!(error = %e, "auto-commit failed");
-            }
+            // In a task of its own: a `recv` dropped while a commit is in flight neither
+            // cancels it nor starts it again at once (which, with callers that cancel
+            // often, could keep every call busy committing and none handing out).
             self.inner.lock().last_commit = Instant::now();
+            let offsets = self.consumed_offsets(None);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.commit_offsets(offsets).await {
+                    warn!(error = %e, "auto-commit failed");
+                }
+            });
         }
         Ok(())
     }
@@ -1121,7 +1212,7 @@ impl Consumer {
         st.parts
             .iter()
             .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
-            .filter_map(|(tp, p)| Some((tp.clone(), (p.position?, p.position_epoch))))
+            .filter_map(|(tp, p)| Some((tp.clone(), st.handed_position(tp, p)?)))
             .collect()
     }
 
@@ -1253,7 +1344,7 @@ impl Consumer {
 
 struct Taken {
     freed: bool,
-    error: Option<Error>,
+    error: Option<(TopicPartition, Error)>,
 }
 
 /// Prepares a queued batch for handing out: skips control batches and aborted

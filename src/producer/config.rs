@@ -14,6 +14,7 @@ use crate::error::ConfigError;
 /// | property (aliases) | default | meaning |
 /// |---|---|---|
 /// | every [`ClientConfig`] property | | `bootstrap.servers`, `client.id`, `retries`, ... |
+/// | `allow.auto.create.topics` | true | producing to a missing topic has the broker create it (where `auto.create.topics.enable` allows); false: fails with [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition) |
 /// | `linger.ms` (`queue.buffering.max.ms`) | 5 | how long a batch waits for more records |
 /// | `batch.size` | 1000000 | bytes (uncompressed) at which a batch is closed |
 /// | `batch.num.messages` | 10000 | records at which a batch is closed |
@@ -64,7 +65,12 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
-            client: ClientConfig::default(),
+            // Producing to a missing topic has the broker create it where it allows, as
+            // the Java and librdkafka producers do.
+            client: ClientConfig {
+                allow_auto_create_topics: true,
+                ..ClientConfig::default()
+            },
             linger: Duration::from_millis(5),
             batch_size: 1_000_000,
             batch_records: 10_000,
@@ -86,7 +92,10 @@ impl ProducerConfig {
     /// The defaults, with these bootstrap servers.
     pub fn new(bootstrap_servers: &str) -> Self {
         ProducerConfig {
-            client: ClientConfig::new(bootstrap_servers),
+            client: ClientConfig {
+                allow_auto_create_topics: true,
+                ..ClientConfig::new(bootstrap_servers)
+            },
             ..ProducerConfig::default()
         }
     }

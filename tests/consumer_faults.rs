@@ -1,0 +1,329 @@
+//! A consumer fetching from brokers that misbehave: one that stops answering fetches (but
+//! answers everything else), one that cuts a response short and hangs up, one that
+//! declares a frame over the limit and stalls, one that answers with a correlation id it
+//! was never sent. Each time the partition's fault surfaces from `recv_batch` as
+//! `Error::FetchFailed` naming the broker and the cause, after `fetch.error.timeout.ms`,
+//! retried with backoff on fresh connections meanwhile, while a partition on a healthy
+//! broker goes on being consumed.
+//!
+//! The two "brokers" are small fakes started here (ApiVersions, Metadata and Fetch only):
+//! they test our side of the socket, not Kafka.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use paperboy::consumer::{Consumer, ConsumerConfig};
+use paperboy::protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
+use paperboy::protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use paperboy::protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use paperboy::protocol::kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, FetchResponse, MetadataResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use paperboy::protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use paperboy::protocol::records::{encode_batch, BatchOptions};
+use paperboy::{Error, NewRecord, TopicPartition};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fetches {
+    /// Answers with 10 records at the offset asked for.
+    Healthy,
+    /// Never answers a fetch (answers everything else).
+    Silent,
+    /// Sends half of a response frame, then hangs up.
+    Truncated,
+    /// Declares a frame of i32::MAX bytes and stalls.
+    HugeFrame,
+    /// Answers with a correlation id that was never sent.
+    WrongCorrelationId,
+}
+
+struct Node {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn read_request(sock: &mut TcpStream) -> Option<(RequestHeader, ApiKey, i16, Bytes)> {
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    sock.read_exact(&mut buf).await.ok()?;
+    let mut b = Bytes::from(buf);
+    let key = ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).ok()?;
+    let version = i16::from_be_bytes([b[2], b[3]]);
+    let header = RequestHeader::decode(&mut b, key.request_header_version(version)).ok()?;
+    Some((header, key, version, b))
+}
+
+fn frame<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> BytesMut {
+    let hv = key.response_header_version(version);
+    let h = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = h.compute_size(hv).unwrap() + body.compute_size(version).unwrap();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&(size as i32).to_be_bytes());
+    h.encode(&mut out, hv).unwrap();
+    body.encode(&mut out, version).unwrap();
+    out
+}
+
+fn metadata(ports: [u16; 2]) -> MetadataResponse {
+    MetadataResponse::default()
+        .with_brokers(
+            (0..2)
+                .map(|i| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(i))
+                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                        .with_port(ports[i as usize] as i32)
+                })
+                .collect(),
+        )
+        .with_cluster_id(Some(StrBytes::from_static_str("fake")))
+        .with_controller_id(BrokerId(0))
+        .with_topics(vec![MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("t"))))
+            .with_partitions(
+                (0..2)
+                    .map(|i| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(i)
+                            .with_leader_id(BrokerId(i))
+                            .with_leader_epoch(0)
+                            .with_replica_nodes(vec![BrokerId(i)])
+                            .with_isr_nodes(vec![BrokerId(i)])
+                    })
+                    .collect(),
+            )])
+}
+
+fn records_at(offset: i64) -> Bytes {
+    let recs: Vec<NewRecord> = (0..10)
+        .map(|i| NewRecord::new(None::<Bytes>, Some(format!("v{}", offset + i))))
+        .collect();
+    let mut out = BytesMut::new();
+    let opts = BatchOptions {
+        base_offset: offset,
+        partition_leader_epoch: 0,
+        ..BatchOptions::default()
+    };
+    encode_batch(&recs, &opts, &mut out).unwrap();
+    out.freeze()
+}
+
+async fn serve(mut sock: TcpStream, ports: Arc<std::sync::Mutex<[u16; 2]>>, fetches: Fetches) {
+    while let Some((h, key, version, mut body)) = read_request(&mut sock).await {
+        let id = h.correlation_id;
+        let out = match key {
+            ApiKey::ApiVersions => {
+                let keys = [
+                    (ApiKey::ApiVersions, 0, 3),
+                    (ApiKey::Metadata, 0, 12),
+                    (ApiKey::Fetch, 4, 12),
+                ];
+                let resp = ApiVersionsResponse::default().with_api_keys(
+                    keys.iter()
+                        .map(|(k, min, max)| {
+                            ApiVersion::default()
+                                .with_api_key(*k as i16)
+                                .with_min_version(*min)
+                                .with_max_version(*max)
+                        })
+                        .collect(),
+                );
+                frame(id, key, version, &resp)
+            }
+            ApiKey::Metadata => {
+                let p = *ports.lock().unwrap();
+                frame(id, key, version, &metadata(p))
+            }
+            ApiKey::Fetch => {
+                let req = paperboy::protocol::kafka_protocol::messages::FetchRequest::decode(
+                    &mut body, version,
+                )
+                .unwrap();
+                match fetches {
+                    Fetches::Healthy => {
+                        let topics = req
+                            .topics
+                            .iter()
+                            .map(|t| {
+                                FetchableTopicResponse::default()
+                                    .with_topic(t.topic.clone())
+                                    .with_partitions(
+                                        t.partitions
+                                            .iter()
+                                            .map(|p| {
+                                                PartitionData::default()
+                                                    .with_partition_index(p.partition)
+                                                    .with_high_watermark(1_000_000)
+                                                    .with_last_stable_offset(1_000_000)
+                                                    .with_records(Some(records_at(p.fetch_offset)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect();
+                        // Sessionless: every fetch names its partitions.
+                        let resp = FetchResponse::default().with_responses(topics);
+                        frame(id, key, version, &resp)
+                    }
+                    Fetches::Silent => continue,
+                    Fetches::Truncated => {
+                        let resp = FetchResponse::default();
+                        let f = frame(id, key, version, &resp);
+                        let _ = sock.write_all(&f[..f.len() / 2]).await;
+                        return;
+                    }
+                    Fetches::HugeFrame => {
+                        let _ = sock.write_all(&i32::MAX.to_be_bytes()).await;
+                        let _ = sock.write_all(&[0; 64]).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    Fetches::WrongCorrelationId => frame(
+                        id.wrapping_add(1000),
+                        key,
+                        version,
+                        &FetchResponse::default(),
+                    ),
+                }
+            }
+            _ => return,
+        };
+        if sock.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn node(ports: Arc<std::sync::Mutex<[u16; 2]>>, fetches: Fetches) -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(sock, ports.clone(), fetches));
+        }
+    });
+    Node { port, accepted }
+}
+
+/// Partition 0 on a healthy node, partition 1 on one that misbehaves `bad`ly.
+async fn consume_with(bad: Fetches) -> (Error, Node, Duration, usize) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAPERBOY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let ports = Arc::new(std::sync::Mutex::new([0u16; 2]));
+    let good = node(ports.clone(), Fetches::Healthy).await;
+    let bad_node = node(ports.clone(), bad).await;
+    *ports.lock().unwrap() = [good.port, bad_node.port];
+    let consumer = Consumer::new(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", format!("127.0.0.1:{}", good.port)),
+            ("request.timeout.ms", "400".into()),
+            ("socket.connection.setup.timeout.ms", "400".into()),
+            ("fetch.max.wait.ms", "50".into()),
+            ("retry.backoff.ms", "50".into()),
+            ("retry.backoff.max.ms", "200".into()),
+            ("fetch.error.timeout.ms", "1500".into()),
+        ])
+        .unwrap(),
+    )
+    .await
+    .expect("consumer");
+    let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+    consumer.assign(&tps).unwrap();
+    for tp in &tps {
+        consumer.seek(tp, 0).unwrap();
+    }
+    let started = Instant::now();
+    let mut healthy = 0usize;
+    let err = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{bad:?}: no error surfaced"
+        );
+        match consumer.recv_batch(100, Duration::from_millis(200)).await {
+            Ok(batch) => {
+                assert!(batch.iter().all(|r| r.partition == 0), "{bad:?}");
+                healthy += batch.len();
+            }
+            Err(e) => break e,
+        }
+    };
+    let took = started.elapsed();
+    // The other partition goes on after the error, and the error is not repeated at once.
+    let more = consumer
+        .recv_batch(100, Duration::from_millis(300))
+        .await
+        .expect("the healthy partition goes on");
+    assert!(!more.is_empty(), "{bad:?}: the healthy partition stopped");
+    consumer.close().await;
+    (err, bad_node, took, healthy)
+}
+
+async fn check(bad: Fetches, cause: &str) {
+    let (err, bad_node, took, healthy) = consume_with(bad).await;
+    let Error::FetchFailed {
+        partition,
+        broker,
+        cause: c,
+        ..
+    } = &err
+    else {
+        panic!("{bad:?}: expected FetchFailed, got {err:?}");
+    };
+    assert_eq!(partition, "t[1]");
+    assert_eq!(broker, &format!("127.0.0.1:{}", bad_node.port));
+    assert!(c.to_string().contains(cause), "{bad:?}: {err}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "{bad:?}: surfaced after {took:?}"
+    );
+    assert!(
+        healthy > 0,
+        "{bad:?}: nothing from the healthy partition meanwhile"
+    );
+    let conns = bad_node.accepted.load(Ordering::SeqCst);
+    // Retried on fresh connections, with backoff (50 -> 200 ms), not in a storm.
+    assert!(
+        conns >= 2,
+        "{bad:?}: retried on the same connection ({conns})"
+    );
+    assert!(conns <= 40, "{bad:?}: {conns} connections in {took:?}");
+    eprintln!("{bad:?}: {err} ({conns} connections, {healthy} healthy records)");
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_answering_fetches() {
+    check(Fetches::Silent, "timed out").await;
+}
+
+#[tokio::test]
+async fn a_truncated_response_and_a_hang_up() {
+    check(Fetches::Truncated, "closed by broker").await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit() {
+    check(Fetches::HugeFrame, "exceeds the limit").await;
+}
+
+#[tokio::test]
+async fn a_correlation_id_never_sent() {
+    check(Fetches::WrongCorrelationId, "correlation id").await;
+}
