@@ -706,7 +706,8 @@ impl Client {
                 log_append_time_ms: None,
             });
         }
-        let resp = conn.request_at(&req, version, timeout * 2).await?;
+        // request.timeout.ms for the broker (`timeout_ms`) and for the wait, once.
+        let resp = conn.request_at(&req, version, timeout).await?;
         let p = resp
             .responses
             .iter()

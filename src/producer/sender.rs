@@ -626,6 +626,8 @@ impl Shared {
                 ),
             }
         }
+        // As the Java client: the broker gets request.timeout.ms to gather its acks
+        // (`timeout_ms`), and the client waits request.timeout.ms for the answer, once.
         let timeout = cfg.client.request_timeout;
         let req = ProduceRequest::default()
             .with_acks(cfg.acks.wire())
@@ -641,7 +643,7 @@ impl Shared {
             return Ok(batches.iter().map(|_| Ok((-1, None))).collect());
         }
         let resp = conn
-            .request_with(&req, version, timeout * 2, move || drop(turn))
+            .request_with(&req, version, timeout, move || drop(turn))
             .await?;
         let mut out = Vec::with_capacity(batches.len());
         for (tp, _) in batches {
