@@ -59,6 +59,10 @@ pub struct SeenBatch {
     pub mode: ProduceMode,
     /// The error code it answered with (or would have), 0 for none.
     pub error_code: i16,
+    /// Whether the fake appended it to its log.
+    pub appended: bool,
+    /// The records' values.
+    pub values: Vec<Bytes>,
 }
 
 struct State {
@@ -70,6 +74,8 @@ struct State {
     next_offset: HashMap<(String, i32), i64>,
     epoch: i16,
     init_producer_id_calls: usize,
+    /// Whether InitProducerId is answered.
+    answer_init_producer_id: bool,
 }
 
 /// A running fake broker.
@@ -96,6 +102,7 @@ impl FakeBroker {
                 next_offset: HashMap::new(),
                 epoch: -1,
                 init_producer_id_calls: 0,
+                answer_init_producer_id: true,
             })),
         };
         let f = fake.clone();
@@ -108,6 +115,11 @@ impl FakeBroker {
         fake
     }
 
+    /// Leaves InitProducerId requests unanswered from now on.
+    pub fn ignore_init_producer_id(&self) {
+        self.state.lock().unwrap().answer_init_producer_id = false;
+    }
+
     pub fn set_mode(&self, mode: ProduceMode) {
         self.state.lock().unwrap().mode = mode;
     }
@@ -115,6 +127,17 @@ impl FakeBroker {
     /// Every batch of every Produce request so far.
     pub fn seen(&self) -> Vec<SeenBatch> {
         self.state.lock().unwrap().seen.clone()
+    }
+
+    /// How many times the fake appended a record with this value.
+    pub fn appended(&self, value: &[u8]) -> usize {
+        let st = self.state.lock().unwrap();
+        st.seen
+            .iter()
+            .filter(|b| b.appended)
+            .flat_map(|b| b.values.iter())
+            .filter(|v| v.as_ref() == value)
+            .count()
     }
 
     pub fn init_producer_id_calls(&self) -> usize {
@@ -203,6 +226,9 @@ impl FakeBroker {
                     let epoch = {
                         let mut st = self.state.lock().unwrap();
                         st.init_producer_id_calls += 1;
+                        if !st.answer_init_producer_id {
+                            continue;
+                        }
                         // A fresh id starts at epoch 0; the current id asks for a bump.
                         let fresh = req.producer_id.0 < 0;
                         let bump =
@@ -253,6 +279,11 @@ impl FakeBroker {
                     .next()
                     .expect("a record batch")
                     .expect("the batch decodes");
+                let values = batch
+                    .records()
+                    .expect("records")
+                    .map(|r| r.expect("a record decodes").value.unwrap_or_default())
+                    .collect();
                 let (pid, epoch, seq, n) = (
                     batch.producer_id(),
                     batch.producer_epoch(),
@@ -279,7 +310,8 @@ impl FakeBroker {
                     }
                 };
                 let mut base_offset = -1;
-                if code == 0 && mode != ProduceMode::Silent {
+                let appended = code == 0 && mode != ProduceMode::Silent;
+                if appended {
                     if pid >= 0 {
                         st.sequences.insert(key.clone(), (epoch, seq + n));
                     }
@@ -298,6 +330,8 @@ impl FakeBroker {
                     records: n,
                     mode,
                     error_code: code,
+                    appended,
+                    values,
                 });
                 parts.push(
                     PartitionProduceResponse::default()
