@@ -474,3 +474,54 @@ async fn starting_a_producer_takes_at_most_default_api_timeout() {
         1300,
     );
 }
+
+#[tokio::test]
+async fn a_record_lingering_past_its_delivery_timeout_fails_then() {
+    // linger.ms longer than delivery.timeout.ms: the batch is still open at the deadline.
+    let fake = FakeBroker::start(1, ProduceMode::Answer).await;
+    let cfg = producer_config(&fake, 500, 500).with_linger(Duration::from_secs(3));
+    let producer = Producer::new(cfg).await.unwrap();
+    let start = Instant::now();
+    let err = producer
+        .send(ProducerRecord::new("t").with_value("v"))
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    eprintln!("a lingering record failed after {took:?}: {err}");
+    assert_delivery_timeout(&err, Duration::from_millis(500));
+    assert_within(
+        "a lingering record (delivery.timeout.ms=500)",
+        took,
+        450,
+        850,
+    );
+    assert!(fake.seen().is_empty(), "never sent");
+}
+
+#[tokio::test]
+async fn enqueue_waits_for_metadata_at_most_max_block() {
+    // The topic's metadata never comes: enqueue gives up after max.block.ms, not after
+    // the metadata request's own request.timeout.ms.
+    let fake = FakeBroker::start(1, ProduceMode::Answer).await;
+    let producer = Producer::new(
+        producer_config(&fake, 3000, 10_000)
+            .with("max.block.ms", "500")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    fake.ignore_topic_metadata();
+    let start = Instant::now();
+    let err = producer
+        .enqueue(ProducerRecord::new("t").with_value("v"))
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    eprintln!("enqueue failed after {took:?}: {err}");
+    assert!(
+        matches!(&err, Error::Timeout { what, after } if what.contains("metadata")
+            && *after == Duration::from_millis(500)),
+        "{err}"
+    );
+    assert_within("enqueue (max.block.ms=500)", took, 450, 850);
+}

@@ -76,6 +76,8 @@ struct State {
     init_producer_id_calls: usize,
     /// Whether InitProducerId is answered.
     answer_init_producer_id: bool,
+    /// Whether Metadata requests that name topics are answered.
+    answer_topic_metadata: bool,
 }
 
 /// A running fake broker.
@@ -103,6 +105,7 @@ impl FakeBroker {
                 epoch: -1,
                 init_producer_id_calls: 0,
                 answer_init_producer_id: true,
+                answer_topic_metadata: true,
             })),
         };
         let f = fake.clone();
@@ -113,6 +116,11 @@ impl FakeBroker {
             }
         });
         fake
+    }
+
+    /// Leaves Metadata requests that name a topic unanswered from now on.
+    pub fn ignore_topic_metadata(&self) {
+        self.state.lock().unwrap().answer_topic_metadata = false;
     }
 
     /// Leaves InitProducerId requests unanswered from now on.
@@ -187,7 +195,13 @@ impl FakeBroker {
                 }
                 ApiKey::Metadata => {
                     let req = MetadataRequest::decode(&mut b, version).unwrap();
-                    let partitions = self.state.lock().unwrap().partitions;
+                    let (partitions, answer) = {
+                        let st = self.state.lock().unwrap();
+                        (st.partitions, st.answer_topic_metadata)
+                    };
+                    if !answer && req.topics.as_ref().is_some_and(|t| !t.is_empty()) {
+                        continue;
+                    }
                     let topics = req
                         .topics
                         .unwrap_or_default()
