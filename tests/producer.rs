@@ -417,17 +417,18 @@ async fn records_refused_until_their_delivery_timeout_fail_then_and_later_record
     let good = common::new_topic(&client, "deadline-good", 1).await;
     let doomed = common::new_topic(&client, "deadline-deleted", 1).await;
     let delivery = Duration::from_millis(1500);
-    let producer = Producer::new(
-        config()
-            .with_delivery_timeout(delivery)
-            .with("request.timeout.ms", "1000")
-            .unwrap()
-            .with("max.in.flight.requests.per.connection", "1")
-            .unwrap()
-            .with_batch_limits(1_000_000, 1),
-    )
-    .await
-    .unwrap();
+    let mut cfg = config()
+        .with_delivery_timeout(delivery)
+        .with("request.timeout.ms", "1000")
+        .unwrap()
+        .with("max.in.flight.requests.per.connection", "1")
+        .unwrap()
+        .with_batch_limits(1_000_000, 1);
+    // The deleted topic must stay deleted: where the producer's metadata requests may ask
+    // the broker to create a missing topic, they must not here (a client without the
+    // setting never asks).
+    let _ = cfg.set("allow.auto.create.topics", "false");
+    let producer = Producer::new(cfg).await.unwrap();
     let d0 = producer
         .send(ProducerRecord::new(&good).with_value("before"))
         .await
