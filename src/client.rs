@@ -654,9 +654,14 @@ impl Client {
     /// append the batch (leader moved, not enough replicas, ...): a lost connection is
     /// returned as an error, because the batch may or may not have been written.
     ///
+    /// Each attempt waits `request.timeout.ms` for the broker's answer (the broker is
+    /// given the same time to gather its acks); attempts are retried within
+    /// `default.api.timeout.ms`.
+    ///
     /// # Errors
     /// [`Error::Encode`] when the records cannot be encoded; [`Error::Kafka`] with the
-    /// broker's code (MESSAGE_TOO_LARGE, ...); connection errors as they come.
+    /// broker's code (MESSAGE_TOO_LARGE, ...); [`Error::Timeout`] when the answer did not
+    /// come within `request.timeout.ms`; connection errors as they come.
     pub async fn produce(
         &self,
         topic: &str,
@@ -719,7 +724,8 @@ impl Client {
                 log_append_time_ms: None,
             });
         }
-        let resp = conn.request_at(&req, version, timeout * 2).await?;
+        // request.timeout.ms for the broker (`timeout_ms`) and for the wait, once.
+        let resp = conn.request_at(&req, version, timeout).await?;
         let p = resp
             .responses
             .iter()

@@ -406,3 +406,93 @@ async fn the_first_batches_on_a_new_topic_are_written_in_order() {
         }
     }
 }
+
+/// On a real broker: records to a topic deleted under the producer are refused
+/// (UNKNOWN_TOPIC_OR_PARTITION, retriable) and then have no leader; they are retried
+/// until their delivery timeout and fail then, naming it and the last error, the first
+/// sent and the one buffered behind it alike. The first batch's sequence numbers are in
+/// doubt, so the producer bumps its epoch; records to a partition it had written before
+/// are still delivered after that (from sequence 0 of the new epoch, which the broker
+/// accepts), once each.
+#[tokio::test]
+async fn records_refused_until_their_delivery_timeout_fail_then_and_later_records_are_delivered() {
+    let client = common::client().await;
+    let good = common::new_topic(&client, "deadline-good", 1).await;
+    let doomed = common::new_topic(&client, "deadline-deleted", 1).await;
+    let delivery = Duration::from_millis(1500);
+    let mut cfg = config()
+        .with_delivery_timeout(delivery)
+        .with("request.timeout.ms", "1000")
+        .unwrap()
+        .with("max.in.flight.requests.per.connection", "1")
+        .unwrap()
+        .with_batch_limits(1_000_000, 1);
+    // The deleted topic must stay deleted: where the producer's metadata requests may ask
+    // the broker to create a missing topic, they must not here (a client without the
+    // setting never asks).
+    let _ = cfg.set("allow.auto.create.topics", "false");
+    let producer = Producer::new(cfg).await.unwrap();
+    let d0 = producer
+        .send(ProducerRecord::new(&good).with_value("before"))
+        .await
+        .unwrap();
+    assert_eq!(d0.offset, 0);
+    producer
+        .send(ProducerRecord::new(&doomed).with_value("delivered"))
+        .await
+        .unwrap();
+    client.delete_topics(&[&doomed]).await.unwrap();
+
+    let start = std::time::Instant::now();
+    let first = producer
+        .enqueue(ProducerRecord::new(&doomed).with_value("refused 1"))
+        .await
+        .unwrap();
+    // Right behind (once the first is refused, the topic is gone from the metadata and
+    // enqueue refuses it), in a batch of its own.
+    let behind_start = std::time::Instant::now();
+    let behind = producer
+        .enqueue(ProducerRecord::new(&doomed).with_value("refused 2"))
+        .await
+        .unwrap();
+    // Each timed when it resolves, in a task of its own.
+    let timed = |d: paperboy::producer::DeliveryFuture| {
+        tokio::spawn(async move {
+            let r = d.await;
+            (r, std::time::Instant::now())
+        })
+    };
+    let (first, behind) = (timed(first), timed(behind));
+    for (d, since, what) in [
+        (first, start, "the refused record"),
+        (behind, behind_start, "the record behind it"),
+    ] {
+        let (result, at) = d.await.unwrap();
+        let err = result.unwrap_err();
+        let took = at - since;
+        eprintln!("{what} failed after {took:?}: {err}");
+        match &err {
+            Error::Timeout { what: w, after } => {
+                assert_eq!(*after, delivery, "{err}");
+                assert!(w.starts_with("delivery to "), "{err}");
+            }
+            other => panic!("{what}: expected the delivery timeout, got {other}"),
+        }
+        assert!(
+            took >= delivery - Duration::from_millis(50)
+                && took <= delivery + Duration::from_millis(400),
+            "{what} failed after {took:?}"
+        );
+    }
+
+    let d1 = producer
+        .send(ProducerRecord::new(&good).with_value("after"))
+        .await
+        .unwrap();
+    assert_eq!(d1.offset, 1, "written once, right after the first");
+    producer.close().await;
+    let back = common::read_partition(&client, &good, 0, 0, 2).await;
+    let values: Vec<&[u8]> = back.iter().map(|r| r.2.as_deref().unwrap()).collect();
+    assert_eq!(values, [&b"before"[..], &b"after"[..]]);
+    assert_eq!(common::total_records(&client, &good, 1).await, 2);
+}

@@ -363,12 +363,8 @@ impl Link {
         let api = api_key_of::<R>();
         let sent = self.send_frame(req, version, true, sasl).await;
         written();
-        let (correlation_id, rx) = sent?;
-        let guard = PendingGuard {
-            shared: &self.shared,
-            correlation_id,
-        };
-        let rx = rx.expect("a reply channel was asked for");
+        let (correlation_id, reply) = sent?;
+        let (rx, guard) = reply.expect("a reply channel was asked for");
         let frame = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(self.shared.disconnected("reader stopped")),
@@ -398,7 +394,10 @@ impl Link {
         version: i16,
         expect_reply: bool,
         sasl: bool,
-    ) -> Result<(i32, Option<oneshot::Receiver<Result<Bytes>>>)> {
+    ) -> Result<(
+        i32,
+        Option<(oneshot::Receiver<Result<Bytes>>, PendingGuard<'_>)>,
+    )> {
         let correlation_id = self
             .next_correlation_id
             .fetch_add(1, Ordering::Relaxed)
@@ -427,7 +426,15 @@ impl Link {
                 return Err(self.shared.disconnected(reason));
             }
             p.replies.insert(correlation_id, tx);
-            Some(rx)
+            // From here on the entry goes when the caller stops waiting, even if that is
+            // before the frame is queued (a caller dropped at its deadline).
+            Some((
+                rx,
+                PendingGuard {
+                    shared: &self.shared,
+                    correlation_id,
+                },
+            ))
         } else {
             None
         };

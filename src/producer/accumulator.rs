@@ -7,7 +7,7 @@
 //! ([`Batch::encode`]). The benchmarks (`benches/producer.rs`) drive the same code
 //! through [`bench`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,7 +97,11 @@ pub(crate) struct Batch {
     pub(crate) records: Vec<NewRecord>,
     pub(crate) replies: Vec<Reply>,
     pub(crate) bytes: usize,
+    /// When the batch was opened: its records fail at `created + delivery.timeout.ms`.
     pub(crate) created: Instant,
+    /// The order in which batches were opened (both halves of a split batch keep it):
+    /// `flush` waits for the batches opened before it was called.
+    pub(crate) serial: u64,
     pub(crate) attempts: u32,
     /// The first record's sequence number once assigned; -1 before.
     pub(crate) base_seq: i32,
@@ -105,6 +109,14 @@ pub(crate) struct Batch {
     pub(crate) not_before: Option<Instant>,
     /// The last error, for the record's failure if the batch expires.
     pub(crate) last_error: Option<Error>,
+    /// An attempt ended without an answer (timed out, connection lost) after the request
+    /// may have been written: the broker may hold the batch under its current producer
+    /// epoch and sequence. Such a batch may be sent again under the same epoch and
+    /// sequence (the broker recognises a duplicate), never renumbered.
+    pub(crate) in_doubt: bool,
+    /// Its delivery timeout passed while it was in flight: its records have failed and
+    /// its bytes have left the accounting; the request is still being settled.
+    pub(crate) expired: bool,
 }
 
 impl Batch {
@@ -114,10 +126,13 @@ impl Batch {
             replies: Vec::new(),
             bytes: 0,
             created: now,
+            serial: 0,
             attempts: 0,
             base_seq: -1,
             not_before: None,
             last_error: None,
+            in_doubt: false,
+            expired: false,
         }
     }
 
@@ -125,13 +140,16 @@ impl Batch {
         self.records.len()
     }
 
-    /// Splits into two halves of fresh batches (for MESSAGE_TOO_LARGE).
-    pub(crate) fn split(mut self) -> (Batch, Batch) {
+    /// Splits into two halves of fresh batches (for MESSAGE_TOO_LARGE); use
+    /// [`Accumulator::split`], which keeps the halves unsettled.
+    fn split(mut self) -> (Batch, Batch) {
         let half = self.records.len() / 2;
         let tail_records = self.records.split_off(half);
         let tail_replies = self.replies.split_off(half);
         let mut a = Batch::new(self.created);
         let mut b = Batch::new(self.created);
+        (a.serial, b.serial) = (self.serial, self.serial);
+        (a.in_doubt, b.in_doubt) = (self.in_doubt, self.in_doubt);
         a.bytes = self.records.iter().map(new_record_size).sum();
         b.bytes = tail_records.iter().map(new_record_size).sum();
         a.records = self.records;
@@ -188,6 +206,11 @@ pub(crate) struct Accumulator {
     pub(crate) sticky: HashMap<Arc<str>, i32>,
     pub(crate) buffered_bytes: usize,
     pub(crate) buffered_records: usize,
+    /// The serial of the next batch opened.
+    pub(crate) next_serial: u64,
+    /// Batches not yet settled (acknowledged or failed), by serial: how many of each
+    /// (two once a batch is split).
+    unsettled: BTreeMap<u64, usize>,
     rng: u64,
 }
 
@@ -200,6 +223,8 @@ impl Accumulator {
             sticky: HashMap::new(),
             buffered_bytes: 0,
             buffered_records: 0,
+            next_serial: 0,
+            unsettled: BTreeMap::new(),
             rng: seed,
         }
     }
@@ -215,6 +240,19 @@ impl Accumulator {
     /// Records buffered or in flight.
     pub(crate) fn pending(&self) -> usize {
         self.buffered_records
+    }
+
+    /// Whether every batch opened before serial `serial` has been settled.
+    pub(crate) fn settled_before(&self, serial: u64) -> bool {
+        self.unsettled
+            .first_key_value()
+            .is_none_or(|(first, _)| *first >= serial)
+    }
+
+    /// Splits a batch in two halves (for MESSAGE_TOO_LARGE), both unsettled.
+    pub(crate) fn split(&mut self, batch: Batch) -> (Batch, Batch) {
+        *self.unsettled.entry(batch.serial).or_default() += 1;
+        batch.split()
     }
 
     /// Whether a record of `size` accounted bytes fits in the buffer now.
@@ -277,9 +315,14 @@ impl Accumulator {
                 wake = true;
             }
         }
+        let (next_serial, unsettled) = (&mut self.next_serial, &mut self.unsettled);
         let open = part.open.get_or_insert_with(|| {
             wake = true;
-            Batch::new(now)
+            let mut b = Batch::new(now);
+            b.serial = *next_serial;
+            *next_serial += 1;
+            unsettled.insert(b.serial, 1);
+            b
         });
         open.records.push(new_record);
         open.replies.push(reply);
@@ -296,10 +339,20 @@ impl Accumulator {
         wake
     }
 
-    /// Removes a settled batch's records from the accounting.
+    /// Removes a settled batch's records from the accounting (once: a batch whose
+    /// records failed in flight at their delivery timeout was released then).
     pub(crate) fn release(&mut self, batch: &Batch) {
+        if batch.expired {
+            return;
+        }
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.bytes);
         self.buffered_records = self.buffered_records.saturating_sub(batch.len());
+        if let Some(n) = self.unsettled.get_mut(&batch.serial) {
+            *n -= 1;
+            if *n == 0 {
+                self.unsettled.remove(&batch.serial);
+            }
+        }
     }
 }
 
@@ -470,6 +523,52 @@ mod tests {
         let batch = batch.ready.pop_front().unwrap();
         acc.release(&batch);
         assert_eq!((acc.buffered_records, acc.buffered_bytes), (1, 100));
+    }
+
+    #[test]
+    fn batches_stay_unsettled_until_released_once_and_splits_count_twice() {
+        // One record a batch, on one partition.
+        let cfg = ProducerConfig::new("x").with_batch_limits(100, 1);
+        let mut acc = Accumulator::new(1);
+        for _ in 0..3 {
+            push(&mut acc, record(Some("k"), 10), &cfg);
+        }
+        let p = crate::producer::murmur2_partition(b"k", 12);
+        let part = acc.parts.get_mut(&(Arc::from("t"), p)).unwrap();
+        let mut batches: Vec<Batch> = part.ready.drain(..).collect();
+        assert_eq!(
+            batches.iter().map(|b| b.serial).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let flush_point = acc.next_serial;
+        assert!(!acc.settled_before(flush_point));
+        assert!(acc.settled_before(0));
+
+        // The first batch fails in flight at its deadline: released then, not again.
+        let mut first = batches.remove(0);
+        acc.release(&first);
+        first.expired = true;
+        acc.release(&first);
+        assert_eq!(acc.buffered_records, 2);
+        assert!(acc.settled_before(1) && !acc.settled_before(2));
+
+        // The second is split in two (it needs two records for that: add one).
+        let mut second = batches.remove(0);
+        second.records.push(second.records[0].clone());
+        let (tx, _rx) = oneshot::channel();
+        second.replies.push(tx);
+        let (a, b) = acc.split(second);
+        assert_eq!((a.serial, b.serial), (1, 1));
+        acc.release(&a);
+        assert!(!acc.settled_before(2), "half of batch 1 is still out");
+        acc.release(&b);
+        assert!(acc.settled_before(2) && !acc.settled_before(flush_point));
+        acc.release(&batches.remove(0));
+        assert!(acc.settled_before(flush_point));
+        // A batch opened later does not hold up a flush that started before it.
+        push(&mut acc, record(Some("k"), 10), &cfg);
+        assert!(acc.settled_before(flush_point));
+        assert!(!acc.settled_before(acc.next_serial));
     }
 
     #[test]

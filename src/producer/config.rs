@@ -21,13 +21,21 @@ use crate::error::ConfigError;
 /// | `acks` (`request.required.acks`) | all | 0, 1, or all (-1) |
 /// | `enable.idempotence` | true | no duplicates, no reordering on retry (needs acks=all) |
 /// | `compression.type` (`compression.codec`) | snappy | none, gzip, snappy, lz4, zstd |
-/// | `delivery.timeout.ms` (`message.timeout.ms`) | 120000 | a record not acknowledged in this time fails |
+/// | `delivery.timeout.ms` (`message.timeout.ms`) | 120000 | a record not acknowledged in this time after it was enqueued fails, buffered, retrying or in flight |
 /// | `message.max.bytes` (`max.request.size`) | 1000000 | the largest record accepted by `send` |
 /// | `buffer.memory` | 67108864 | bytes of records buffered before `send` waits |
 /// | `queue.buffering.max.kbytes` | 65536 | the same bound in KiB (librdkafka's name) |
 /// | `queue.buffering.max.messages` | 100000 | records buffered before `send` waits |
-/// | `max.block.ms` | 60000 | how long `send` waits for buffer space before failing |
+/// | `max.block.ms` | 60000 | how long `enqueue`/`send` wait for the topic's metadata and buffer space before failing |
 /// | `max.in.flight.requests.per.connection` (`max.in.flight`) | 5 | requests in flight per broker (at most 5 with idempotence) |
+///
+/// A Produce request waits for its answer `request.timeout.ms` (a [`ClientConfig`]
+/// property, which the broker is also given as its own `timeout_ms`), and is retried
+/// while its records have time left. Which setting bounds each call of the producer is
+/// said on the call: [`Producer::new`](super::Producer::new) (`default.api.timeout.ms`),
+/// [`enqueue`](super::Producer::enqueue) (`max.block.ms`), a delivery
+/// (`delivery.timeout.ms`), [`flush`](super::Producer::flush) and
+/// [`close`](super::Producer::close) (`delivery.timeout.ms`).
 ///
 /// # Example
 /// ```

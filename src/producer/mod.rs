@@ -135,6 +135,12 @@ pub struct Delivery {
 
 /// The outcome of one enqueued record; resolves when the record is acknowledged or
 /// has failed. Dropping it does not cancel the record.
+///
+/// It resolves within `delivery.timeout.ms` of the record's [`Producer::enqueue`]
+/// (sooner by up to `linger.ms` for a record added to a batch opened before it): a record
+/// not acknowledged by then fails with [`Error::Timeout`], whether it is still buffered,
+/// waiting to be retried or in flight. A record failed in flight may still have been
+/// written (its request had no answer yet), as with the Java client.
 #[derive(Debug)]
 #[must_use = "a delivery future does nothing unless awaited; drop it explicitly for fire-and-forget"]
 pub struct DeliveryFuture {
@@ -178,9 +184,14 @@ impl Drop for DropGuard {
 impl Producer {
     /// Connects to the cluster and, with idempotence, obtains a producer id.
     ///
+    /// Waits at most `default.api.timeout.ms` in all (each connection attempt is bounded
+    /// by `socket.connection.setup.timeout.ms` and each request by `request.timeout.ms`
+    /// within it).
+    ///
     /// # Errors
     /// [`Error::Config`] for conflicting settings; connection errors; the broker's
-    /// error for InitProducerId.
+    /// error for InitProducerId; [`Error::Timeout`] when `default.api.timeout.ms` passes
+    /// first.
     pub async fn new(config: ProducerConfig) -> Result<Producer> {
         Self::with_partitioner(config, DefaultPartitioner).await
     }
@@ -195,8 +206,21 @@ impl Producer {
         partitioner: impl Partitioner,
     ) -> Result<Producer> {
         config.validate()?;
-        let client = Client::connect(config.client.clone()).await?;
-        let shared = sender::Shared::start(client, config, Arc::new(partitioner)).await?;
+        let limit = config.client.default_api_timeout;
+        let deadline = std::time::Instant::now() + limit;
+        let start = async {
+            let client = Client::connect(config.client.clone()).await?;
+            sender::Shared::start(client, config, Arc::new(partitioner), deadline).await
+        };
+        let shared = match tokio::time::timeout(limit, start).await {
+            Ok(started) => started?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "starting the producer (cluster metadata, producer id)".to_owned(),
+                    after: limit,
+                })
+            }
+        };
         Ok(Producer {
             _handle: Arc::new(DropGuard(shared.clone())),
             shared,
@@ -210,34 +234,51 @@ impl Producer {
 
     /// Sends a record and waits until it is acknowledged (per `acks`) or has failed.
     ///
+    /// Waits at most `max.block.ms` to buffer the record (as [`Producer::enqueue`]), then
+    /// at most `delivery.timeout.ms` for its outcome (as [`DeliveryFuture`]).
+    ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::BufferFull`], [`Error::UnknownTopicOrPartition`]
-    /// before anything is buffered; after, the broker's error ([`Error::Kafka`]) or a
+    /// before anything is buffered, or [`Error::Timeout`] when its topic's metadata did
+    /// not come within `max.block.ms`; after, the broker's error ([`Error::Kafka`]) or
     /// [`Error::Timeout`] once `delivery.timeout.ms` has passed.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery> {
         self.enqueue(record).await?.await
     }
 
-    /// Buffers a record, waiting while the buffer is full (at most `max.block.ms`), and
-    /// returns the future of its delivery.
+    /// Buffers a record, waiting for its topic's metadata (when not known yet) and while
+    /// the buffer is full, and returns the future of its delivery, which resolves within
+    /// `delivery.timeout.ms`.
+    ///
+    /// Waits at most `max.block.ms` in all, as the Java client's `send` does.
     ///
     /// # Errors
-    /// As the first half of [`Producer::send`]; [`Error::Closed`] after
-    /// [`Producer::close`].
+    /// As the first half of [`Producer::send`]: [`Error::BufferFull`] when the buffer
+    /// stayed full, [`Error::Timeout`] when the metadata did not come, within
+    /// `max.block.ms`; [`Error::Closed`] after [`Producer::close`].
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let rx = self.shared.enqueue(record).await?;
         Ok(DeliveryFuture { rx })
     }
 
     /// Sends everything buffered now, without waiting for `linger.ms`, and waits until
-    /// every buffered record (including any enqueued meanwhile) is acknowledged or
-    /// failed.
+    /// every record enqueued before the call is acknowledged or has failed.
+    ///
+    /// Waits at most `delivery.timeout.ms`: a record not delivered by its delivery
+    /// timeout fails then (its [`DeliveryFuture`] resolves with [`Error::Timeout`]), so
+    /// when `flush` returns, each record enqueued before it has its outcome. Records
+    /// enqueued meanwhile are sent at once too, but not waited for.
     pub async fn flush(&self) {
         self.shared.flush().await;
     }
 
     /// Refuses new records, delivers everything buffered (or fails it at its delivery
     /// timeout), and closes the connections.
+    ///
+    /// Waits at most `delivery.timeout.ms` for the records (as [`Producer::flush`]): each
+    /// record not delivered by its delivery timeout fails then, with [`Error::Timeout`],
+    /// and none is left pending. Closing the connections then waits for a connection
+    /// being opened, at most `socket.connection.setup.timeout.ms`.
     pub async fn close(&self) {
         self.shared.begin_close();
         self.shared.flush().await;

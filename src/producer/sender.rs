@@ -6,8 +6,38 @@
 //! send to which broker) and does everything slow outside it: encoding and compressing
 //! batches, the requests, waiting for answers. A request's task locks again only to
 //! settle its batches.
+//!
+//! # Deadlines
+//!
+//! Every record fails with [`Error::Timeout`] no later than `delivery.timeout.ms` after
+//! its batch was opened (so after the record was enqueued), wherever it is then, as in
+//! the Java client:
+//! - open or ready (lingering, waiting for a turn, for a leader, for a retry's backoff,
+//!   for an epoch bump): [`Shared::plan`] fails it, and wakes up for the next deadline;
+//! - in flight: the request's task fails its records at the deadline while the request
+//!   goes on (see [`Shared::within_deadlines`]); once every record of a request has
+//!   failed, the request is abandoned (a late answer is dropped).
+//!
+//! A Produce request itself times out after `request.timeout.ms`, once (the broker is
+//! given the same `timeout_ms`), and is retried while its batches have time left.
+//!
+//! With idempotence, a batch failed in flight (or failed after an attempt that got no
+//! answer) may or may not have been written: the broker's sequence for its partition is
+//! unknown, and sending later batches with the sequence numbers after it would have them
+//! refused as OUT_OF_ORDER_SEQUENCE_NUMBER if it was not written. So the producer bumps
+//! its epoch (InitProducerId with the current id and epoch, KIP-360; a new id from
+//! brokers older than 2.5) once nothing is in flight, and starts every partition again
+//! from sequence 0, which the broker accepts under a new epoch. Batches that were never
+//! sent are renumbered and go out under the new epoch. A batch that had been sent and got
+//! no answer ([`Batch::in_doubt`]) is failed at the bump instead: it may be in the log
+//! under the old epoch, and the broker would not recognise a copy under the new one as a
+//! duplicate. So a record is written twice only if it was reported as failed, and an
+//! acknowledged record never is; acknowledged records of a partition stay in the order
+//! they were enqueued (the sender keeps a partition's batches in sequence order, and
+//! batches after a failed one are sent only after it has settled).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -71,9 +101,10 @@ impl Shared {
         client: Client,
         cfg: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
+        deadline: Instant,
     ) -> Result<Arc<Shared>> {
         let (producer_id, producer_epoch) = if cfg.idempotence {
-            init_producer_id(&client, -1, -1).await?
+            init_producer_id(&client, -1, -1, deadline).await?
         } else {
             (-1, -1)
         };
@@ -127,19 +158,35 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Sends every batch without waiting for `linger.ms` while it waits, and returns once
+    /// every record enqueued before the call has been acknowledged or has failed: at
+    /// most `delivery.timeout.ms` after the call, since each of them fails by then.
+    /// Records enqueued meanwhile are not waited for (a producer that is never idle would
+    /// otherwise keep `flush` waiting for ever).
     pub(crate) async fn flush(&self) {
-        self.lock().flushing += 1;
+        /// Takes the flush off the count when it returns or its caller stops waiting.
+        struct Flushing<'a>(&'a Shared);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.lock().flushing -= 1;
+            }
+        }
+        let before = {
+            let mut st = self.lock();
+            st.flushing += 1;
+            st.acc.next_serial
+        };
+        let _flushing = Flushing(self);
         self.wake.notify_one();
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            if self.lock().pending() == 0 {
+            if self.lock().acc.settled_before(before) {
                 break;
             }
             idle.await;
         }
-        self.lock().flushing -= 1;
     }
 
     pub(crate) async fn enqueue(
@@ -150,14 +197,28 @@ impl Shared {
             return Err(Error::Closed);
         }
         let size = admit(&record, &self.cfg)?;
-        let cluster = self.client.topic_metadata(&record.topic).await?;
+        // max.block.ms bounds the whole wait: for the topic's metadata, then for room.
+        let deadline = tokio::time::Instant::now() + self.cfg.max_block;
+        let cluster = match tokio::time::timeout_at(
+            deadline,
+            self.client.topic_metadata(&record.topic),
+        )
+        .await
+        {
+            Ok(cluster) => cluster?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("metadata of topic {}", record.topic),
+                    after: self.cfg.max_block,
+                })
+            }
+        };
         let count = cluster
             .topic(&record.topic)
             .map_or(0, |t| t.partitions.len() as i32);
         let chosen = choose(&*self.partitioner, &record, count)?;
 
         // Wait for room, registering for the wake-up before looking, so none is missed.
-        let deadline = tokio::time::Instant::now() + self.cfg.max_block;
         let mut st = loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -193,8 +254,21 @@ impl Shared {
     fn release(&self, st: &mut State, batch: &Batch) {
         st.acc.release(batch);
         self.space.notify_waiters();
-        if st.acc.buffered_records == 0 {
+        if st.flushing > 0 || st.acc.buffered_records == 0 {
             self.idle.notify_waiters();
+        }
+    }
+
+    /// Fails the records of a batch in flight whose delivery timeout has passed. The
+    /// batch stays in flight (its request's task settles it when the request ends) but
+    /// its records have their answer and leave the buffer now.
+    fn expire_in_flight(&self, st: &mut State, tp: &Tp, batch: &mut Batch) {
+        let err = delivery_timeout(tp, batch, true, self.cfg.delivery_timeout);
+        warn!(topic = %tp.0, partition = tp.1, records = batch.len(), "batch expired in flight: {err}");
+        self.release(st, batch);
+        batch.expired = true;
+        for reply in batch.replies.drain(..) {
+            let _ = reply.send(Err(err.clone()));
         }
     }
 
@@ -231,6 +305,37 @@ impl Shared {
             .min(c.retry_backoff_max);
         jitter(exp)
     }
+}
+
+/// The error of records whose delivery timeout passed.
+fn delivery_timeout(tp: &Tp, batch: &Batch, in_flight: bool, after: Duration) -> Error {
+    let mut notes = Vec::new();
+    if in_flight {
+        notes.push("in flight, no answer yet".to_owned());
+    }
+    if let Some(e) = &batch.last_error {
+        notes.push(format!("last error: {e}"));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
+    Error::Timeout {
+        what: format!("delivery to {}[{}]{notes}", tp.0, tp.1),
+        after,
+    }
+}
+
+/// How a Produce request ended.
+enum Outcome {
+    /// The broker answered: per batch, its result.
+    Answered(Vec<Result<(i64, Option<i64>)>>),
+    /// Nothing of it was written (no connection to the broker, no usable version).
+    Unsent(Error),
+    /// It may have been written, but no answer came: it timed out, the connection was
+    /// lost, or it was abandoned once all its records had failed at their deadline.
+    Lost(Error),
 }
 
 /// The resolution of Tokio's timer, less a nanosecond: a batch due within it is closed
@@ -316,14 +421,16 @@ impl Shared {
         for (tp, part) in st.acc.parts.iter_mut() {
             if let Some(open) = &part.open {
                 let due = open.created + cfg.linger;
+                let expires = open.created + cfg.delivery_timeout;
                 // Tokio's timer fires on the first millisecond tick at or after a
                 // deadline, which would linger up to a millisecond past linger.ms: wake on
                 // the tick before it instead, and close what is due by then.
-                if rush || due <= now + TIMER_TICK {
+                if rush || due <= now + TIMER_TICK || expires <= now {
+                    // (With linger.ms past delivery.timeout.ms, it expires just below.)
                     part.ready.extend(part.open.take());
                     unsticky.push(tp.0.clone());
                 } else {
-                    soonest(due - TIMER_TICK);
+                    soonest((due - TIMER_TICK).min(expires));
                 }
             }
             let mut i = 0;
@@ -346,18 +453,7 @@ impl Shared {
             st.acc.sticky.remove(&t);
         }
         for (tp, b) in expired {
-            let err = Error::Timeout {
-                what: format!(
-                    "delivery to {}[{}]{}",
-                    tp.0,
-                    tp.1,
-                    b.last_error
-                        .as_ref()
-                        .map(|e| format!(" (last error: {e})"))
-                        .unwrap_or_default()
-                ),
-                after: cfg.delivery_timeout,
-            };
+            let err = delivery_timeout(&tp, &b, false, cfg.delivery_timeout);
             warn!(topic = %tp.0, partition = tp.1, records = b.len(), "batch expired: {err}");
             self.fail(st, b, err);
         }
@@ -495,7 +591,8 @@ impl Shared {
     }
 
     async fn bump(self: Arc<Self>, pid: i64, epoch: i16) {
-        let result = init_producer_id(&self.client, pid, epoch).await;
+        let deadline = Instant::now() + self.client.config().default_api_timeout;
+        let result = init_producer_id(&self.client, pid, epoch, deadline).await;
         {
             let mut st = self.lock();
             match result {
@@ -508,14 +605,35 @@ impl Shared {
                     st.producer_id = new_pid;
                     st.producer_epoch = new_epoch;
                     st.need_bump = false;
-                    for part in st.acc.parts.values_mut() {
+                    // Batches never sent are renumbered under the new epoch. A batch sent
+                    // without an answer may be in the log under the old epoch: sent again
+                    // under the new one, the broker would write it a second time, and it
+                    // would be acknowledged. It fails instead, with the error that left
+                    // it in doubt.
+                    let mut in_doubt = Vec::new();
+                    for (tp, part) in st.acc.parts.iter_mut() {
                         part.next_seq = 0;
                         part.confirmed = false;
                         part.held = false;
                         part.resume_seq = None;
-                        for b in part.ready.iter_mut() {
-                            b.base_seq = -1;
+                        let mut renumbered = VecDeque::with_capacity(part.ready.len());
+                        for mut b in part.ready.drain(..) {
+                            if b.in_doubt {
+                                in_doubt.push((tp.clone(), b));
+                            } else {
+                                b.base_seq = -1;
+                                renumbered.push_back(b);
+                            }
                         }
+                        part.ready = renumbered;
+                    }
+                    for (tp, b) in in_doubt {
+                        let err = b.last_error.clone().unwrap_or_else(|| Error::Timeout {
+                            what: format!("Produce request for {}[{}]", tp.0, tp.1),
+                            after: self.cfg.client.request_timeout,
+                        });
+                        warn!(topic = %tp.0, partition = tp.1, records = b.len(), error = %err, "batch failed: it may have been written under the previous producer epoch, so it is not sent again under the new one");
+                        self.fail(&mut st, b, err);
                     }
                 }
                 Err(e) => {
@@ -553,11 +671,12 @@ impl Shared {
             }
         }
         let outcome = if ok_batches.is_empty() {
-            Ok(Vec::new())
+            Outcome::Answered(Vec::new())
         } else {
             let span = tracing::debug_span!("produce_request", broker, batches = ok_batches.len());
-            self.request(broker, &ok_batches, encoded, turn)
-                .instrument(span)
+            let tps: Vec<Tp> = ok_batches.iter().map(|(tp, _)| tp.clone()).collect();
+            let request = self.request(broker, &tps, encoded, turn).instrument(span);
+            self.within_deadlines(broker, request, &mut ok_batches)
                 .await
         };
 
@@ -583,15 +702,21 @@ impl Shared {
             self.fail(st, batch, err);
         }
         match outcome {
-            Ok(results) => {
+            Outcome::Answered(results) => {
                 for ((tp, batch), result) in ok_batches.into_iter().zip(results) {
-                    stale |= self.settle(st, tp, batch, result);
+                    stale |= self.settle(st, tp, batch, result, false);
                 }
             }
-            Err(e) => {
+            Outcome::Unsent(e) => {
                 // The request as a whole failed: each batch is retried or failed alike.
                 for (tp, batch) in ok_batches {
-                    stale |= self.settle(st, tp, batch, Err(e.clone()));
+                    stale |= self.settle(st, tp, batch, Err(e.clone()), false);
+                }
+            }
+            Outcome::Lost(e) => {
+                // The same, and each batch may have been written.
+                for (tp, batch) in ok_batches {
+                    stale |= self.settle(st, tp, batch, Err(e.clone()), true);
                 }
             }
         }
@@ -601,18 +726,62 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Sends the request; per batch, the broker's answer.
+    /// Waits for `request`, the request of `batches`, and meanwhile fails the records of
+    /// each batch when its delivery timeout passes. The request itself goes on while it
+    /// has a batch whose records have not failed: its answer settles every batch (an
+    /// expired one that was written after all is then known to be, and its partition's
+    /// sequence is known). Once all have failed it is abandoned (dropped, so its answer,
+    /// should one come, is dropped too) and the request counts as lost.
+    async fn within_deadlines(
+        &self,
+        broker: i32,
+        request: impl Future<Output = Outcome>,
+        batches: &mut [(Tp, Batch)],
+    ) -> Outcome {
+        let delivery = self.cfg.delivery_timeout;
+        tokio::pin!(request);
+        loop {
+            let next = batches
+                .iter()
+                .filter(|(_, b)| !b.expired)
+                .map(|(_, b)| b.created + delivery)
+                .min();
+            let Some(next) = next else {
+                debug!(broker, "every record of a Produce request failed at its delivery timeout: request abandoned");
+                return Outcome::Lost(Error::Timeout {
+                    what: format!("Produce request to broker {broker} (abandoned at the delivery timeout of its records)"),
+                    after: delivery,
+                });
+            };
+            tokio::select! {
+                biased;
+                outcome = &mut request => return outcome,
+                () = tokio::time::sleep_until(next.into()) => {
+                    let now = Instant::now();
+                    let mut st = self.lock();
+                    for (tp, b) in batches.iter_mut() {
+                        if !b.expired && b.created + delivery <= now {
+                            self.expire_in_flight(&mut st, tp, b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the request of the batches of `tps`, whose record batches are `encoded`;
+    /// per batch, the broker's answer.
     async fn request(
         &self,
         broker: i32,
-        batches: &[(Tp, Batch)],
+        tps: &[Tp],
         encoded: Vec<Bytes>,
         mut turn: Turn,
-    ) -> Result<Vec<Result<(i64, Option<i64>)>>> {
+    ) -> Outcome {
         let cfg = &self.cfg;
         let cluster = self.client.cluster();
         let mut topics: Vec<TopicProduceData> = Vec::new();
-        for ((tp, _), bytes) in batches.iter().zip(encoded) {
+        for (tp, bytes) in tps.iter().zip(encoded) {
             let data = PartitionProduceData::default()
                 .with_index(tp.1)
                 .with_records(Some(bytes));
@@ -626,25 +795,41 @@ impl Shared {
                 ),
             }
         }
+        // As the Java client: the broker gets request.timeout.ms to gather its acks
+        // (`timeout_ms`), and the client waits request.timeout.ms for the answer, once.
         let timeout = cfg.client.request_timeout;
         let req = ProduceRequest::default()
             .with_acks(cfg.acks.wire())
             .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(topics);
-        let conn = self.client.conn_to_node(broker).await?;
-        let version = conn.version_for::<ProduceRequest>()?;
+        let conn = match self.client.conn_to_node(broker).await {
+            Ok(conn) => conn,
+            Err(e) => return Outcome::Unsent(e),
+        };
+        let version = match conn.version_for::<ProduceRequest>() {
+            Ok(v) => v,
+            Err(e) => return Outcome::Unsent(e),
+        };
         turn.wait().await;
         if cfg.acks == Acks::None {
             let sent = conn.send_no_response(&req, version).await;
             drop(turn);
-            sent?;
-            return Ok(batches.iter().map(|_| Ok((-1, None))).collect());
+            return match sent {
+                Ok(()) => Outcome::Answered(tps.iter().map(|_| Ok((-1, None))).collect()),
+                Err(e) => Outcome::Lost(e),
+            };
         }
-        let resp = conn
-            .request_with(&req, version, timeout * 2, move || drop(turn))
-            .await?;
-        let mut out = Vec::with_capacity(batches.len());
-        for (tp, _) in batches {
+        let resp = match conn
+            .request_with(&req, version, timeout, move || drop(turn))
+            .await
+        {
+            Ok(resp) => resp,
+            // Timed out, or the connection was lost (or found broken as the request was
+            // queued, which is counted as lost too: the difference is not worth a guess).
+            Err(e) => return Outcome::Lost(e),
+        };
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
             let topic_id = cluster.topic(&tp.0).map(|t| t.id);
             let found = resp
                 .responses
@@ -671,17 +856,23 @@ impl Shared {
                 },
             });
         }
-        Ok(out)
+        Outcome::Answered(out)
     }
 
-    /// Settles one batch's outcome: delivered, retried, split, or failed. Returns
-    /// whether metadata should be refreshed.
+    /// Settles one batch's outcome: delivered, retried, split, or failed. `lost`: the
+    /// request got no answer and may have been written. Returns whether metadata should
+    /// be refreshed.
+    ///
+    /// A batch whose records already failed in flight at their delivery timeout
+    /// ([`Batch::expired`]) is not retried: its outcome only tells the partition's
+    /// sequence state (written, or not, or unknown, which calls for an epoch bump).
     fn settle(
         &self,
         st: &mut State,
         tp: Tp,
         mut batch: Batch,
         result: Result<(i64, Option<i64>)>,
+        lost: bool,
     ) -> bool {
         let cfg = &self.cfg;
         let idempotent = cfg.idempotence;
@@ -692,11 +883,15 @@ impl Shared {
         let err = match result {
             Ok((base, append)) => {
                 part.confirmed |= batch.base_seq >= 0;
+                if batch.expired {
+                    warn!(topic = %tp.0, partition = tp.1, records = batch.len(), offset = base, "a batch whose records failed at their delivery timeout was written after all");
+                }
                 self.succeed(st, tp.1, batch, base, append);
                 return false;
             }
             Err(e) => e,
         };
+        batch.in_doubt |= lost;
         let code = err.kafka_code();
         if code == Some(KafkaCode::DuplicateSequenceNumber) {
             debug!(topic = %tp.0, partition = tp.1, "batch was already written (duplicate sequence)");
@@ -708,10 +903,13 @@ impl Shared {
             code,
             Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge)
         );
-        if too_large && batch.len() > 1 {
+        if too_large && batch.len() > 1 && !batch.expired {
             debug!(topic = %tp.0, partition = tp.1, records = batch.len(), "batch too large for the broker; splitting");
             let seq = batch.base_seq;
-            let (mut a, b) = batch.split();
+            let (mut a, b) = st.acc.split(batch);
+            let Some(part) = st.acc.parts.get_mut(&tp) else {
+                return false;
+            };
             a.base_seq = seq; // keeps its place in the sequence order
             part.held = true;
             if seq >= 0 {
@@ -729,7 +927,7 @@ impl Shared {
             && !too_large;
         let now = Instant::now();
         let in_time = batch.created + cfg.delivery_timeout > now;
-        if retriable && in_time && batch.attempts < cfg.client.retries {
+        if retriable && in_time && !batch.expired && batch.attempts < cfg.client.retries {
             batch.attempts += 1;
             let wait = self.backoff(batch.attempts);
             debug!(topic = %tp.0, partition = tp.1, seq = batch.base_seq, records = batch.len(), attempt = batch.attempts, error = %err, "retrying batch");
@@ -761,7 +959,11 @@ impl Shared {
                 );
             }
         }
-        warn!(topic = %tp.0, partition = tp.1, records = batch.len(), error = %err, "batch failed");
+        if batch.expired {
+            debug!(topic = %tp.0, partition = tp.1, records = batch.len(), error = %err, "request of an expired batch ended");
+        } else {
+            warn!(topic = %tp.0, partition = tp.1, records = batch.len(), error = %err, "batch failed");
+        }
         self.fail(st, batch, err);
         stale
     }
@@ -793,9 +995,13 @@ async fn run(shared: Arc<Shared>) {
 }
 
 /// InitProducerId for an idempotent producer; with a current id and epoch, asks for
-/// the epoch to be bumped (KIP-360).
-async fn init_producer_id(client: &Client, pid: i64, epoch: i16) -> Result<(i64, i16)> {
-    let deadline = Instant::now() + client.config().default_api_timeout;
+/// the epoch to be bumped (KIP-360). Retried until `deadline`.
+async fn init_producer_id(
+    client: &Client,
+    pid: i64,
+    epoch: i16,
+    deadline: Instant,
+) -> Result<(i64, i16)> {
     client
         .retry("init_producer_id", deadline, &[], || async {
             let conn = client.conn_to_any().await?;
