@@ -202,6 +202,9 @@ async fn produce_fails_loudly() {
             &common::unique_topic("missing"),
             "--count",
             "3",
+            // On by default: the broker would create the topic.
+            "-X",
+            "allow.auto.create.topics=false",
         ],
         "",
     );
