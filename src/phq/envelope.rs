@@ -101,7 +101,7 @@ impl Formatter for PythonFormatter {
         w: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let node = Parser::new(fragment, "not JSON")
+        let node = Parser::<Nodes>::new(fragment, "not JSON")
             .document()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let mut out = Vec::with_capacity(fragment.len());
@@ -353,12 +353,12 @@ pub struct Unpacked {
 /// `item`, nests its `item` more than [`MAX_NESTING`] levels deep, or holds a string with
 /// a lone surrogate (`"\ud800"`, which Python can write but a Rust `String` cannot hold).
 pub fn unpack(value: &[u8]) -> Result<Option<Unpacked>> {
-    let Some(read) = read(value)? else {
+    let Some(read) = read::<Values>(value)? else {
         return Ok(None);
     };
     Ok(Some(Unpacked {
-        item: into_value(read.item)?,
-        hist: into_value(read.hist)?,
+        item: read.item,
+        hist: read.hist,
         hist_truncated: read.hist_truncated,
     }))
 }
@@ -397,7 +397,7 @@ pub struct UnpackedJson {
 /// # Errors
 /// As [`unpack`], except that lone surrogates are kept.
 pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
-    let Some(read) = read(value)? else {
+    let Some(read) = read::<Nodes>(value)? else {
         return Ok(None);
     };
     let mut item = Vec::with_capacity(value.len());
@@ -433,7 +433,7 @@ pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
 /// [`Error::Json`] when `item` is not JSON (or nests more than [`MAX_NESTING`] levels
 /// deep).
 pub fn pack_json(svc: &str, dt: &str, item: &str, refs: &[Value]) -> Result<Vec<u8>> {
-    let node = Parser::new(item, "not JSON").document()?;
+    let node = Parser::<Nodes>::new(item, "not JSON").document()?;
     let hist = to_python_json(&Hist { svc, dt, refs })?;
     let mut out = Vec::with_capacity(item.len() + hist.len() + 24);
     out.extend_from_slice(b"{\"item\": ");
@@ -444,27 +444,150 @@ pub fn pack_json(svc: &str, dt: &str, item: &str, refs: &[Value]) -> Result<Vec<
     Ok(out)
 }
 
-/// An envelope as read, before its item and hist become [`Value`]s or JSON text.
-struct Read<'a> {
-    item: Node<'a>,
-    hist: Node<'a>,
+/// An envelope as read: its item and hist as [`Value`]s or [`Node`]s.
+struct Read<T> {
+    item: T,
+    hist: T,
     hist_truncated: bool,
 }
 
 /// Reads the envelope: `None` for an empty value.
-fn read(value: &[u8]) -> Result<Option<Read<'_>>> {
+fn read<'a, B: Build<'a>>(value: &'a [u8]) -> Result<Option<Read<B::Out>>> {
     if value.is_empty() {
         return Ok(None);
     }
     let text = std::str::from_utf8(value)
         .map_err(|e| Error::Json(format!("not a PHQ envelope: not UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    Parser::new(text, "not a PHQ envelope").envelope().map(Some)
+    Parser::<B>::new(text, "not a PHQ envelope")
+        .envelope()
+        .map(Some)
+}
+
+/// What [`Parser`] makes of what it reads: [`Value`]s ([`Values`], for [`unpack`]: no
+/// tree in between), or [`Node`]s, which keep numbers as their text ([`Nodes`]).
+trait Build<'a> {
+    type Out;
+    type Key;
+    type Object;
+    /// A scalar (null, a boolean, `NaN`..., a number, a string) as a [`Node`] reads it.
+    fn scalar(node: Node<'a>) -> Result<Self::Out>;
+    fn key(text: Text<'a>) -> Result<Self::Key>;
+    fn null() -> Self::Out;
+    fn array(items: Vec<Self::Out>) -> Self::Out;
+    fn object() -> Self::Object;
+    /// Adds a member; a repeated key keeps its first position and takes the last value,
+    /// as Python's dict.
+    fn insert(object: &mut Self::Object, key: Self::Key, value: Self::Out);
+    fn end(object: Self::Object) -> Self::Out;
+    /// Whether the envelope's `hist` must be dropped (see [`hist_too_long`]).
+    fn hist_too_long(hist: &Self::Out) -> bool;
+}
+
+/// Builds [`Value`]s: numbers as [`number_value`] makes them; a lone surrogate is an
+/// error.
+struct Values;
+
+impl<'a> Build<'a> for Values {
+    type Out = Value;
+    type Key = String;
+    type Object = serde_json::Map<String, Value>;
+
+    fn scalar(node: Node<'a>) -> Result<Value> {
+        scalar_value(node)
+    }
+
+    fn key(text: Text<'a>) -> Result<String> {
+        string_value(text)
+    }
+
+    fn null() -> Value {
+        Value::Null
+    }
+
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    fn object() -> Self::Object {
+        serde_json::Map::new()
+    }
+
+    fn insert(object: &mut Self::Object, key: String, value: Value) {
+        object.insert(key, value); // preserve_order: the first position, the last value
+    }
+
+    fn end(object: Self::Object) -> Value {
+        Value::Object(object)
+    }
+
+    fn hist_too_long(hist: &Value) -> bool {
+        hist_too_long(hist, 1)
+    }
+}
+
+/// Builds [`Node`]s: numbers as their text, every member of an object as read.
+struct Nodes;
+
+impl<'a> Build<'a> for Nodes {
+    type Out = Node<'a>;
+    type Key = Text<'a>;
+    type Object = Vec<(Text<'a>, Node<'a>)>;
+
+    fn scalar(node: Node<'a>) -> Result<Node<'a>> {
+        Ok(node)
+    }
+
+    fn key(text: Text<'a>) -> Result<Text<'a>> {
+        Ok(text)
+    }
+
+    fn null() -> Node<'a> {
+        Node::Null
+    }
+
+    fn array(items: Vec<Node<'a>>) -> Node<'a> {
+        Node::Array(items)
+    }
+
+    fn object() -> Self::Object {
+        Vec::new()
+    }
+
+    fn insert(object: &mut Self::Object, key: Text<'a>, value: Node<'a>) {
+        object.push((key, value)); // resolved when written (see `dedup`) or looked up
+    }
+
+    fn end(object: Self::Object) -> Node<'a> {
+        Node::Object(object)
+    }
+
+    fn hist_too_long(hist: &Node<'a>) -> bool {
+        node_hist_too_long(hist, 1)
+    }
 }
 
 /// Whether a history must be dropped: `hist` at `level`, or one of its refs' histories,
 /// is at [`MAX_HIST_DEPTH`] or deeper, or a `refs` is an object.
-fn hist_too_long(hist: &Node<'_>, level: usize) -> bool {
+fn hist_too_long(hist: &Value, level: usize) -> bool {
+    if hist.is_null() {
+        return false;
+    }
+    if level >= MAX_HIST_DEPTH {
+        return true;
+    }
+    match hist.get("refs") {
+        Some(Value::Object(_)) => true,
+        Some(Value::Array(refs)) => refs
+            .iter()
+            .filter_map(|r| r.get("hist"))
+            .any(|h| hist_too_long(h, level + 1)),
+        _ => false,
+    }
+}
+
+/// [`hist_too_long`] of what was read as [`Node`]s.
+fn node_hist_too_long(hist: &Node<'_>, level: usize) -> bool {
     if matches!(hist, Node::Null | Node::NonFinite(_)) {
         return false;
     }
@@ -476,7 +599,7 @@ fn hist_too_long(hist: &Node<'_>, level: usize) -> bool {
         Some(Node::Array(refs)) => refs
             .iter()
             .filter_map(|r| r.get("hist"))
-            .any(|h| hist_too_long(h, level + 1)),
+            .any(|h| node_hist_too_long(h, level + 1)),
         _ => false,
     }
 }
@@ -652,35 +775,7 @@ fn escape(s: &str) -> std::result::Result<(Escape, &str), String> {
     Ok((Escape::Char(c), &s[2..]))
 }
 
-/// A [`Value`] from what was read. Numbers: see [`number_value`].
-///
-/// Recursive, as deep as the input nests (up to [`MAX_NESTING`]): the frames on that
-/// path are kept small (scalars and errors are out of line).
-fn into_value(node: Node<'_>) -> Result<Value> {
-    match node {
-        Node::Array(items) => array_value(items),
-        Node::Object(members) => object_value(members),
-        scalar => scalar_value(scalar),
-    }
-}
-
-fn array_value(items: Vec<Node<'_>>) -> Result<Value> {
-    let mut out = Vec::with_capacity(items.len());
-    for v in items {
-        out.push(into_value(v)?);
-    }
-    Ok(Value::Array(out))
-}
-
-fn object_value(members: Vec<(Text<'_>, Node<'_>)>) -> Result<Value> {
-    let mut map = serde_json::Map::with_capacity(members.len());
-    for (k, v) in members {
-        // A repeated key: its first position, its last value (Python's dict).
-        map.insert(string_value(k)?, into_value(v)?);
-    }
-    Ok(Value::Object(map))
-}
-
+/// A scalar read as a [`Node`] as a [`Value`]. Numbers: see [`number_value`].
 #[inline(never)]
 fn scalar_value(node: Node<'_>) -> Result<Value> {
     Ok(match node {
@@ -876,23 +971,25 @@ fn is_json_number(text: &str) -> bool {
 }
 
 /// A JSON reader with a nesting cap, for envelopes whose history is deeper than
-/// serde_json's recursion limit (128) allows; it keeps numbers as their text.
-struct Parser<'a> {
+/// serde_json's recursion limit (128) allows. What it makes of the JSON is `B`'s.
+struct Parser<'a, B> {
     s: &'a str,
     pos: usize,
     /// What the input is not, when it is wrong: "not a PHQ envelope", "not JSON".
     not: &'static str,
     /// Set when a value nested deeper than [`MAX_NESTING`] was skipped.
     overflowed: bool,
+    build: std::marker::PhantomData<B>,
 }
 
-impl<'a> Parser<'a> {
+impl<'a, B: Build<'a>> Parser<'a, B> {
     fn new(s: &'a str, not: &'static str) -> Self {
         Parser {
             s,
             pos: 0,
             not,
             overflowed: false,
+            build: std::marker::PhantomData,
         }
     }
 
@@ -912,7 +1009,7 @@ impl<'a> Parser<'a> {
     }
 
     /// One JSON value and nothing else (whitespace aside).
-    fn document(&mut self) -> Result<Node<'a>> {
+    fn document(&mut self) -> Result<B::Out> {
         let v = self.value(1)?;
         if self.overflowed {
             return Err(self.err(&format!("nested more than {MAX_NESTING} levels deep")));
@@ -924,13 +1021,13 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    fn envelope(&mut self) -> Result<Read<'a>> {
+    fn envelope(&mut self) -> Result<Read<B::Out>> {
         self.skip_ws();
         if self.peek() != Some(b'{') {
             return Err(self.err("expected a JSON object"));
         }
         let mut item = None;
-        let mut hist = Node::Null;
+        let mut hist = B::null();
         let mut truncated = false;
         self.members(|p, key| {
             p.overflowed = false;
@@ -956,10 +1053,10 @@ impl<'a> Parser<'a> {
             return Err(self.err("extra data after the JSON object"));
         }
         let item = item.ok_or_else(|| Error::Json(format!("{}: no `item`", self.not)))?;
-        if truncated || hist_too_long(&hist, 1) {
+        if truncated || B::hist_too_long(&hist) {
             return Ok(Read {
                 item,
-                hist: Node::Null,
+                hist: B::null(),
                 hist_truncated: true,
             });
         }
@@ -974,7 +1071,7 @@ impl<'a> Parser<'a> {
     ///
     /// Recursive, up to [`MAX_NESTING`] deep: the frames on that path are kept small
     /// (scalars and errors are out of line).
-    fn value(&mut self, depth: usize) -> Result<Node<'a>> {
+    fn value(&mut self, depth: usize) -> Result<B::Out> {
         self.skip_ws();
         match self.peek() {
             Some(b'{' | b'[') if depth > MAX_NESTING => self.skip_too_deep(),
@@ -984,25 +1081,31 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Node<'a>> {
-        let mut members = Vec::new();
+    fn object(&mut self, depth: usize) -> Result<B::Out> {
+        let mut object = B::object();
         self.members(|p, key| {
+            let key = B::key(key)?;
             let v = p.value(depth + 1)?;
-            members.push((key, v));
+            B::insert(&mut object, key, v);
             Ok(())
         })?;
-        Ok(Node::Object(members))
+        Ok(B::end(object))
     }
 
     #[inline(never)]
-    fn skip_too_deep(&mut self) -> Result<Node<'a>> {
+    fn skip_too_deep(&mut self) -> Result<B::Out> {
         self.skip_nested()?;
         self.overflowed = true;
-        Ok(Node::Null)
+        Ok(B::null())
     }
 
     #[inline(never)]
-    fn scalar(&mut self) -> Result<Node<'a>> {
+    fn scalar(&mut self) -> Result<B::Out> {
+        let node = self.scalar_node()?;
+        B::scalar(node)
+    }
+
+    fn scalar_node(&mut self) -> Result<Node<'a>> {
         match self.peek() {
             Some(b'"') => self.string().map(Node::String),
             Some(b't') => self.literal("true", Node::Bool(true)),
@@ -1052,13 +1155,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Node<'a>> {
+    fn array(&mut self, depth: usize) -> Result<B::Out> {
         self.pos += 1; // '['
         let mut items = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Node::Array(items));
+            return Ok(B::array(items));
         }
         loop {
             items.push(self.value(depth + 1)?);
@@ -1067,7 +1170,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Node::Array(items));
+                    return Ok(B::array(items));
                 }
                 _ => return Err(self.err("expected ',' or ']'")),
             }
@@ -1567,6 +1670,20 @@ mod tests {
         assert!(read.hist_truncated);
         assert_eq!(read.hist, Value::Null);
         assert_eq!(read.item, json!({"n": 1}));
+        // The same as JSON text.
+        let read = unpack_json(&envelope_with_hist(&nested_hist(99)))
+            .unwrap()
+            .unwrap();
+        assert!(!read.hist_truncated);
+        assert_eq!(read.hist, nested_hist(99).to_string());
+        let read = unpack_json(&envelope_with_hist(&nested_hist(100)))
+            .unwrap()
+            .unwrap();
+        assert!(read.hist_truncated);
+        assert_eq!(
+            (read.item.as_str(), read.hist.as_str()),
+            (r#"{"n":1}"#, "null")
+        );
     }
 
     #[test]
@@ -1575,11 +1692,20 @@ mod tests {
         let read = unpack(&envelope_with_hist(&hist)).unwrap().unwrap();
         assert!(read.hist_truncated);
         assert_eq!(read.hist, Value::Null);
+        let read = unpack_json(&envelope_with_hist(&hist)).unwrap().unwrap();
+        assert!(read.hist_truncated);
+        assert_eq!(read.hist, "null");
         // Also further down the chain.
         let inner = json!({"svc": "s", "dt": "d", "refs": {}});
         let hist = json!({"svc": "s", "dt": "d", "refs": [{"topic": "t", "hist": inner}]});
         assert!(
             unpack(&envelope_with_hist(&hist))
+                .unwrap()
+                .unwrap()
+                .hist_truncated
+        );
+        assert!(
+            unpack_json(&envelope_with_hist(&hist))
                 .unwrap()
                 .unwrap()
                 .hist_truncated
@@ -1618,6 +1744,8 @@ mod tests {
             "]".repeat(MAX_NESTING - 1)
         );
         assert!(unpack(ok.as_bytes()).is_ok());
+        assert!(unpack_json(ok.as_bytes()).is_ok());
+        assert!(pack_json("s", "d", &ok[9..ok.len() - 1], &[]).is_ok());
         // An item too deep is an error, not a stack overflow.
         let deep_item = format!(r#"{{"item": {deep}}}"#);
         let e = unpack(deep_item.as_bytes()).unwrap_err();
