@@ -516,6 +516,85 @@ async fn consume_unpacks_phq_envelopes() {
     assert!(r.stderr.contains("2 not PHQ envelopes"), "{}", r.stderr);
 }
 
+/// Issue 12: `produce --envelope` writes every number as Python's `json.dumps` would
+/// (integers of any size as written, floats correctly rounded to Python's repr), and
+/// `consume --envelope` prints them exactly as written in the envelope.
+#[tokio::test]
+async fn envelopes_keep_numbers_exact_through_produce_and_consume() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-env-numbers", 1).await;
+    let b = common::bootstrap();
+    let line = r#"{"big": 123456789012345678901234567890, "neg": -98765432109876543210987654321, "f": 0.1234567890123456789, "tie": 1658206780088562.25, "sub": 5e-324, "e": 1E3, "z": -0, "nz": -0.0, "max": 1.7976931348623157e308, "inf": 1e400, "s": "\u00e9\ud83d\ude00\u0000\ud800", "nan": NaN}"#;
+    // What Python's json.dumps(json.loads(line)) writes.
+    let python = r#"{"big": 123456789012345678901234567890, "neg": -98765432109876543210987654321, "f": 0.12345678901234568, "tie": 1658206780088562.2, "sub": 5e-324, "e": 1000.0, "z": 0, "nz": -0.0, "max": 1.7976931348623157e+308, "inf": Infinity, "s": "\u00e9\ud83d\ude00\u0000\ud800", "nan": NaN}"#;
+    // Random floats written with 40 digits: reading them must round correctly.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let floats: Vec<f64> = std::iter::from_fn(|| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Some(f64::from_bits(x))
+    })
+    .filter(|v| v.is_finite())
+    .take(500)
+    .collect();
+    let mut input = format!("exact|{line}\n");
+    for (i, v) in floats.iter().enumerate() {
+        input += &format!("f{i}|{{\"v\": {v:.40e}}}\n");
+    }
+    let (ok, err) = paperboy(
+        &[
+            "produce",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "-K",
+            "|",
+            "--envelope",
+            "svc",
+        ],
+        &input,
+    );
+    assert!(ok, "{err}");
+    let read = common::read_partition(&client, &topic, 0, 0, 1 + floats.len()).await;
+    let value = |i: usize| std::str::from_utf8(read[i].2.as_ref().unwrap()).unwrap();
+    let prefix = format!(r#"{{"item": {python}, "hist": {{"svc": "svc", "dt": ""#);
+    assert!(value(0).starts_with(&prefix), "{}", value(0));
+    for (i, v) in floats.iter().enumerate() {
+        let want = format!(
+            r#"{{"item": {{"v": {}}}, "hist""#,
+            paperboy::phq::envelope::python_float(*v)
+        );
+        assert!(value(i + 1).starts_with(&want), "{v:e}: {}", value(i + 1));
+    }
+
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "--from-beginning",
+            "--envelope",
+            "-e",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1 + floats.len(), "{}", r.stdout);
+    // The item as written in the envelope (Python's text), compact; NaN and Infinity as
+    // null; the lone surrogate kept as its escape.
+    let item = r#""value":{"big":123456789012345678901234567890,"neg":-98765432109876543210987654321,"f":0.12345678901234568,"tie":1658206780088562.2,"sub":5e-324,"e":1000.0,"z":0,"nz":-0.0,"max":1.7976931348623157e+308,"inf":null,"s":"é😀\u0000\ud800","nan":null},"hist":{"svc":"svc""#;
+    assert!(lines[0].contains(item), "{}", lines[0]);
+    for (v, line) in floats.iter().zip(json_lines(&lines[1..].join("\n"))) {
+        let read = line["value"]["v"].as_f64().unwrap();
+        assert_eq!(read.to_bits(), v.to_bits(), "{v:e}: {line}");
+    }
+}
+
 #[tokio::test]
 async fn consume_fails_loudly() {
     let b = common::bootstrap();

@@ -453,3 +453,73 @@ async fn auto_commit_is_refused() {
         assert!(matches!(e, Error::Config(_)), "{e}");
     }
 }
+
+/// Issue 12: a Rust service between Python services changes no number. Envelopes as a
+/// Python service writes them (floats in Python's repr, from random bit patterns) are
+/// read by the PHQ Consumer with every float's bits, and produced on by the PHQ Producer
+/// with the same item bytes.
+#[tokio::test]
+async fn floats_pass_through_a_service_bit_for_bit() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "phqc-floats", 1).await;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let floats: Vec<f64> = std::iter::from_fn(|| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        Some(f64::from_bits(x))
+    })
+    .filter(|v| v.is_finite())
+    .take(200)
+    .collect();
+    let py = paperboy::phq::envelope::python_float;
+    let items: Vec<String> = floats
+        .iter()
+        .map(|v| format!(r#"{{"v": {}, "l": [{}, 0.1]}}"#, py(*v), py(-v / 3.0)))
+        .collect();
+    let values: Vec<String> = items
+        .iter()
+        .map(|item| {
+            format!(r#"{{"item": {item}, "hist": {{"svc": "py", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}}}"#)
+        })
+        .collect();
+    let keys: Vec<String> = (0..floats.len()).map(|i| format!("f-{i}")).collect();
+    let records: Vec<(&str, Option<&str>)> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+        .collect();
+    produce_raw(&topic, &records).await;
+
+    let c = consumer(
+        &topic,
+        &common::unique_topic("g-floats"),
+        Duration::from_millis(500),
+    )
+    .await;
+    let seen = collect(&c, floats.len()).await;
+    c.close().await;
+    assert_eq!(seen.len(), floats.len());
+    for (m, v) in seen.iter().zip(&floats) {
+        assert_eq!(
+            m.payload["v"].as_f64().unwrap().to_bits(),
+            v.to_bits(),
+            "{v:e}"
+        );
+        let third = m.payload["l"][0].as_f64().unwrap();
+        assert_eq!(third.to_bits(), (-v / 3.0).to_bits(), "{v:e}");
+    }
+
+    let next = common::new_topic(&client, "phqc-floats-next", 1).await;
+    let producer = Producer::new("rust-svc", &[common::bootstrap()])
+        .await
+        .unwrap();
+    producer.produce_batch(&next, &seen).await.unwrap();
+    producer.close().await;
+    let read = common::read_partition(&client, &next, 0, 0, floats.len()).await;
+    for ((_, _, value, _), item) in read.iter().zip(&items) {
+        let value = std::str::from_utf8(value.as_ref().unwrap()).unwrap();
+        let want = format!(r#"{{"item": {item}, "hist": {{"svc": "rust-svc", "dt": ""#);
+        assert!(value.starts_with(&want), "{value}");
+    }
+}

@@ -39,7 +39,8 @@ PRODUCE:
         --acks ACKS           0, 1 or all (default all)
         --partition N         write every record to partition N
         --envelope SERVICE    wrap each line (a JSON value) in the PHQ envelope of SERVICE,
-                              keyed by the line's key or a generated id
+                              keyed by the line's key or a generated id; written as
+                              Python's json.dumps writes it, every number kept
         --count N             send N generated records instead of reading stdin
         --size BYTES          size of each generated value (default 100)
     -X, --property KEY=VALUE  any producer property (linger.ms, batch.size, ...)
@@ -69,8 +70,9 @@ CONSUME:
     -c, --count N             exit after N records
     -e, --exit-at-end         exit once every assigned partition is read to its end
                               (the high watermark of the latest fetch)
-        --envelope            unpack PHQ envelopes (as paperboy::phq::envelope::unpack
-                              reads them): \"value\" is the envelope's item (as JSON) and
+        --envelope            unpack PHQ envelopes (as paperboy::phq::envelope::unpack_json
+                              reads them): \"value\" is the envelope's item (as JSON, every
+                              number exactly as written; NaN/Infinity as null) and
                               \"hist\" its hist (null when missing or dropped, with
                               \"hist_truncated\":true when dropped for its depth); a value
                               that is not an envelope (or is empty) is printed as is, with
@@ -299,15 +301,20 @@ async fn produce(a: ProduceArgs) -> Result<(), String> {
             let (key, value) = match &a.envelope {
                 None => (key.map(Bytes::from), Bytes::from(value)),
                 Some(svc) => {
-                    let item: serde_json::Value = match serde_json::from_str(&value) {
-                        Ok(v) => v,
+                    // From the line's text, as Python's json.loads/json.dumps would:
+                    // every number kept (integers of any size, floats to the bit).
+                    let packed = match envelope::pack_json(svc, &dt, &value, &[]) {
+                        Ok(p) => p,
                         Err(e) => {
-                            local_error = Some(format!("line {}: not JSON: {e}", n + 1));
+                            let e = match e {
+                                paperboy::Error::Json(m) => m,
+                                other => other.to_string(),
+                            };
+                            local_error = Some(format!("line {}: {e}", n + 1));
                             break;
                         }
                     };
                     let id = key.unwrap_or_else(|| generated_id(svc, n));
-                    let packed = envelope::pack(svc, &dt, &item, &[]).map_err(|e| e.to_string())?;
                     (Some(Bytes::from(id)), Bytes::from(packed))
                 }
             };
@@ -855,12 +862,13 @@ fn write_json_line(out: &mut Vec<u8>, r: &ConsumerRecord, unpack: bool) -> bool 
     );
     bytes_field(out, "key", r.key.as_deref());
     match (unpack, r.value.as_deref()) {
-        (true, Some(v)) => match envelope::unpack(v) {
+        (true, Some(v)) => match envelope::unpack_json(v) {
             Ok(Some(u)) => {
+                // JSON text with every number as written in the envelope.
                 out.extend_from_slice(b",\"value\":");
-                json_value(out, &u.item);
+                out.extend_from_slice(u.item.as_bytes());
                 out.extend_from_slice(b",\"hist\":");
-                json_value(out, &u.hist);
+                out.extend_from_slice(u.hist.as_bytes());
                 if u.hist_truncated {
                     out.extend_from_slice(b",\"hist_truncated\":true");
                 }
@@ -910,8 +918,4 @@ fn bytes_field(out: &mut Vec<u8>, name: &str, bytes: Option<&[u8]>) {
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(out, s).expect("a string serializes into a Vec");
-}
-
-fn json_value(out: &mut Vec<u8>, v: &serde_json::Value) {
-    serde_json::to_writer(out, v).expect("a JSON value serializes into a Vec");
 }

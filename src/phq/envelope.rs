@@ -10,12 +10,26 @@
 //! and `hist`, with a history nested [`MAX_HIST_DEPTH`] or more levels deep dropped, as
 //! the Python library drops it. [`format_kafka_ref`] and [`format_batch_ref`] write
 //! positions the way its log lines do.
+//!
+//! # Numbers
+//!
+//! A float read and written again keeps its bits: reading rounds correctly (to the
+//! nearest `f64`, as Python's `float()`; serde_json's default parser can be one unit in
+//! the last place off), and writing gives Python's `repr` digits. An integer is kept as
+//! written by [`pack_json`] and [`unpack_json`], which work on JSON text; a [`Value`]
+//! holds 64-bit integers only, so [`unpack`] reads a larger one as the nearest float,
+//! unless serde_json keeps numbers as their text: its `arbitrary_precision` feature,
+//! which Paperboy's feature of that name turns on (for the whole program: it changes
+//! [`serde_json::Number`] for every crate in it, so Paperboy does not do it by default).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 
 use serde::Serialize;
 use serde_json::ser::Formatter;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 use crate::error::{Error, Result};
 
@@ -71,10 +85,34 @@ impl Formatter for PythonFormatter {
     fn write_f32<W: ?Sized + Write>(&mut self, w: &mut W, value: f32) -> io::Result<()> {
         self.write_f64(w, f64::from(value))
     }
+
+    /// A number kept as its text, as serde_json keeps every number when any crate of the
+    /// program turns on its `arbitrary_precision` feature: written as Python writes the
+    /// number it reads from that text.
+    fn write_number_str<W: ?Sized + Write>(&mut self, w: &mut W, value: &str) -> io::Result<()> {
+        w.write_all(python_number(value).as_bytes())
+    }
+
+    /// A `serde_json::value::RawValue` in a payload: its JSON read as Python's
+    /// `json.loads` reads it and written as `json.dumps` writes it, numbers from their
+    /// text (so an integer of any size is kept).
+    fn write_raw_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let node = Parser::<Nodes>::new(fragment, "not JSON")
+            .document()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut out = Vec::with_capacity(fragment.len());
+        write_node(&mut out, &node, Style::Python);
+        w.write_all(&out)
+    }
 }
 
-/// A float as Python's `repr` writes it: the shortest digits that round-trip, in
-/// positional notation for exponents -4..16, else `d.ddde±XX`.
+/// A float as Python's `repr` writes it: the shortest digits that round-trip (of those,
+/// the nearest to the float, ties to even), in positional notation for exponents
+/// -4..16, else `d.ddde±XX`.
 pub fn python_float(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
@@ -83,7 +121,25 @@ pub fn python_float(v: f64) -> String {
         return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "1.2345e-5", "1e16", "-0e0".
-    let sci = format!("{v:e}");
+    // When two strings of that many digits round-trip and are equally near the float,
+    // it can pick the upper one where Python (David Gay's dtoa) picks the even one:
+    // 1658206780088562.25 is "1658206780088562.3" in Rust, "1658206780088562.2" in
+    // Python. The float correctly rounded to that many digits (`{:.N$e}`, ties to even)
+    // is Python's choice whenever it round-trips.
+    let mut sci = format!("{v:e}");
+    let digits = sci
+        .split('e')
+        .next()
+        .unwrap_or_default()
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
+    if digits > 1 {
+        let nearest = format!("{:.*e}", digits - 1, v);
+        if nearest != sci && nearest.parse::<f64>() == Ok(v) {
+            sci = nearest;
+        }
+    }
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
@@ -113,6 +169,26 @@ pub fn python_float(v: f64) -> String {
         };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{mant}e{esign}{:02}", exp.abs())
+    }
+}
+
+/// Whether a JSON number's text is an integer (Python reads it as an `int`).
+fn is_integer(text: &str) -> bool {
+    !text.contains(['.', 'e', 'E'])
+}
+
+/// A JSON number's text as Python's `json.dumps` writes the number `json.loads` reads
+/// from it: an integer as written (of any size; `-0` is the integer 0), a float by its
+/// `repr` (correctly rounded: `1E400` is `Infinity`, `1.00000000000000001` is `1.0`).
+fn python_number(text: &str) -> Cow<'_, str> {
+    if is_integer(text) {
+        if text == "-0" {
+            "0".into()
+        } else {
+            text.into()
+        }
+    } else {
+        python_float(text.parse().unwrap_or(f64::NAN)).into()
     }
 }
 
@@ -250,8 +326,15 @@ pub struct Unpacked {
 /// The JSON is read as Python's `json.loads` reads it: a UTF-8 byte order mark is
 /// skipped, a repeated key keeps its last value, and `NaN`, `Infinity` and `-Infinity`
 /// (which Python writes for non-finite floats) are accepted; they read as null, which is
-/// all a [`Value`] can hold for them. Keys other than `item` and `hist` are ignored; a
+/// all a [`Value`] can hold for them (so does a float too large for an `f64`, `1e400`,
+/// which Python reads as infinity). Keys other than `item` and `hist` are ignored; a
 /// missing `hist` reads as null.
+///
+/// Numbers: a float is the nearest `f64` to its digits (as Python's `float()`), so
+/// [`pack`] writes it again as it was; an integer of 64 bits is exact (`-0` is the
+/// integer 0, as in Python). A larger integer is exact only when serde_json keeps numbers
+/// as their text (its `arbitrary_precision` feature, see [the module](self)); otherwise
+/// it reads as the nearest float. [`unpack_json`] keeps every number as written.
 ///
 /// ```
 /// use paperboy::phq::envelope::unpack;
@@ -267,20 +350,221 @@ pub struct Unpacked {
 ///
 /// # Errors
 /// [`Error::Json`] when the value is not UTF-8, not JSON, not a JSON object, has no
-/// `item`, or nests its `item` more than [`MAX_NESTING`] levels deep.
+/// `item`, nests its `item` more than [`MAX_NESTING`] levels deep, or holds a string with
+/// a lone surrogate (`"\ud800"`, which Python can write but a Rust `String` cannot hold).
 pub fn unpack(value: &[u8]) -> Result<Option<Unpacked>> {
+    let Some(read) = read::<Values>(value)? else {
+        return Ok(None);
+    };
+    Ok(Some(Unpacked {
+        item: read.item,
+        hist: read.hist,
+        hist_truncated: read.hist_truncated,
+    }))
+}
+
+/// A message read from the envelope by [`unpack_json`]: its item and hist as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedJson {
+    /// The envelope's `item`, as compact JSON (serde_json's layout), every number
+    /// exactly as written in the envelope.
+    pub item: String,
+    /// The envelope's `hist` as [`item`](Self::item); `null` when it is missing, null, or
+    /// was dropped.
+    pub hist: String,
+    /// As [`Unpacked::hist_truncated`].
+    pub hist_truncated: bool,
+}
+
+/// Reads a record value written in the PHQ envelope, as [`unpack`], but gives the item
+/// and the hist as JSON text in which every number is exactly as written: an integer of
+/// any size, a float with all its digits. What is not plain JSON is made so: `NaN`,
+/// `Infinity` and `-Infinity` are written `null`, a repeated key once (at its first
+/// position, with its last value), `-0` as `0`. A lone surrogate in a string (which
+/// Python writes as `"\ud800"`) is kept as that escape. Give the item to
+/// [`pack_json`] to write it on as Python would.
+///
+/// ```
+/// use paperboy::phq::envelope::unpack_json;
+///
+/// let read = unpack_json(br#"{"item": {"id": 123456789012345678901234567890, "x": 0.1}, "hist": null}"#)
+///     .unwrap()
+///     .unwrap();
+/// assert_eq!(read.item, r#"{"id":123456789012345678901234567890,"x":0.1}"#);
+/// assert_eq!(read.hist, "null");
+/// ```
+///
+/// # Errors
+/// As [`unpack`], except that lone surrogates are kept.
+pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
+    let Some(read) = read::<Nodes>(value)? else {
+        return Ok(None);
+    };
+    let mut item = Vec::with_capacity(value.len());
+    write_node(&mut item, &read.item, Style::Compact);
+    let mut hist = Vec::new();
+    write_node(&mut hist, &read.hist, Style::Compact);
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("the JSON writer writes UTF-8");
+    Ok(Some(UnpackedJson {
+        item: text(item),
+        hist: text(hist),
+        hist_truncated: read.hist_truncated,
+    }))
+}
+
+/// Packs a payload given as JSON text in the PHQ envelope, as [`pack`], with the bytes
+/// Python's `json.dumps` writes for what `json.loads` reads from `item`: every number
+/// from its text, so an integer of any size is kept and a float is correctly rounded
+/// (`1E3` is `1000.0`, as in Python). `NaN`, `Infinity` and `-Infinity` are read, and
+/// written, as Python does; a repeated key is written once (at its first position, with
+/// its last value).
+///
+/// ```
+/// use paperboy::phq::envelope::pack_json;
+///
+/// let bytes = pack_json("svc", "2019-12-23T20:31:43+00:00", r#"{"id":123456789012345678901234567890,"x":1E3,"s":"é"}"#, &[]).unwrap();
+/// assert_eq!(
+///     std::str::from_utf8(&bytes).unwrap(),
+///     r#"{"item": {"id": 123456789012345678901234567890, "x": 1000.0, "s": "\u00e9"}, "hist": {"svc": "svc", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}"#
+/// );
+/// ```
+///
+/// # Errors
+/// [`Error::Json`] when `item` is not JSON (or nests more than [`MAX_NESTING`] levels
+/// deep).
+pub fn pack_json(svc: &str, dt: &str, item: &str, refs: &[Value]) -> Result<Vec<u8>> {
+    let node = Parser::<Nodes>::new(item, "not JSON").document()?;
+    let hist = to_python_json(&Hist { svc, dt, refs })?;
+    let mut out = Vec::with_capacity(item.len() + hist.len() + 24);
+    out.extend_from_slice(b"{\"item\": ");
+    write_node(&mut out, &node, Style::Python);
+    out.extend_from_slice(b", \"hist\": ");
+    out.extend_from_slice(&hist);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// An envelope as read: its item and hist as [`Value`]s or [`Node`]s.
+struct Read<T> {
+    item: T,
+    hist: T,
+    hist_truncated: bool,
+}
+
+/// Reads the envelope: `None` for an empty value.
+fn read<'a, B: Build<'a>>(value: &'a [u8]) -> Result<Option<Read<B::Out>>> {
     if value.is_empty() {
         return Ok(None);
     }
     let text = std::str::from_utf8(value)
         .map_err(|e| Error::Json(format!("not a PHQ envelope: not UTF-8: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut parser = Parser {
-        s: text,
-        pos: 0,
-        overflowed: false,
-    };
-    parser.envelope().map(Some)
+    Parser::<B>::new(text, "not a PHQ envelope")
+        .envelope()
+        .map(Some)
+}
+
+/// What [`Parser`] makes of what it reads: [`Value`]s ([`Values`], for [`unpack`]: no
+/// tree in between), or [`Node`]s, which keep numbers as their text ([`Nodes`]).
+trait Build<'a> {
+    type Out;
+    type Key;
+    type Object;
+    /// A scalar (null, a boolean, `NaN`..., a number, a string) as a [`Node`] reads it.
+    fn scalar(node: Node<'a>) -> Result<Self::Out>;
+    fn key(text: Text<'a>) -> Result<Self::Key>;
+    fn null() -> Self::Out;
+    fn array(items: Vec<Self::Out>) -> Self::Out;
+    fn object() -> Self::Object;
+    /// Adds a member; a repeated key keeps its first position and takes the last value,
+    /// as Python's dict.
+    fn insert(object: &mut Self::Object, key: Self::Key, value: Self::Out);
+    fn end(object: Self::Object) -> Self::Out;
+    /// Whether the envelope's `hist` must be dropped (see [`hist_too_long`]).
+    fn hist_too_long(hist: &Self::Out) -> bool;
+}
+
+/// Builds [`Value`]s: numbers as [`number_value`] makes them; a lone surrogate is an
+/// error.
+struct Values;
+
+impl<'a> Build<'a> for Values {
+    type Out = Value;
+    type Key = String;
+    type Object = serde_json::Map<String, Value>;
+
+    fn scalar(node: Node<'a>) -> Result<Value> {
+        scalar_value(node)
+    }
+
+    fn key(text: Text<'a>) -> Result<String> {
+        string_value(text)
+    }
+
+    fn null() -> Value {
+        Value::Null
+    }
+
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    fn object() -> Self::Object {
+        serde_json::Map::new()
+    }
+
+    fn insert(object: &mut Self::Object, key: String, value: Value) {
+        object.insert(key, value); // preserve_order: the first position, the last value
+    }
+
+    fn end(object: Self::Object) -> Value {
+        Value::Object(object)
+    }
+
+    fn hist_too_long(hist: &Value) -> bool {
+        hist_too_long(hist, 1)
+    }
+}
+
+/// Builds [`Node`]s: numbers as their text, every member of an object as read.
+struct Nodes;
+
+impl<'a> Build<'a> for Nodes {
+    type Out = Node<'a>;
+    type Key = Text<'a>;
+    type Object = Vec<(Text<'a>, Node<'a>)>;
+
+    fn scalar(node: Node<'a>) -> Result<Node<'a>> {
+        Ok(node)
+    }
+
+    fn key(text: Text<'a>) -> Result<Text<'a>> {
+        Ok(text)
+    }
+
+    fn null() -> Node<'a> {
+        Node::Null
+    }
+
+    fn array(items: Vec<Node<'a>>) -> Node<'a> {
+        Node::Array(items)
+    }
+
+    fn object() -> Self::Object {
+        Vec::new()
+    }
+
+    fn insert(object: &mut Self::Object, key: Text<'a>, value: Node<'a>) {
+        object.push((key, value)); // resolved when written (see `dedup`) or looked up
+    }
+
+    fn end(object: Self::Object) -> Node<'a> {
+        Node::Object(object)
+    }
+
+    fn hist_too_long(hist: &Node<'a>) -> bool {
+        node_hist_too_long(hist, 1)
+    }
 }
 
 /// Whether a history must be dropped: `hist` at `level`, or one of its refs' histories,
@@ -302,19 +586,416 @@ fn hist_too_long(hist: &Value, level: usize) -> bool {
     }
 }
 
-/// A JSON reader with a nesting cap, for envelopes whose history is deeper than
-/// serde_json's recursion limit (128) allows. Strings and numbers are handed to
-/// serde_json once their extent is found.
-struct Parser<'a> {
-    s: &'a str,
-    pos: usize,
-    /// Set when a value nested deeper than [`MAX_NESTING`] was skipped.
-    overflowed: bool,
+/// [`hist_too_long`] of what was read as [`Node`]s.
+fn node_hist_too_long(hist: &Node<'_>, level: usize) -> bool {
+    if matches!(hist, Node::Null | Node::NonFinite(_)) {
+        return false;
+    }
+    if level >= MAX_HIST_DEPTH {
+        return true;
+    }
+    match hist.get("refs") {
+        Some(Node::Object(_)) => true,
+        Some(Node::Array(refs)) => refs
+            .iter()
+            .filter_map(|r| r.get("hist"))
+            .any(|h| node_hist_too_long(h, level + 1)),
+        _ => false,
+    }
 }
 
-impl Parser<'_> {
+/// A JSON value as read, before it becomes a [`Value`] or is written again: numbers as
+/// their text, strings decoded (lone surrogates included), objects with every member as
+/// read (a repeated key too).
+#[derive(Debug)]
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    /// `NaN`, `Infinity` or `-Infinity`: Python's words for non-finite floats.
+    NonFinite(&'static str),
+    /// A number as written: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?`.
+    Number(&'a str),
+    String(Text<'a>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(Text<'a>, Node<'a>)>),
+}
+
+impl<'a> Node<'a> {
+    /// The value of `key` in an object: its last, as Python keeps a repeated key's last.
+    fn get(&self, key: &str) -> Option<&Node<'a>> {
+        match self {
+            Node::Object(members) => members
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON string's text, its escapes decoded.
+#[derive(Debug)]
+enum Text<'a> {
+    /// Without escapes: the text as it is in the input.
+    Plain(&'a str),
+    Decoded(String),
+    /// With a surrogate that is not half of a pair (Python writes `"\ud800"` for a
+    /// string holding one): UTF-16, as a Rust string cannot hold it.
+    Utf16(Vec<u16>),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Text::Plain(s) => Some(s),
+            Text::Decoded(s) => Some(s),
+            Text::Utf16(_) => None,
+        }
+    }
+
+    /// The string, or the first lone surrogate in it.
+    fn into_string(self) -> std::result::Result<String, u16> {
+        match self {
+            Text::Plain(s) => Ok(s.to_owned()),
+            Text::Decoded(s) => Ok(s),
+            Text::Utf16(units) => Err(char::decode_utf16(units)
+                .find_map(|c| c.err())
+                .map_or(0, |e| e.unpaired_surrogate())),
+        }
+    }
+
+    /// Calls `f` with each code point; a lone surrogate is one too (0xd800..=0xdfff).
+    fn for_each_code_point(&self, mut f: impl FnMut(u32)) {
+        match self {
+            Text::Plain(s) => s.chars().for_each(|c| f(u32::from(c))),
+            Text::Decoded(s) => s.chars().for_each(|c| f(u32::from(c))),
+            Text::Utf16(units) => char::decode_utf16(units.iter().copied())
+                .for_each(|c| f(c.map_or_else(|e| u32::from(e.unpaired_surrogate()), u32::from))),
+        }
+    }
+}
+
+/// Equal when the decoded strings are (`"a"` and `"\u0061"` are one key).
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Text::Utf16(a), Text::Utf16(b)) => a == b,
+            _ => self.as_str().is_some() && self.as_str() == other.as_str(),
+        }
+    }
+}
+
+impl Eq for Text<'_> {}
+
+impl Hash for Text<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Text::Utf16(units) => units.hash(state),
+            _ => self.as_str().hash(state),
+        }
+    }
+}
+
+/// Decodes the escapes of a JSON string's text (between the quotes), as Python does: an
+/// escaped surrogate pair is one character, a surrogate that is not half of a pair is
+/// kept.
+fn decode_string(raw: &str) -> std::result::Result<Text<'_>, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let (e, after) = escape(&rest[i..])?;
+        rest = after;
+        let c = match e {
+            Escape::Char(c) => c,
+            Escape::Unit(hi @ 0xd800..=0xdbff) => match escape(rest) {
+                Ok((Escape::Unit(lo @ 0xdc00..=0xdfff), after)) => {
+                    rest = after;
+                    let c = 0x10000 + ((u32::from(hi) - 0xd800) << 10) + (u32::from(lo) - 0xdc00);
+                    char::from_u32(c).expect("a surrogate pair is a character")
+                }
+                _ => return decode_utf16(raw).map(Text::Utf16),
+            },
+            Escape::Unit(0xdc00..=0xdfff) => return decode_utf16(raw).map(Text::Utf16),
+            Escape::Unit(u) => char::from_u32(u32::from(u)).expect("not a surrogate"),
+        };
+        out.push(c);
+    }
+    out.push_str(rest);
+    Ok(Text::Decoded(out))
+}
+
+/// As [`decode_string`], into UTF-16 (for a string with a lone surrogate).
+fn decode_utf16(raw: &str) -> std::result::Result<Vec<u16>, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('\\') {
+        out.extend(rest[..i].encode_utf16());
+        let (e, after) = escape(&rest[i..])?;
+        rest = after;
+        match e {
+            Escape::Char(c) => out.extend(c.encode_utf16(&mut [0; 2]).iter()),
+            Escape::Unit(u) => out.push(u),
+        }
+    }
+    out.extend(rest.encode_utf16());
+    Ok(out)
+}
+
+enum Escape {
+    Char(char),
+    /// `\uXXXX`: a UTF-16 code unit.
+    Unit(u16),
+}
+
+/// The escape at the start of `s` (which starts with a backslash), and what follows it.
+fn escape(s: &str) -> std::result::Result<(Escape, &str), String> {
+    let bad = || format!("bad escape `{}`", s.chars().take(6).collect::<String>());
+    let c = match s.as_bytes().get(1) {
+        Some(b'"') => '"',
+        Some(b'\\') => '\\',
+        Some(b'/') => '/',
+        Some(b'b') => '\u{8}',
+        Some(b'f') => '\u{c}',
+        Some(b'n') => '\n',
+        Some(b'r') => '\r',
+        Some(b't') => '\t',
+        Some(b'u') => {
+            let hex = s
+                .get(2..6)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let unit = hex
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)?;
+            return Ok((Escape::Unit(unit), &s[6..]));
+        }
+        _ => return Err(bad()),
+    };
+    Ok((Escape::Char(c), &s[2..]))
+}
+
+/// A scalar read as a [`Node`] as a [`Value`]. Numbers: see [`number_value`].
+#[inline(never)]
+fn scalar_value(node: Node<'_>) -> Result<Value> {
+    Ok(match node {
+        Node::Bool(b) => Value::Bool(b),
+        Node::Number(text) => number_value(text),
+        Node::String(t) => Value::String(string_value(t)?),
+        _ => Value::Null, // null, NaN, Infinity, -Infinity
+    })
+}
+
+#[inline(never)]
+fn string_value(t: Text<'_>) -> Result<String> {
+    t.into_string().map_err(|u| {
+        Error::Json(format!(
+            "not a PHQ envelope: a string holds a lone surrogate (\\u{u:04x}), which a Rust \
+             string cannot"
+        ))
+    })
+}
+
+/// A number for a [`Value`]: a 64-bit integer exactly; a float as the nearest `f64`
+/// (Rust's `str::parse` rounds correctly, as Python's `float()`), null when too large
+/// for one (Python reads it as infinity); a larger integer exactly when serde_json keeps
+/// numbers as their text (`arbitrary_precision`), else as the nearest `f64`.
+fn number_value(text: &str) -> Value {
+    if is_integer(text) {
+        if let Ok(n) = text.parse::<u64>() {
+            return n.into();
+        }
+        if let Ok(n) = text.parse::<i64>() {
+            return n.into(); // "-0" too: the integer 0, as in Python
+        }
+        if let Ok(n) = serde_json::from_str::<Number>(text) {
+            if n.to_string() == text {
+                return Value::Number(n);
+            }
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+/// How [`write_node`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// As Python's `json.dumps`: `", "` and `": "`, ASCII only, numbers as Python writes
+    /// them, `NaN`/`Infinity` kept.
+    Python,
+    /// As serde_json's compact output: UTF-8, numbers as written, `NaN`/`Infinity` as
+    /// null.
+    Compact,
+}
+
+/// Writes what was read. A repeated key is written once, at its first position with its
+/// last value, as Python's dict holds it.
+fn write_node(out: &mut Vec<u8>, node: &Node<'_>, style: Style) {
+    let python = style == Style::Python;
+    match node {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(true) => out.extend_from_slice(b"true"),
+        Node::Bool(false) => out.extend_from_slice(b"false"),
+        Node::NonFinite(word) if python => out.extend_from_slice(word.as_bytes()),
+        Node::NonFinite(_) => out.extend_from_slice(b"null"),
+        Node::Number(text) if python => out.extend_from_slice(python_number(text).as_bytes()),
+        Node::Number(text) => {
+            let text = if *text == "-0" { "0" } else { text };
+            out.extend_from_slice(text.as_bytes());
+        }
+        Node::String(t) => write_string(out, t, style),
+        Node::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(if python { b", " } else { b"," });
+                }
+                write_node(out, v, style);
+            }
+            out.push(b']');
+        }
+        Node::Object(members) => {
+            out.push(b'{');
+            for (i, (k, v)) in dedup(members).into_iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(if python { b", " } else { b"," });
+                }
+                write_string(out, k, style);
+                out.extend_from_slice(if python { b": " } else { b":" });
+                write_node(out, v, style);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// An object's members as Python's dict holds them: a repeated key once, at its first
+/// position, with its last value.
+fn dedup<'n, 'a>(members: &'n [(Text<'a>, Node<'a>)]) -> Vec<(&'n Text<'a>, &'n Node<'a>)> {
+    let all = || members.iter().map(|(k, v)| (k, v)).collect();
+    if members.len() < 2 {
+        return all();
+    }
+    let mut last: HashMap<&Text<'a>, usize> = HashMap::with_capacity(members.len());
+    for (i, (k, _)) in members.iter().enumerate() {
+        last.insert(k, i);
+    }
+    if last.len() == members.len() {
+        return all();
+    }
+    members
+        .iter()
+        .filter_map(|(k, _)| last.remove(k).map(|j| (k, &members[j].1)))
+        .collect()
+}
+
+/// A string: `"` `\` and control characters escaped as both Python and serde_json do
+/// (`\n`, `\u0001`...); the rest as is (printable ASCII, and in the compact style any
+/// character) or as `\uXXXX` (a surrogate pair for a character beyond U+FFFF; a lone
+/// surrogate as itself).
+fn write_string(out: &mut Vec<u8>, t: &Text<'_>, style: Style) {
+    out.push(b'"');
+    t.for_each_code_point(|c| {
+        let short: &[u8] = match c {
+            0x22 => b"\\\"",
+            0x5c => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x0a => b"\\n",
+            0x0d => b"\\r",
+            0x09 => b"\\t",
+            0x20..=0x7e => {
+                out.push(c as u8);
+                return;
+            }
+            _ => b"",
+        };
+        if !short.is_empty() {
+            out.extend_from_slice(short);
+            return;
+        }
+        match char::from_u32(c) {
+            Some(ch) if c >= 0x20 && style == Style::Compact => {
+                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+            Some(ch) if c > 0xffff => {
+                for u in ch.encode_utf16(&mut [0; 2]) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
+            }
+            _ => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+    });
+    out.push(b'"');
+}
+
+/// Whether `text` is a JSON number.
+fn is_json_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// A JSON reader with a nesting cap, for envelopes whose history is deeper than
+/// serde_json's recursion limit (128) allows. What it makes of the JSON is `B`'s.
+struct Parser<'a, B> {
+    s: &'a str,
+    pos: usize,
+    /// What the input is not, when it is wrong: "not a PHQ envelope", "not JSON".
+    not: &'static str,
+    /// Set when a value nested deeper than [`MAX_NESTING`] was skipped.
+    overflowed: bool,
+    build: std::marker::PhantomData<B>,
+}
+
+impl<'a, B: Build<'a>> Parser<'a, B> {
+    fn new(s: &'a str, not: &'static str) -> Self {
+        Parser {
+            s,
+            pos: 0,
+            not,
+            overflowed: false,
+            build: std::marker::PhantomData,
+        }
+    }
+
+    #[inline(never)]
     fn err(&self, what: &str) -> Error {
-        Error::Json(format!("not a PHQ envelope: {what} at byte {}", self.pos))
+        Error::Json(format!("{}: {what} at byte {}", self.not, self.pos))
     }
 
     fn peek(&self) -> Option<u8> {
@@ -327,28 +1008,42 @@ impl Parser<'_> {
         }
     }
 
-    fn envelope(&mut self) -> Result<Unpacked> {
+    /// One JSON value and nothing else (whitespace aside).
+    fn document(&mut self) -> Result<B::Out> {
+        let v = self.value(1)?;
+        if self.overflowed {
+            return Err(self.err(&format!("nested more than {MAX_NESTING} levels deep")));
+        }
+        self.skip_ws();
+        if self.pos != self.s.len() {
+            return Err(self.err("extra data after the JSON value"));
+        }
+        Ok(v)
+    }
+
+    fn envelope(&mut self) -> Result<Read<B::Out>> {
         self.skip_ws();
         if self.peek() != Some(b'{') {
             return Err(self.err("expected a JSON object"));
         }
         let mut item = None;
-        let mut hist = Value::Null;
+        let mut hist = B::null();
         let mut truncated = false;
         self.members(|p, key| {
             p.overflowed = false;
             let v = p.value(2)?;
             match key.as_str() {
-                "hist" => {
+                Some("hist") => {
                     truncated = p.overflowed;
                     hist = v;
                 }
                 _ if p.overflowed => {
                     return Err(p.err(&format!(
-                        "`{key}` is nested more than {MAX_NESTING} levels deep"
+                        "`{}` is nested more than {MAX_NESTING} levels deep",
+                        key.as_str().unwrap_or("?")
                     )))
                 }
-                "item" => item = Some(v),
+                Some("item") => item = Some(v),
                 _ => {}
             }
             Ok(())
@@ -357,15 +1052,15 @@ impl Parser<'_> {
         if self.pos != self.s.len() {
             return Err(self.err("extra data after the JSON object"));
         }
-        let item = item.ok_or_else(|| Error::Json("not a PHQ envelope: no `item`".into()))?;
-        if truncated || hist_too_long(&hist, 1) {
-            return Ok(Unpacked {
+        let item = item.ok_or_else(|| Error::Json(format!("{}: no `item`", self.not)))?;
+        if truncated || B::hist_too_long(&hist) {
+            return Ok(Read {
                 item,
-                hist: Value::Null,
+                hist: B::null(),
                 hist_truncated: true,
             });
         }
-        Ok(Unpacked {
+        Ok(Read {
             item,
             hist,
             hist_truncated: false,
@@ -373,32 +1068,53 @@ impl Parser<'_> {
     }
 
     /// A value whose containers are `depth` levels deep.
-    fn value(&mut self, depth: usize) -> Result<Value> {
+    ///
+    /// Recursive, up to [`MAX_NESTING`] deep: the frames on that path are kept small
+    /// (scalars and errors are out of line).
+    fn value(&mut self, depth: usize) -> Result<B::Out> {
         self.skip_ws();
         match self.peek() {
-            Some(b'{' | b'[') if depth > MAX_NESTING => {
-                self.skip_nested()?;
-                self.overflowed = true;
-                Ok(Value::Null)
-            }
-            Some(b'{') => {
-                let mut map = serde_json::Map::new();
-                self.members(|p, key| {
-                    let v = p.value(depth + 1)?;
-                    map.insert(key, v);
-                    Ok(())
-                })?;
-                Ok(Value::Object(map))
-            }
+            Some(b'{' | b'[') if depth > MAX_NESTING => self.skip_too_deep(),
+            Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
-            Some(b'"') => self.string().map(Value::String),
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
-            Some(b'n') => self.literal("null", Value::Null),
-            Some(b'N') => self.literal("NaN", Value::Null),
-            Some(b'I') => self.literal("Infinity", Value::Null),
+            _ => self.scalar(),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<B::Out> {
+        let mut object = B::object();
+        self.members(|p, key| {
+            let key = B::key(key)?;
+            let v = p.value(depth + 1)?;
+            B::insert(&mut object, key, v);
+            Ok(())
+        })?;
+        Ok(B::end(object))
+    }
+
+    #[inline(never)]
+    fn skip_too_deep(&mut self) -> Result<B::Out> {
+        self.skip_nested()?;
+        self.overflowed = true;
+        Ok(B::null())
+    }
+
+    #[inline(never)]
+    fn scalar(&mut self) -> Result<B::Out> {
+        let node = self.scalar_node()?;
+        B::scalar(node)
+    }
+
+    fn scalar_node(&mut self) -> Result<Node<'a>> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Node::String),
+            Some(b't') => self.literal("true", Node::Bool(true)),
+            Some(b'f') => self.literal("false", Node::Bool(false)),
+            Some(b'n') => self.literal("null", Node::Null),
+            Some(b'N') => self.literal("NaN", Node::NonFinite("NaN")),
+            Some(b'I') => self.literal("Infinity", Node::NonFinite("Infinity")),
             Some(b'-') if self.s[self.pos..].starts_with("-Infinity") => {
-                self.literal("-Infinity", Value::Null)
+                self.literal("-Infinity", Node::NonFinite("-Infinity"))
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.err("expected a JSON value")),
@@ -408,7 +1124,7 @@ impl Parser<'_> {
 
     /// The members of the object at `pos`, each handed to `f` with its key; `f` reads
     /// the value.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, String) -> Result<()>) -> Result<()> {
+    fn members(&mut self, mut f: impl FnMut(&mut Self, Text<'a>) -> Result<()>) -> Result<()> {
         self.pos += 1; // '{'
         self.skip_ws();
         if self.peek() == Some(b'}') {
@@ -439,13 +1155,13 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value> {
+    fn array(&mut self, depth: usize) -> Result<B::Out> {
         self.pos += 1; // '['
         let mut items = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            return Ok(B::array(items));
         }
         loop {
             items.push(self.value(depth + 1)?);
@@ -454,7 +1170,7 @@ impl Parser<'_> {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(B::array(items));
                 }
                 _ => return Err(self.err("expected ',' or ']'")),
             }
@@ -482,28 +1198,30 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String> {
+    fn string(&mut self) -> Result<Text<'a>> {
         let start = self.pos;
         let escaped = self.scan_string()?;
-        let raw = &self.s[start..self.pos];
+        let raw = &self.s[start + 1..self.pos - 1];
         if !escaped {
-            return Ok(raw[1..raw.len() - 1].to_owned());
+            return Ok(Text::Plain(raw));
         }
-        serde_json::from_str(raw).map_err(|e| self.err(&format!("bad string ({e})")))
+        decode_string(raw).map_err(|e| self.err(&format!("bad string ({e})")))
     }
 
-    fn number(&mut self) -> Result<Value> {
+    fn number(&mut self) -> Result<Node<'a>> {
         let start = self.pos;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.pos += 1;
         }
         let raw = &self.s[start..self.pos];
-        serde_json::from_str::<serde_json::Number>(raw)
-            .map(Value::Number)
-            .map_err(|_| self.err(&format!("bad number `{raw}`")))
+        if is_json_number(raw) {
+            Ok(Node::Number(raw))
+        } else {
+            Err(self.err(&format!("bad number `{raw}`")))
+        }
     }
 
-    fn literal(&mut self, word: &str, v: Value) -> Result<Value> {
+    fn literal(&mut self, word: &str, v: Node<'a>) -> Result<Node<'a>> {
         if self.s[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(v)
@@ -656,6 +1374,11 @@ mod tests {
             (-0.0, "-0.0"),
             (1e300, "1e+300"),
             (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            // Two shortest strings equally near the float (it is ...62.25): Python takes
+            // the even one, where Rust's `{:e}` takes the upper.
+            (1658206780088562.0 + 0.25, "1658206780088562.2"),
+            (0.1 + 0.2, "0.30000000000000004"),
         ];
         for (v, want) in cases {
             assert_eq!(python_float(v), want, "{v:?}");
@@ -761,6 +1484,150 @@ mod tests {
         assert_eq!(read.item, json!([0, -0.5, 1000.0, 12345678901234567890u64]));
     }
 
+    /// Whether serde_json keeps numbers as their text (`arbitrary_precision`).
+    fn exact_big_integers() -> bool {
+        let big = "18446744073709551616";
+        // (Not `Value == &str`, which compares with a JSON string.)
+        format!("{}", serde_json::from_str::<Value>(big).unwrap()) == big
+    }
+
+    #[test]
+    fn numbers_read_as_python_reads_them() {
+        let read = unpack(
+            br#"{"item": [-0, 1e400, -1e400, 1E3, 0.1234567890123456789, 5e-324, 18446744073709551615, -9223372036854775808]}"#,
+        )
+        .unwrap()
+        .unwrap();
+        // -0 is the integer 0; a float too large for f64 is Python's infinity: null.
+        assert_eq!(
+            read.item,
+            json!([
+                0,
+                null,
+                null,
+                1000.0,
+                0.12345678901234568,
+                5e-324,
+                u64::MAX,
+                i64::MIN
+            ])
+        );
+        assert!(read.item[0].is_u64());
+        let bytes = pack("s", "d", &read.item, &[]).unwrap();
+        assert!(std::str::from_utf8(&bytes).unwrap().starts_with(
+            r#"{"item": [0, null, null, 1000.0, 0.12345678901234568, 5e-324, 18446744073709551615, -9223372036854775808]"#
+        ));
+        // Beyond 64 bits: exact when serde_json keeps numbers as text, else the nearest
+        // float.
+        let text = "-123456789012345678901234567890";
+        let read = unpack(format!(r#"{{"item": {text}}}"#).as_bytes())
+            .unwrap()
+            .unwrap();
+        let bytes = pack("s", "d", &read.item, &[]).unwrap();
+        let written = std::str::from_utf8(&bytes).unwrap();
+        if exact_big_integers() {
+            assert_eq!(read.item.to_string(), text);
+            assert!(
+                written.starts_with(&format!(r#"{{"item": {text}, "#)),
+                "{written}"
+            );
+        } else {
+            assert_eq!(read.item.as_f64(), Some(-1.2345678901234568e29));
+            assert!(written.starts_with(r#"{"item": -1.2345678901234568e+29, "#));
+        }
+    }
+
+    #[test]
+    fn json_text_keeps_every_number_and_string() {
+        // Python's json.dumps(json.loads(text)): a repeated key ("\u0061" is "a") at its
+        // first place with its last value, NaN and friends kept, 1e400 as Infinity, -0
+        // as 0, integers of any size, lone surrogates as their escape.
+        let text = r#"{"a": 1, "b": [NaN, Infinity, -Infinity, 1e400, -0, -0.0, 1E-7, 123456789012345678901234567890], "\u0061": "\ud800x\uDBFF\uDFFF\/\u007f\t", "c": {}}"#;
+        let python = r#"{"a": "\ud800x\udbff\udfff/\u007f\t", "b": [NaN, Infinity, -Infinity, Infinity, 0, -0.0, 1e-07, 123456789012345678901234567890], "c": {}}"#;
+        let bytes = pack_json("s", "d", text, &[]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            format!(r#"{{"item": {python}, "hist": {{"svc": "s", "dt": "d", "refs": []}}}}"#)
+        );
+        // Read back: compact JSON, numbers as written (non-finite as null), the lone
+        // surrogate kept, the astral character as UTF-8.
+        let read = unpack_json(&bytes).unwrap().unwrap();
+        assert_eq!(
+            read.item,
+            "{\"a\":\"\\ud800x\u{10ffff}/\u{7f}\\t\",\"b\":[null,null,null,null,0,-0.0,1e-07,123456789012345678901234567890],\"c\":{}}"
+        );
+        assert_eq!(read.hist, r#"{"svc":"s","dt":"d","refs":[]}"#);
+        assert!(!read.hist_truncated);
+        // A Value cannot hold a lone surrogate: unpack says so.
+        let e = unpack(&bytes).unwrap_err();
+        assert!(e.to_string().contains("lone surrogate (\\ud800)"), "{e}");
+        // Errors name what is wrong.
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "1 2",
+            "nul",
+        ] {
+            let e = pack_json("s", "d", bad, &[]).unwrap_err();
+            assert!(e.to_string().contains("not JSON: "), "{bad}: {e}");
+        }
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_NESTING + 1),
+            "]".repeat(MAX_NESTING + 1)
+        );
+        let e = pack_json("s", "d", &deep, &[]).unwrap_err();
+        assert!(e.to_string().contains("nested more than"), "{e}");
+        assert!(unpack_json(b"").unwrap().is_none());
+    }
+
+    #[test]
+    fn raw_json_in_a_payload_is_written_as_python_writes_it() {
+        use serde_json::value::RawValue;
+        #[derive(Serialize)]
+        struct Payload<'a> {
+            raw: &'a RawValue,
+            f: f64,
+        }
+        let raw =
+            RawValue::from_string(r#"{"n":123456789012345678901234567890,"x":1E3,"s":"é"}"#.into())
+                .unwrap();
+        let bytes = pack("s", "d", &Payload { raw: &raw, f: 0.5 }, &[]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"item": {"raw": {"n": 123456789012345678901234567890, "x": 1000.0, "s": "\u00e9"}, "f": 0.5}, "hist": {"svc": "s", "dt": "d", "refs": []}}"#
+        );
+    }
+
+    #[test]
+    fn numbers_kept_as_text_are_written_as_python_writes_them() {
+        // What serde_json hands the formatter for a Number under `arbitrary_precision`.
+        let mut f = PythonFormatter;
+        for (text, python) in [
+            ("1e16", "1e+16"),
+            ("100.0", "100.0"),
+            ("1E3", "1000.0"),
+            ("-0", "0"),
+            ("-0.0", "-0.0"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("1e400", "Infinity"),
+            ("0.1234567890123456789", "0.12345678901234568"),
+        ] {
+            let mut out = Vec::new();
+            f.write_number_str(&mut out, text).unwrap();
+            assert_eq!(std::str::from_utf8(&out).unwrap(), python, "{text}");
+        }
+    }
+
     #[test]
     fn unpack_refuses_what_is_not_an_envelope() {
         for bad in [
@@ -803,6 +1670,20 @@ mod tests {
         assert!(read.hist_truncated);
         assert_eq!(read.hist, Value::Null);
         assert_eq!(read.item, json!({"n": 1}));
+        // The same as JSON text.
+        let read = unpack_json(&envelope_with_hist(&nested_hist(99)))
+            .unwrap()
+            .unwrap();
+        assert!(!read.hist_truncated);
+        assert_eq!(read.hist, nested_hist(99).to_string());
+        let read = unpack_json(&envelope_with_hist(&nested_hist(100)))
+            .unwrap()
+            .unwrap();
+        assert!(read.hist_truncated);
+        assert_eq!(
+            (read.item.as_str(), read.hist.as_str()),
+            (r#"{"n":1}"#, "null")
+        );
     }
 
     #[test]
@@ -811,11 +1692,20 @@ mod tests {
         let read = unpack(&envelope_with_hist(&hist)).unwrap().unwrap();
         assert!(read.hist_truncated);
         assert_eq!(read.hist, Value::Null);
+        let read = unpack_json(&envelope_with_hist(&hist)).unwrap().unwrap();
+        assert!(read.hist_truncated);
+        assert_eq!(read.hist, "null");
         // Also further down the chain.
         let inner = json!({"svc": "s", "dt": "d", "refs": {}});
         let hist = json!({"svc": "s", "dt": "d", "refs": [{"topic": "t", "hist": inner}]});
         assert!(
             unpack(&envelope_with_hist(&hist))
+                .unwrap()
+                .unwrap()
+                .hist_truncated
+        );
+        assert!(
+            unpack_json(&envelope_with_hist(&hist))
                 .unwrap()
                 .unwrap()
                 .hist_truncated
@@ -854,6 +1744,8 @@ mod tests {
             "]".repeat(MAX_NESTING - 1)
         );
         assert!(unpack(ok.as_bytes()).is_ok());
+        assert!(unpack_json(ok.as_bytes()).is_ok());
+        assert!(pack_json("s", "d", &ok[9..ok.len() - 1], &[]).is_ok());
         // An item too deep is an error, not a stack overflow.
         let deep_item = format!(r#"{{"item": {deep}}}"#);
         let e = unpack(deep_item.as_bytes()).unwrap_err();
