@@ -181,3 +181,69 @@ async fn dropped_receive_futures_lose_nothing_with_auto_commit_on() {
     eprintln!("{dropped} receive futures dropped; {total} records handed out exactly once");
     assert!(dropped >= 20, "the test dropped only {dropped} futures");
 }
+
+#[tokio::test]
+async fn the_record_and_batch_streams_hand_out_every_record_once_across_drops() {
+    use paperboy::consumer::Stream;
+    use std::pin::Pin;
+
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "stream", 2).await;
+    let producer = Producer::new(ProducerConfig::new(&common::bootstrap()))
+        .await
+        .unwrap();
+    for i in 0..2_000 {
+        // Fire and forget; `close` delivers them all.
+        drop(
+            producer
+                .enqueue(ProducerRecord::new(&topic).with_value(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.close().await;
+    let consumer = Consumer::new(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", common::bootstrap()),
+            ("group.id", common::unique_topic("stream-group")),
+            ("auto.offset.reset", "earliest".into()),
+        ])
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    // The group join first, undisturbed (a call dropped mid-rebalance leaves the
+    // rebalance to the next call, which starts it again).
+    let first = consumer.recv().await.unwrap();
+    seen.insert((first.partition, first.offset));
+    let mut rng = Rng(7);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2_000 {
+        assert!(Instant::now() < deadline, "{} of 2000", seen.len());
+        // A new stream each round, dropped with a `next()` pending about half the time.
+        let wait = Duration::from_micros(rng.below(3_000));
+        if rng.below(2) == 0 {
+            let mut s = consumer.stream();
+            let next = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx));
+            if let Ok(Some(r)) = tokio::time::timeout(wait, next).await {
+                let r = r.unwrap();
+                assert!(seen.insert((r.partition, r.offset)), "twice: {r:?}");
+            }
+        } else {
+            let mut s = consumer.batches(1 + rng.below(300) as usize, Duration::from_millis(5));
+            let next = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx));
+            if let Ok(Some(b)) = tokio::time::timeout(wait, next).await {
+                for r in b.unwrap() {
+                    assert!(seen.insert((r.partition, r.offset)), "twice: {r:?}");
+                }
+            }
+        }
+    }
+    consumer.close().await;
+    // Closed: the stream ends.
+    let mut s = consumer.stream();
+    let end = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await;
+    assert!(end.is_none());
+}

@@ -1232,3 +1232,63 @@ async fn each_record_goes_to_the_handler_of_its_topic() {
         [Some(7), Some(7), Some(7)]
     );
 }
+
+/// A value that does not decode into the handler's payload type (`Json<Value>`: not JSON)
+/// takes the same path as a failing handler: retries, then the dead-letter topic, and the
+/// partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_value_goes_to_the_dead_letter_topic() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "engine-undecodable", 1).await;
+    let dlq = format!("{topic}.dlq");
+    client
+        .create_topics(&[paperboy::NewTopic::new(&dlq, 1, 1)])
+        .await
+        .unwrap();
+    let records: Vec<NewRecord> = (0..6)
+        .map(|i| NewRecord {
+            key: Some(format!("k{i}").into()),
+            value: Some(if i == 2 {
+                Bytes::from_static(b"{not json")
+            } else {
+                json!({ "n": i }).to_string().into()
+            }),
+            ..NewRecord::default()
+        })
+        .collect();
+    client
+        .produce(&topic, 0, &records, Compression::Snappy, Acks::All)
+        .await
+        .unwrap();
+    let group = common::unique_topic("g-undecodable");
+    let events = Events::default();
+    let config = EngineConfig {
+        max_retries: 1,
+        retry_backoff_ms: 20,
+        dead_letter_topic: Some("{topic}.dlq".into()),
+        ..single_mode()
+    };
+    let (stop, health, task) = start(&group, config, Recorder::new(&topic), &events).await;
+    wait_for("6 records through", 30, || health.stats().processed == 6).await;
+    stop.shutdown();
+    task.await.unwrap().expect("the engine went on");
+    assert_eq!(health.stats().dead_lettered, 1);
+    assert_eq!(committed(&group, &topic, 1).await, [Some(6)]);
+    let dead = common::read_partition(&client, &dlq, 0, 0, 1).await;
+    let (_, key, value, headers) = &dead[0];
+    assert_eq!(key.as_deref(), Some(&b"k2"[..]));
+    assert_eq!(
+        value.as_deref(),
+        Some(&b"{not json"[..]),
+        "the value as it was"
+    );
+    let error = headers
+        .iter()
+        .find(|(k, _)| &k[..] == b"paperboy.dlq.error")
+        .and_then(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&error).contains("does not decode"),
+        "{error:?}"
+    );
+}

@@ -523,3 +523,70 @@ async fn floats_pass_through_a_service_bit_for_bit() {
         assert!(value.starts_with(&want), "{value}");
     }
 }
+
+/// A value that is not JSON: by default the batch fails at the same offset on every try
+/// (the original's behaviour); with `Undecodable::Skip` or a callback, the records behind
+/// it are delivered and the batch is committed past it.
+#[tokio::test]
+async fn records_that_do_not_decode_fail_skip_or_go_to_a_callback() {
+    use paperboy::phq::Undecodable;
+
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "phqc-poison", 1).await;
+    let good = |i: usize| format!(r#"{{"item": {{"n": {i}}}, "hist": null}}"#);
+    let (g0, g1, g2) = (good(0), good(1), good(2));
+    produce_raw(
+        &topic,
+        &[
+            ("a", Some(g0.as_str())),
+            ("poison", Some("{not json")),
+            ("b", Some(g1.as_str())),
+            ("c", Some(g2.as_str())),
+        ],
+    )
+    .await;
+
+    // Default: the batch fails, naming the record; nothing is committed.
+    let group = common::unique_topic("g-poison");
+    let c = consumer(&topic, &group, Duration::from_millis(500)).await;
+    let e = tokio::time::timeout(
+        LIMIT,
+        c.process(|_: Vec<Message>| async { Ok::<(), Error>(()) }),
+    )
+    .await
+    .expect("in time")
+    .unwrap_err();
+    assert!(e.to_string().contains("at offset 1"), "{e}");
+    assert_eq!(committed(&c, &topic).await, None);
+    c.close().await;
+
+    // Skip: the three good records are handled, the batch committed past the poison.
+    let c = consumer(&topic, &group, Duration::from_millis(500))
+        .await
+        .on_undecodable(Undecodable::Skip);
+    let seen = collect(&c, 3).await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(committed(&c, &topic).await, Some(4));
+    c.close().await;
+
+    // A callback sees the record and the error.
+    let poisoned = Arc::new(Mutex::new(Vec::new()));
+    let p = poisoned.clone();
+    let c = consumer(
+        &topic,
+        &common::unique_topic("g-poison-cb"),
+        Duration::from_millis(500),
+    )
+    .await
+    .on_undecodable(Undecodable::Handle(Arc::new(move |r, e| {
+        p.lock().unwrap().push((r.offset, e.to_string()));
+    })));
+    let seen = collect(&c, 3).await;
+    assert_eq!(seen.len(), 3);
+    let poisoned = poisoned.lock().unwrap().clone();
+    assert_eq!(poisoned.len(), 1);
+    assert_eq!(poisoned[0].0, 1);
+    assert!(poisoned[0].1.contains("offset 1"), "{poisoned:?}");
+    assert_eq!(committed(&c, &topic).await, Some(4));
+    c.close().await;
+}

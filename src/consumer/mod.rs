@@ -44,6 +44,7 @@ pub(crate) mod assignor;
 mod config;
 mod fetcher;
 mod group;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -60,6 +61,7 @@ use tracing::{debug, info, warn};
 
 pub use assignor::AssignmentStrategy;
 pub use config::{ConsumerConfig, OffsetReset};
+pub use stream::{BatchStream, RecordStream, Stream};
 
 use crate::client::{Client, IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};

@@ -90,10 +90,40 @@ pub struct Consumer {
     inner: kafka::Consumer,
     batch_size: usize,
     timeout: Duration,
+    undecodable: Undecodable,
     stop: StopHandle,
     /// Held so that the signal task of [`Consumer::shutdown_on_signals`] sees when the
     /// last clone of the consumer is gone.
     stopped: watch::Receiver<bool>,
+}
+
+/// What a PHQ [`Consumer`] does with a record whose value does not decode (not UTF-8,
+/// not JSON, not an envelope): [`Consumer::on_undecodable`].
+#[derive(Clone, Default)]
+pub enum Undecodable {
+    /// Fail the batch, commit nothing of it (the original's behaviour, the default): the
+    /// same record fails again after a restart until it is dealt with.
+    #[default]
+    Fail,
+    /// Log it (at warn, with its topic, partition and offset) and go on; the batch is
+    /// committed past it.
+    Skip,
+    /// Hand it to this callback with the decode error, then go on as with `Skip`: for a
+    /// dead-letter topic, a metric, an alert.
+    Handle(UndecodableCallback),
+}
+
+/// The callback of [`Undecodable::Handle`]: the record and why it does not decode.
+pub type UndecodableCallback = Arc<dyn Fn(&ConsumerRecord, &Error) + Send + Sync>;
+
+impl std::fmt::Debug for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Undecodable::Fail => "Fail",
+            Undecodable::Skip => "Skip",
+            Undecodable::Handle(_) => "Handle(..)",
+        })
+    }
 }
 
 /// Stops a PHQ [`Consumer`]'s [`process`](Consumer::process): the batch being handled is
@@ -191,9 +221,25 @@ impl Consumer {
             inner,
             batch_size,
             timeout,
+            undecodable: Undecodable::Fail,
             stop: StopHandle { tx: Arc::new(tx) },
             stopped,
         })
+    }
+
+    /// What to do with records that do not decode; [`Undecodable::Fail`] by default.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn run(consumer: paperboy::phq::Consumer) {
+    /// use paperboy::phq::Undecodable;
+    /// let consumer = consumer.on_undecodable(Undecodable::Skip);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_undecodable(mut self, policy: Undecodable) -> Self {
+        self.undecodable = policy;
+        self
     }
 
     /// The consumer underneath (assignment, lag, committed offsets).
@@ -361,6 +407,17 @@ impl Consumer {
             ) {
                 Ok(Some(m)) => messages.push(m),
                 Ok(None) => {}
+                Err(e) if matches!(self.undecodable, Undecodable::Skip) => {
+                    warn!(
+                        "[{}] skipped a record that does not decode: {e}",
+                        batch_ref(records)
+                    );
+                }
+                Err(e) if matches!(self.undecodable, Undecodable::Handle(_)) => {
+                    if let Undecodable::Handle(f) = &self.undecodable {
+                        f(r, &e);
+                    }
+                }
                 Err(e) => {
                     error!(
                         "[{}] Encountered exception reading the batch; nothing of it is committed: {e}",

@@ -49,7 +49,7 @@ use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
 pub(crate) use consumer::batch_ref;
-pub use consumer::{Consumer, StopHandle, CONSUMER_DEFAULTS};
+pub use consumer::{Consumer, StopHandle, Undecodable, UndecodableCallback, CONSUMER_DEFAULTS};
 
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it
 /// came from.
