@@ -7,25 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use paperboy_protocol::versions::ApiVersions;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use super::{AuthCmd, Link};
+use super::{negotiated, AuthCmd, Link};
 use crate::error::{Error, KafkaCode, Result};
 use crate::security::{Credentials, Security};
-
-/// The version of `R` to use, at least `min`.
-fn version<R: Request>(versions: &ApiVersions, api: ApiKey, min: i16) -> Option<i16> {
-    versions
-        .negotiate(api)
-        .map(|v| v.min(R::VERSIONS.max))
-        .filter(|v| *v >= min.max(R::VERSIONS.min))
-}
 
 /// Authenticates the connection; returns the session lifetime the broker set, if any.
 pub(super) async fn authenticate(
@@ -41,8 +32,9 @@ pub(super) async fn authenticate(
         message,
     };
     let (Some(hs_version), Some(auth_version)) = (
-        version::<SaslHandshakeRequest>(versions, ApiKey::SaslHandshake, 1),
-        version::<SaslAuthenticateRequest>(versions, ApiKey::SaslAuthenticate, 0),
+        // v1: the tokens travel in SaslAuthenticate, not raw on the socket.
+        negotiated::<SaslHandshakeRequest>(versions).filter(|v| *v >= 1),
+        negotiated::<SaslAuthenticateRequest>(versions),
     ) else {
         return Err(fail(
             "the broker offers no SaslHandshake v1 and SaslAuthenticate (Kafka 1.0 or later is needed)".to_owned(),

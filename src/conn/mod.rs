@@ -296,17 +296,10 @@ impl Connection {
 
     /// The version to use for `R` on this connection.
     pub(crate) fn version_for<R: Request>(&self) -> Result<i16> {
-        let api = api_key_of::<R>();
-        // The API key's range can be wider than what the request type encodes (OffsetFetch
-        // v10 in kafka-protocol 0.18): never pick beyond the type's own range.
-        self.versions
-            .negotiate(api)
-            .map(|v| v.min(R::VERSIONS.max))
-            .filter(|v| *v >= R::VERSIONS.min)
-            .ok_or_else(|| Error::UnsupportedVersion {
-                broker: self.link.shared.addr.clone(),
-                api,
-            })
+        negotiated::<R>(&self.versions).ok_or_else(|| Error::UnsupportedVersion {
+            broker: self.link.shared.addr.clone(),
+            api: api_key_of::<R>(),
+        })
     }
 
     /// Sends `req` at the negotiated version and waits for the answer.
@@ -461,6 +454,16 @@ impl Link {
         }
         Ok((correlation_id, rx))
     }
+}
+
+/// The version of `R` to send to a broker with `versions`. The API key's range can be
+/// wider than what the request type encodes (OffsetFetch v10 in kafka-protocol 0.18):
+/// never pick beyond the type's own range.
+fn negotiated<R: Request>(versions: &ApiVersions) -> Option<i16> {
+    versions
+        .negotiate(api_key_of::<R>())
+        .map(|v| v.min(R::VERSIONS.max))
+        .filter(|v| *v >= R::VERSIONS.min)
 }
 
 /// An error of the first exchanges on a connection, made to say what to check: a TLS

@@ -442,12 +442,15 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
     }
     let mut arrived = false;
     let cfg = inner.client.config();
-    let broker = inner
-        .client
-        .cluster()
-        .brokers
-        .get(&done.node)
-        .map_or_else(|| format!("broker {}", done.node), |b| b.addr());
+    // Looked up only for an error (not on every fetch).
+    let broker = || {
+        inner
+            .client
+            .cluster()
+            .brokers
+            .get(&done.node)
+            .map_or_else(|| format!("broker {}", done.node), |b| b.addr())
+    };
     let bound = inner.config.fetch_error_timeout;
     // A failed fetch of a partition: back off (exponentially, to retry.backoff.max.ms);
     // once it has failed for fetch.error.timeout.ms, surface the error once per period.
@@ -463,7 +466,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
         if now.duration_since(since) >= bound && p.fault.is_none() {
             p.fault = Some(Error::FetchFailed {
                 partition: tp.to_string(),
-                broker: broker.clone(),
+                broker: broker(),
                 failing_for: now.duration_since(since),
                 cause: Box::new(e.clone()),
             });
@@ -475,7 +478,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
     let mut faulted = false;
     match done.result {
         Err(e) => {
-            warn!(broker = %broker, error = %e, "fetch failed; retrying on a fresh connection");
+            warn!(broker = %broker(), error = %e, "fetch failed; retrying on a fresh connection");
             for (tp, gen) in &done.wants {
                 if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
                     faulted |= failed(tp, p, &e);
@@ -565,7 +568,7 @@ async fn reset_out_of_range(inner: &Arc<Inner>) {
         match offset {
             Some(Ok(o)) => {
                 warn!(partition = %tp, offset = o, "reset by auto.offset.reset");
-                st.buffered -= p.seek(o);
+                st.seek_part(&tp, o);
             }
             Some(Err(e)) => {
                 p.out_of_range = true;

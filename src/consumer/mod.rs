@@ -302,24 +302,34 @@ struct State {
     fatal: Option<Error>,
     last_commit: Instant,
     heartbeat: bool,
-    /// Records taken from the queue but not yet handed out, with their partition's
-    /// generation: a `recv`/`recv_batch` future dropped before it returns leaves its
-    /// records here for the next call (cancel safety). Records of a partition whose
-    /// generation moved on (seek, revocation) are dropped, not handed out.
-    stash: VecDeque<(u64, ConsumerRecord)>,
+    /// Records taken from the queue but not yet handed out: a `recv`/`recv_batch` future
+    /// dropped before it returns leaves its records here for the next call (cancel
+    /// safety). A partition's records leave it when the partition is sought or removed
+    /// ([`State::seek_part`], [`State::remove_part`]), so all of it is handed out.
+    stash: VecDeque<ConsumerRecord>,
 }
 
 impl State {
-    /// Whether a stashed record still belongs to an assigned partition at its generation.
-    fn live(&self, gen: u64, r: &ConsumerRecord) -> bool {
-        self.parts
-            .get(&TopicPartition::new(r.topic.as_ref(), r.partition))
-            .is_some_and(|p| p.gen == gen)
+    /// Moves a partition's position: drops what it has buffered and stashed. `None` when
+    /// the partition is not assigned.
+    fn seek_part(&mut self, tp: &TopicPartition, offset: i64) -> Option<()> {
+        let p = self.parts.get_mut(tp)?;
+        self.buffered -= p.seek(offset);
+        self.forget_stashed(tp);
+        Some(())
     }
 
-    /// Live stashed records.
-    fn stashed(&self) -> usize {
-        self.stash.iter().filter(|(g, r)| self.live(*g, r)).count()
+    /// Removes a partition (revoked, unassigned) with what it has buffered and stashed.
+    fn remove_part(&mut self, tp: &TopicPartition) {
+        if let Some(mut p) = self.parts.remove(tp) {
+            self.buffered -= p.clear();
+            self.forget_stashed(tp);
+        }
+    }
+
+    fn forget_stashed(&mut self, tp: &TopicPartition) {
+        self.stash
+            .retain(|r| !(r.partition == tp.partition && *r.topic == *tp.topic));
     }
 
     /// The position as the application sees it, with the leader epoch of the record
@@ -328,23 +338,15 @@ impl State {
     fn handed_position(&self, tp: &TopicPartition, p: &PartState) -> Option<(i64, i32)> {
         self.stash
             .iter()
-            .find(|(g, r)| *g == p.gen && r.partition == tp.partition && *r.topic == *tp.topic)
-            .map(|(_, r)| (r.offset, r.leader_epoch))
+            .find(|r| r.partition == tp.partition && *r.topic == *tp.topic)
+            .map(|r| (r.offset, r.leader_epoch))
             .or_else(|| Some((p.position?, p.position_epoch)))
     }
 
-    /// Hands out up to `max` live stashed records, oldest first.
+    /// Hands out up to `max` stashed records, oldest first.
     fn drain(&mut self, max: usize) -> Vec<ConsumerRecord> {
-        let mut out = Vec::with_capacity(max.min(self.stash.len()));
-        while out.len() < max {
-            let Some((gen, r)) = self.stash.pop_front() else {
-                break;
-            };
-            if self.live(gen, &r) {
-                out.push(r);
-            }
-        }
-        out
+        let n = max.min(self.stash.len());
+        self.stash.drain(..n).collect()
     }
 }
 
@@ -510,9 +512,7 @@ impl Consumer {
             .cloned()
             .collect();
         for tp in gone {
-            if let Some(mut p) = st.parts.remove(&tp) {
-                st.buffered -= p.clear();
-            }
+            st.remove_part(&tp);
         }
         for tp in wanted {
             st.parts
@@ -535,13 +535,10 @@ impl Consumer {
     /// # Errors
     /// [`Error::NotAssigned`] when the partition is not assigned.
     pub fn seek(&self, partition: &TopicPartition, offset: i64) -> Result<()> {
-        let mut st = self.inner.lock();
-        let st = &mut *st;
-        let p = st
-            .parts
-            .get_mut(partition)
+        self.inner
+            .lock()
+            .seek_part(partition, offset)
             .ok_or_else(|| Error::NotAssigned(partition.to_string()))?;
-        st.buffered -= p.seek(offset);
         self.inner.fetch_wake.notify_one();
         Ok(())
     }
@@ -656,7 +653,7 @@ impl Consumer {
             let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let stashed = inner.lock().stashed();
+            let stashed = inner.lock().stash.len();
             if stashed >= max || (stashed > 0 && (!fill || self.rebalance_pending())) {
                 // Enough at hand, or a rebalance is due: hand out what was gathered first
                 // (the next call rebalances). Records taken before a revocation are never
@@ -664,21 +661,21 @@ impl Consumer {
                 return Ok(hand_out(max));
             }
             if let Err(e) = self.maintain().await {
-                if inner.lock().stashed() == 0 {
+                if inner.lock().stash.is_empty() {
                     return Err(e);
                 }
                 warn!(error = %e, "consumer maintenance failed; returning records gathered");
                 return Ok(hand_out(max));
             }
             // (Not in one expression: the lock guard would live through `take`.)
-            let room = max.saturating_sub(inner.lock().stashed());
+            let room = max.saturating_sub(inner.lock().stash.len());
             let taken = self.take(room);
             if taken.freed {
                 inner.fetch_wake.notify_one();
             }
             if let Some((tp, e)) = taken.error {
                 let mut st = inner.lock();
-                if st.stashed() > 0 {
+                if !st.stash.is_empty() {
                     // Surfaced by the next call, after these records.
                     drop(st);
                     return Ok(hand_out(max));
@@ -690,7 +687,7 @@ impl Consumer {
                 }
                 return Err(e);
             }
-            let stashed = inner.lock().stashed();
+            let stashed = inner.lock().stash.len();
             if stashed >= max || (!fill && stashed > 0) {
                 return Ok(hand_out(max));
             }
@@ -809,20 +806,17 @@ impl Consumer {
                             p.position = Some(r.offset + 1);
                             p.position_epoch = cur.leader_epoch;
                             let headers = r.headers();
-                            stash.push_back((
-                                p.gen,
-                                ConsumerRecord {
-                                    topic: p.topic.clone(),
-                                    partition: tp.partition,
-                                    offset: r.offset,
-                                    timestamp_ms: r.timestamp_ms,
-                                    timestamp_type: cur.timestamp_type,
-                                    leader_epoch: cur.leader_epoch,
-                                    key: r.key,
-                                    value: r.value,
-                                    headers,
-                                },
-                            ));
+                            stash.push_back(ConsumerRecord {
+                                topic: p.topic.clone(),
+                                partition: tp.partition,
+                                offset: r.offset,
+                                timestamp_ms: r.timestamp_ms,
+                                timestamp_type: cur.timestamp_type,
+                                leader_epoch: cur.leader_epoch,
+                                key: r.key,
+                                value: r.value,
+                                headers,
+                            });
                             quota -= 1;
                             want -= 1;
                         }
@@ -909,9 +903,7 @@ impl Consumer {
         }
         let mut st = self.inner.lock();
         for tp in partitions {
-            if let Some(mut p) = st.parts.remove(tp) {
-                st.buffered -= p.clear();
-            }
+            st.remove_part(tp);
         }
         drop(st);
         self.inner.fetch_wake.notify_one();
@@ -1175,8 +1167,7 @@ impl Consumer {
                     match offset {
                         Ok(o) => {
                             debug!(partition = %tp, offset = o, "starting position");
-                            let freed = p.seek(o);
-                            st.buffered -= freed;
+                            st.seek_part(&tp, o);
                         }
                         Err(e) if e.is_retriable() || e.is_stale_metadata() => {
                             // E.g. a new topic whose leader is not elected yet: the
