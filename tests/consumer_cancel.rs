@@ -247,3 +247,52 @@ async fn the_record_and_batch_streams_hand_out_every_record_once_across_drops() 
     let end = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await;
     assert!(end.is_none());
 }
+
+/// A `recv` dropped while the group is joining does not cancel the join: callers that
+/// poll with a timeout shorter than a JoinGroup round trip still get their partitions.
+/// (Cancelled joins used to leave members behind that the group waited for until the
+/// rebalance timeout.)
+#[tokio::test]
+async fn receive_timeouts_shorter_than_a_join_still_join_the_group() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cancel-join", 2).await;
+    let producer = Producer::new(ProducerConfig::new(&common::bootstrap()))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        producer
+            .send(ProducerRecord::new(&topic).with_value(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+    let consumer = Consumer::new(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", common::bootstrap()),
+            ("group.id", common::unique_topic("cancel-join-group")),
+            ("auto.offset.reset", "earliest".into()),
+        ])
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    let mut cancelled = 0u32;
+    while got.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 10 records after {cancelled} cancelled receives; assignment {:?}",
+            got.len(),
+            consumer.assignment()
+        );
+        match tokio::time::timeout(Duration::from_millis(1), consumer.recv()).await {
+            Ok(r) => got.push(r.unwrap().offset),
+            Err(_) => cancelled += 1,
+        }
+    }
+    assert_eq!(consumer.assignment().len(), 2);
+    assert!(cancelled > 0, "no receive was cancelled");
+    consumer.close().await;
+}

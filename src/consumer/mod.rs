@@ -307,6 +307,10 @@ struct State {
     /// safety). A partition's records leave it when the partition is sought or removed
     /// ([`State::seek_part`], [`State::remove_part`]), so all of it is handed out.
     stash: VecDeque<ConsumerRecord>,
+    /// A rebalance task is running ([`Consumer::start_rebalance`]).
+    rebalancing: bool,
+    /// How the last rebalance task failed, for the next `recv` to return.
+    rebalance_error: Option<Error>,
 }
 
 impl State {
@@ -360,6 +364,10 @@ struct Inner {
     /// Budget freed or assignment changed: wakes the fetcher.
     fetch_wake: Notify,
     rebalance: tokio::sync::Mutex<()>,
+    /// The rebalance running in a task of its own, so a dropped `recv` never cancels a
+    /// JoinGroup or SyncGroup half way (which would leave a member behind that the
+    /// group then waits for until the rebalance timeout).
+    rebalance_task: Mutex<Option<JoinHandle<()>>>,
     listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -421,10 +429,13 @@ impl Consumer {
                 last_commit: Instant::now(),
                 heartbeat: false,
                 stash: VecDeque::new(),
+                rebalancing: false,
+                rebalance_error: None,
             }),
             ready: Notify::new(),
             fetch_wake: Notify::new(),
             rebalance: tokio::sync::Mutex::new(()),
+            rebalance_task: Mutex::new(None),
             listener: Mutex::new(None),
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -856,7 +867,11 @@ impl Consumer {
             return Err(e);
         }
         if rejoin {
-            self.rebalance().await?;
+            self.start_rebalance()?;
+            if self.inner.lock().rebalancing {
+                // The caller waits on `ready`, which the task notifies when done.
+                return Ok(());
+            }
         }
         if need_positions {
             self.init_positions().await?;
@@ -907,6 +922,37 @@ impl Consumer {
         }
         drop(st);
         self.inner.fetch_wake.notify_one();
+    }
+
+    /// Starts a rebalance in a task of its own unless one is running; returns how the
+    /// last one failed, once, instead of starting another at once.
+    fn start_rebalance(&self) -> Result<()> {
+        let mut slot = self
+            .inner
+            .rebalance_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        {
+            let mut st = self.inner.lock();
+            if st.rebalancing {
+                return Ok(());
+            }
+            if let Some(e) = st.rebalance_error.take() {
+                return Err(e);
+            }
+            st.rebalancing = true;
+        }
+        let me = self.clone();
+        *slot = Some(tokio::spawn(async move {
+            let result = me.rebalance().await;
+            {
+                let mut st = me.inner.lock();
+                st.rebalancing = false;
+                st.rebalance_error = result.err();
+            }
+            me.inner.ready.notify_waiters();
+        }));
+        Ok(())
     }
 
     async fn rebalance(&self) -> Result<()> {
@@ -1301,6 +1347,19 @@ impl Consumer {
     pub async fn close(&self) {
         if self.inner.closed.load(Ordering::Acquire) {
             return;
+        }
+        // A rebalance half way is given up: the group hears that the member leaves.
+        // (Bound first: a guard in the `if let` would live through the await.)
+        let running = self
+            .inner
+            .rebalance_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = running {
+            t.abort();
+            let _ = t.await;
+            self.inner.lock().rebalancing = false;
         }
         let owned = self.assignment();
         let subscribed = self.inner.lock().mode == Mode::Subscribed;
