@@ -636,7 +636,8 @@ impl Consumer {
     /// Cancel-safe: a call dropped before it returns (a `select!` branch that lost, a
     /// `timeout`) hands out nothing and loses nothing; the records it had gathered are
     /// handed out by the next call, and positions and commits of consumed positions
-    /// (auto-commit included) never pass them until then.
+    /// (auto-commit included) never pass them until then. A rebalance or auto-commit the
+    /// call started runs on in a task of its own; the next call waits for the rebalance.
     ///
     /// # Errors
     /// As [`recv`](Self::recv); records gathered before an error stay buffered.
