@@ -187,6 +187,22 @@ pub enum Error {
         cause: Box<Error>,
     },
 
+    /// The partition's leader no longer has the records before the position: its log was
+    /// truncated after a leader change (an unclean election), found by validating the
+    /// position against the new leader (KIP-320). Surfaced when `auto.offset.reset` is
+    /// `error`; with `earliest` or `latest` the consumer resumes at the first offset that
+    /// diverged (or resets by the setting when the leader cannot say where) and logs it.
+    #[error("log truncation detected on {partition}: position {position}, the leader's log diverges at {}", diverging_offset.map_or_else(|| "an unknown offset".to_owned(), |o| o.to_string()))]
+    LogTruncation {
+        /// The partition: `topic[partition]`.
+        partition: String,
+        /// The consumer's position when the truncation was detected.
+        position: i64,
+        /// The first offset the leader's log does not share with what was consumed, when
+        /// the leader knows it.
+        diverging_offset: Option<i64>,
+    },
+
     /// The TLS connection to a broker could not be set up: its certificate is not
     /// trusted or not valid for its name, the broker refused ours, the listener does not
     /// speak TLS (or speaks it where plaintext was configured), or this CPU lacks what the

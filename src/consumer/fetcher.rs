@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use super::{Inner, OffsetReset, Queued, TopicPartition};
+use super::{validate, Inner, OffsetReset, Queued, TopicPartition};
 use crate::client::{jitter, IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
 
@@ -74,6 +74,9 @@ pub(super) async fn run(weak: Weak<Inner>) {
     let mut inflight: JoinSet<FetchDone> = JoinSet::new();
     let mut refresh: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_refresh = Instant::now() - Duration::from_secs(60);
+    // Topics whose metadata a failed fetch or validation says is out of date.
+    let mut outdated: Vec<String> = Vec::new();
+    let mut validating: Option<tokio::task::JoinHandle<Vec<String>>> = None;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         if inner.closed.load(Ordering::Acquire) {
@@ -85,7 +88,18 @@ pub(super) async fn run(weak: Weak<Inner>) {
 
         reset_out_of_range(&inner).await;
 
-        let (plans, stale, next_retry) = plan(&inner, &busy);
+        if let Some(h) = validating.take_if(|h| h.is_finished()) {
+            if let Ok(topics) = h.await {
+                merge(&mut outdated, topics);
+            }
+        }
+        if validating.is_none() && validate::pending(&inner) {
+            let inner2 = inner.clone();
+            validating = Some(tokio::spawn(validate::run(inner2)));
+        }
+
+        let (plans, mut stale, next_retry) = plan(&inner, &busy);
+        merge(&mut stale, std::mem::take(&mut outdated));
         for (node, wants, max_bytes) in plans {
             busy.insert(node);
             let session = sessions.remove(&node).unwrap_or_default();
@@ -104,7 +118,12 @@ pub(super) async fn run(weak: Weak<Inner>) {
             });
         }
         let refresh_due = last_refresh.elapsed() >= inner.client.config().retry_backoff;
-        if !stale.is_empty() && refresh.as_ref().is_none_or(|h| h.is_finished()) && refresh_due {
+        let can_refresh = refresh.as_ref().is_none_or(|h| h.is_finished()) && refresh_due;
+        if !stale.is_empty() && !can_refresh {
+            // Asked for again once the refresh under way is done or the backoff passed.
+            merge(&mut outdated, std::mem::take(&mut stale));
+        }
+        if !stale.is_empty() {
             last_refresh = Instant::now();
             let client = inner.client.clone();
             let inner_w = weak.clone();
@@ -118,10 +137,13 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 }
             }));
         }
-        let sleep_for = next_retry
+        let mut sleep_for = next_retry
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_millis(5));
+        if !outdated.is_empty() {
+            sleep_for = sleep_for.min(inner.client.config().retry_backoff);
+        }
         tokio::select! {
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                 let Ok(done) = done else { continue };
@@ -129,10 +151,18 @@ pub(super) async fn run(weak: Weak<Inner>) {
                 let mut done = done;
                 let session = std::mem::take(&mut done.session);
                 sessions.insert(done.node, session);
-                settle(&inner, done);
+                merge(&mut outdated, settle(&inner, done));
             }
             _ = &mut wake => {}
             _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+}
+
+fn merge(into: &mut Vec<String>, topics: Vec<String>) {
+    for t in topics {
+        if !into.contains(&t) {
+            into.push(t);
         }
     }
 }
@@ -154,11 +184,13 @@ fn plan(
     let n = st.parts.len().max(1);
     let share = (cfg.prefetch_budget / n).max(1);
     let mut by_node: BTreeMap<i32, Vec<Want>> = BTreeMap::new();
+    let mut new_leader = Vec::new();
     for (tp, p) in st.parts.iter_mut() {
         if p.position.is_none()
             || p.paused
             || p.in_flight
             || p.out_of_range
+            || p.validate.is_some()
             || p.error.is_some()
             || p.bytes >= share
         {
@@ -183,9 +215,16 @@ fn plan(
             }
             continue;
         };
+        if p.leader_epoch >= 0 && part.leader_epoch > p.leader_epoch {
+            // A new leader: what was fetched from the old one is dropped, and the
+            // position is validated against the new leader's log first (KIP-320).
+            new_leader.push((tp.clone(), part.leader_epoch));
+            continue;
+        }
         if busy.contains(&part.leader) {
             continue;
         }
+        p.leader_epoch = p.leader_epoch.max(part.leader_epoch);
         let room = share - p.bytes;
         by_node.entry(part.leader).or_default().push(Want {
             tp: tp.clone(),
@@ -195,6 +234,22 @@ fn plan(
             leader_epoch: part.leader_epoch,
             gen: p.gen,
         });
+    }
+    for (tp, epoch) in new_leader {
+        let Some((offset, position_epoch)) =
+            st.parts.get(&tp).and_then(|p| st.handed_position(&tp, p))
+        else {
+            continue;
+        };
+        debug!(partition = %tp, leader_epoch = epoch, offset, "leader changed; validating the position");
+        st.seek_part(&tp, offset);
+        if let Some(p) = st.parts.get_mut(&tp) {
+            p.position_epoch = position_epoch;
+            p.validate = (position_epoch >= 0).then_some(position_epoch);
+            if p.validate.is_none() {
+                p.leader_epoch = epoch;
+            }
+        }
     }
     let mut plans = Vec::new();
     for (node, wants) in by_node {
@@ -427,9 +482,48 @@ async fn fetch(
     Ok(out)
 }
 
+/// A failed fetch (or validation) of a partition: back off, exponentially to
+/// retry.backoff.max.ms; once it has failed for fetch.error.timeout.ms, surface the error
+/// once per period. True when a fault was raised (`recv` should wake).
+pub(super) fn note_failure(
+    inner: &Inner,
+    tp: &TopicPartition,
+    p: &mut super::PartState,
+    e: &Error,
+    broker: &dyn Fn() -> String,
+) -> bool {
+    let cfg = inner.client.config();
+    let now = Instant::now();
+    p.failures = p.failures.saturating_add(1);
+    let since = *p.failing_since.get_or_insert(now);
+    let exp = cfg
+        .retry_backoff
+        .saturating_mul(1u32 << (p.failures - 1).min(16))
+        .min(cfg.retry_backoff_max);
+    p.retry_at = Some(now + jitter(exp));
+    if now.duration_since(since) >= inner.config.fetch_error_timeout && p.fault.is_none() {
+        p.fault = Some(Error::FetchFailed {
+            partition: tp.to_string(),
+            broker: broker(),
+            failing_for: now.duration_since(since),
+            cause: Box::new(e.clone()),
+        });
+        p.failing_since = Some(now);
+        return true;
+    }
+    false
+}
+
 /// Applies a finished fetch: queues batches of partitions still assigned at the same
-/// generation, advances fetch offsets, records errors and backoffs.
-fn settle(inner: &Arc<Inner>, done: FetchDone) {
+/// generation, advances fetch offsets, records errors and backoffs. Returns the topics
+/// whose metadata should be refreshed (the leader moved or could not be reached).
+fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
+    let mut stale: Vec<String> = Vec::new();
+    let mut mark_stale = |tp: &TopicPartition| {
+        if !stale.contains(&tp.topic) {
+            stale.push(tp.topic.clone());
+        }
+    };
     let mut st = inner.lock();
     let st = &mut *st;
     st.reserved = st.reserved.saturating_sub(done.reserved);
@@ -441,7 +535,6 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
         }
     }
     let mut arrived = false;
-    let cfg = inner.client.config();
     // Looked up only for an error (not on every fetch).
     let broker = || {
         inner
@@ -451,29 +544,8 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
             .get(&done.node)
             .map_or_else(|| format!("broker {}", done.node), |b| b.addr())
     };
-    let bound = inner.config.fetch_error_timeout;
-    // A failed fetch of a partition: back off (exponentially, to retry.backoff.max.ms);
-    // once it has failed for fetch.error.timeout.ms, surface the error once per period.
-    let failed = |tp: &TopicPartition, p: &mut super::PartState, e: &Error| -> bool {
-        let now = Instant::now();
-        p.failures = p.failures.saturating_add(1);
-        let since = *p.failing_since.get_or_insert(now);
-        let exp = cfg
-            .retry_backoff
-            .saturating_mul(1u32 << (p.failures - 1).min(16))
-            .min(cfg.retry_backoff_max);
-        p.retry_at = Some(now + jitter(exp));
-        if now.duration_since(since) >= bound && p.fault.is_none() {
-            p.fault = Some(Error::FetchFailed {
-                partition: tp.to_string(),
-                broker: broker(),
-                failing_for: now.duration_since(since),
-                cause: Box::new(e.clone()),
-            });
-            p.failing_since = Some(now);
-            return true;
-        }
-        false
+    let failed = |tp: &TopicPartition, p: &mut super::PartState, e: &Error| {
+        note_failure(inner, tp, p, e, &broker)
     };
     let mut faulted = false;
     match done.result {
@@ -482,6 +554,8 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
             for (tp, gen) in &done.wants {
                 if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
                     faulted |= failed(tp, p, &e);
+                    // The broker may be gone and its partitions led elsewhere now.
+                    mark_stale(tp);
                 }
             }
         }
@@ -509,6 +583,9 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
                         _ if e.is_retriable() || e.is_stale_metadata() => {
                             debug!(partition = %r.tp, error = %e, "fetch of partition will be retried");
                             faulted |= failed(&r.tp, p, &e);
+                            if e.is_stale_metadata() {
+                                mark_stale(&r.tp);
+                            }
                         }
                         _ => p.error = Some(e),
                     }
@@ -532,6 +609,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) {
     if arrived || faulted {
         inner.ready.notify_waiters();
     }
+    stale
 }
 
 /// Resets partitions whose fetch offset fell out of range, by `auto.offset.reset`.

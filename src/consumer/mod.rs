@@ -45,6 +45,7 @@ mod config;
 mod fetcher;
 mod group;
 mod stream;
+mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -228,6 +229,13 @@ struct PartState {
     retry_at: Option<Instant>,
     /// OFFSET_OUT_OF_RANGE came back: the fetcher resets the position.
     out_of_range: bool,
+    /// The leader epoch fetching last started with or validated against (-1: none yet).
+    /// A higher epoch in the metadata means a new leader: the position is validated first.
+    leader_epoch: i32,
+    /// The position waits for validation against the leader's log (KIP-320), with the
+    /// leader epoch of the record before it: after a leader change, or when it came
+    /// from a committed offset that carries its epoch. Not fetched until then.
+    validate: Option<i32>,
 }
 
 impl PartState {
@@ -254,6 +262,8 @@ impl PartState {
             failures: 0,
             retry_at: None,
             out_of_range: false,
+            leader_epoch: -1,
+            validate: None,
         }
     }
 
@@ -276,6 +286,7 @@ impl PartState {
         self.error_reported = false;
         self.out_of_range = false;
         self.retry_at = None;
+        self.validate = None;
         freed
     }
 }
@@ -1204,17 +1215,23 @@ impl Consumer {
             None => HashMap::new(),
         };
         for tp in todo {
-            let offset = match committed.get(&tp).copied().flatten() {
-                Some((o, _)) => Ok(o),
-                None => self.reset_offset(&tp).await,
+            let (offset, epoch) = match committed.get(&tp).copied().flatten() {
+                Some((o, e)) => (Ok(o), e),
+                None => (self.reset_offset(&tp).await, -1),
             };
             let mut st = self.inner.lock();
             if let Some(p) = st.parts.get_mut(&tp) {
                 if p.position.is_none() {
                     match offset {
                         Ok(o) => {
-                            debug!(partition = %tp, offset = o, "starting position");
+                            debug!(partition = %tp, offset = o, epoch, "starting position");
                             st.seek_part(&tp, o);
+                            if let Some(p) = st.parts.get_mut(&tp) {
+                                // A committed offset with its epoch is checked against
+                                // the leader's log before fetching (KIP-320).
+                                p.position_epoch = epoch;
+                                p.validate = (epoch >= 0).then_some(epoch);
+                            }
                         }
                         Err(e) if e.is_retriable() || e.is_stale_metadata() => {
                             // E.g. a new topic whose leader is not elected yet: the
