@@ -5,64 +5,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
 use paperboy::{Client, ClientConfig, NewTopic};
-
-const PORT: u16 = 9192;
-
-struct Cluster {
-    home: PathBuf,
-}
-
-impl Cluster {
-    fn kafka(&self, args: &[&str]) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
-        let status = Command::new(script)
-            .args(args)
-            .env("KAFKA_HOME", &self.home)
-            .env("KAFKA_PORT", PORT.to_string())
-            .status()
-            .expect("scripts/kafka runs");
-        assert!(status.success(), "scripts/kafka {args:?} failed");
-    }
-
-    /// Runs scripts/kafka through a handle that does not stop the cluster when dropped.
-    fn kafka_keep(self, args: &[&str]) {
-        self.kafka(args);
-        std::mem::forget(self);
-    }
-
-    fn start() -> Cluster {
-        let home = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".kafka/failover");
-        let c = Cluster { home };
-        c.kafka(&["start", "--nodes", "3"]);
-        c
-    }
-
-    fn bootstrap(&self) -> String {
-        format!(
-            "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
-            PORT,
-            PORT + 2,
-            PORT + 4
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.kafka(&["stop"]);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_mid_run_loses_and_duplicates_nothing() {
     common::init_tracing();
-    let cluster = Cluster::start();
+    let cluster = Cluster::start("failover", 9192);
     let client = Client::connect(ClientConfig::new(&cluster.bootstrap()))
         .await
         .expect("three-node cluster answers");
@@ -94,10 +46,8 @@ async fn killing_the_leader_mid_run_loses_and_duplicates_nothing() {
         pending.push(producer.enqueue(r).await.unwrap());
         if i == N / 3 {
             // Kill the leader of partition 0 without warning, with requests in flight.
-            let home = cluster.home.clone();
-            killer = Some(std::thread::spawn(move || {
-                Cluster { home }.kafka_keep(&["kill", &victim.to_string()]);
-            }));
+            let handle = cluster.handle();
+            killer = Some(std::thread::spawn(move || handle.kill(victim)));
         }
     }
     let mut acked: HashMap<String, (i32, i64)> = HashMap::new();
@@ -137,5 +87,5 @@ async fn killing_the_leader_mid_run_loses_and_duplicates_nothing() {
             assert!(seen.contains_key(v), "{v} acknowledged but missing");
         }
     }
-    cluster.kafka(&["start-node", &victim.to_string()]);
+    cluster.start_node(victim);
 }

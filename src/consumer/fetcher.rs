@@ -550,7 +550,17 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     let mut faulted = false;
     match done.result {
         Err(e) => {
-            warn!(broker = %broker(), error = %e, "fetch failed; retrying on a fresh connection");
+            // Said once per failing spell (a dead broker fails every retry until the
+            // metadata names a new leader); the retries are debug.
+            let first = done
+                .wants
+                .iter()
+                .any(|(tp, _)| st.parts.get(tp).is_some_and(|p| p.failures == 0));
+            if first {
+                warn!(broker = %broker(), error = %e, "fetch failed; retrying on a fresh connection");
+            } else {
+                debug!(broker = %broker(), error = %e, "fetch failed again; retrying");
+            }
             for (tp, gen) in &done.wants {
                 if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
                     faulted |= failed(tp, p, &e);

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use paperboy::{Client, ClientConfig, NewTopic};
 
+pub mod cluster;
+
 /// The broker to test against: `PAPERBOY_BOOTSTRAP`, or the single node `scripts/kafka`
 /// starts.
 pub fn bootstrap() -> String {
