@@ -687,6 +687,9 @@ async fn start_consuming(consumer: &Consumer, a: &ConsumeArgs, topic: &str) -> R
     Ok(())
 }
 
+/// The output is written to stdout in chunks of about this many bytes.
+const OUT_CHUNK: usize = 256 << 10;
+
 async fn consume_loop(
     consumer: &Consumer,
     a: &ConsumeArgs,
@@ -703,7 +706,7 @@ async fn consume_loop(
 
     // Printed but not yet committed (group only): per partition, the last record printed.
     let mut pending: BTreeMap<TopicPartition, ConsumerRecord> = BTreeMap::new();
-    let mut out = Vec::with_capacity(1 << 20);
+    let mut out = Vec::with_capacity(OUT_CHUNK);
     let stdout = std::io::stdout();
     let stopped = loop {
         if a.count.is_some_and(|n| tally.records >= n) {
@@ -740,15 +743,29 @@ async fn consume_loop(
         if !batch.is_empty() {
             out.clear();
             let (mut bytes, mut not_envelopes) = (0u64, 0u64);
-            for r in &batch {
+            // Streamed: the lines go out whenever OUT_CHUNK bytes are ready, so the
+            // output buffer holds about one chunk and one record, not a whole batch.
+            let mut lock = stdout.lock();
+            let mut written = Ok(());
+            for (i, r) in batch.iter().enumerate() {
                 bytes += (r.key.as_ref().map_or(0, Bytes::len)
                     + r.value.as_ref().map_or(0, Bytes::len)) as u64;
                 if !write_json_line(&mut out, r, a.envelope) {
                     not_envelopes += 1;
                 }
+                if out.len() >= OUT_CHUNK || i + 1 == batch.len() {
+                    written = lock.write_all(&out).map(|()| {
+                        out.clear();
+                        if out.capacity() > 2 * OUT_CHUNK {
+                            out.shrink_to(OUT_CHUNK);
+                        }
+                    });
+                    if written.is_err() {
+                        break;
+                    }
+                }
             }
-            let mut lock = stdout.lock();
-            match lock.write_all(&out).and_then(|()| lock.flush()) {
+            match written.and_then(|()| lock.flush()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     // Part of the batch may have gone out; none of it is committed.

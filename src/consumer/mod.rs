@@ -10,12 +10,15 @@
 //! fetch sessions (KIP-227). Fetched record batches wait in a prefetch queue whose total
 //! size never exceeds the budget (`queued.max.messages.kbytes`) by more than one record
 //! batch: a fetch asks for no more than the budget has left, and each partition gets a
-//! fair share. Batches are kept as fetched (compressed) and decompressed one at a time
-//! as [`recv`](Consumer::recv) hands their records out.
+//! fair share. Batches are kept as fetched (compressed) and decompressed as
+//! [`recv`](Consumer::recv) hands their records out; a decompressed batch counts against
+//! the budget until it is done, and another is opened only while the budget has room
+//! (or alone, when it is larger than the budget).
 //!
-//! Rebalances run inside `recv`, in the caller's task: the [`RebalanceListener`] is
-//! awaited before partitions are given up (and may commit), and no record of a revoked
-//! partition is handed out afterwards.
+//! Rebalances are started by `recv` and run in a task of their own (a dropped `recv`
+//! does not cancel them): the [`RebalanceListener`] is awaited before partitions are
+//! given up (and may commit), and no record of a revoked partition is handed out
+//! afterwards.
 //!
 //! ```no_run
 //! use paperboy::consumer::{Consumer, ConsumerConfig};
@@ -191,7 +194,10 @@ struct Current {
     records: Records,
     leader_epoch: i32,
     timestamp_type: TimestampType,
+    /// What the batch is charged: its bytes as fetched plus `inflated`.
     bytes: usize,
+    /// The decompressed records of a compressed batch (0 for an uncompressed one).
+    inflated: usize,
     last_offset: i64,
 }
 
@@ -617,8 +623,8 @@ impl Consumer {
         self.inner.ready.notify_waiters();
     }
 
-    /// Bytes of record batches in the prefetch queue now (at most the budget plus one
-    /// batch).
+    /// Bytes of record batches in the prefetch queue now, decompressed batches being
+    /// handed out included (at most the budget plus one batch).
     pub fn buffered_bytes(&self) -> usize {
         let st = self.inner.lock();
         st.buffered
@@ -669,6 +675,10 @@ impl Consumer {
         // only right before returning, with no await in between: a call dropped at any
         // await leaves its records for the next one.
         let hand_out = |max: usize| inner.lock().drain(max);
+        // Decompressed bytes this call opened: the records it hands out hold them after
+        // their batch is done, so one call opens at most about a budget's worth (and a
+        // batch larger than the budget alone).
+        let mut inflated_taken = 0usize;
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
@@ -692,7 +702,7 @@ impl Consumer {
             }
             // (Not in one expression: the lock guard would live through `take`.)
             let room = max.saturating_sub(inner.lock().stash.len());
-            let taken = self.take(room);
+            let taken = self.take(room, &mut inflated_taken);
             if taken.freed {
                 inner.fetch_wake.notify_one();
             }
@@ -758,7 +768,7 @@ impl Consumer {
     /// Takes up to `n` records from the queue into the stash, round-robin over
     /// partitions; a partition's error or fault comes back with it (not yet marked as
     /// reported: the caller does when it returns the error).
-    fn take(&self, n: usize) -> Taken {
+    fn take(&self, n: usize, inflated_taken: &mut usize) -> Taken {
         let mut taken = Taken {
             freed: false,
             error: None,
@@ -774,6 +784,15 @@ impl Consumer {
             stash,
             ..
         } = &mut *st;
+        let budget = self.inner.config.prefetch_budget;
+        // Decompressed batches open (of partitions not paused): another compressed batch
+        // is opened only while the budget has room, or when none is open (so a batch
+        // larger than the budget still goes through, one at a time).
+        let mut inflated_open = parts
+            .values()
+            .filter(|p| !p.paused && p.current.as_ref().is_some_and(|c| c.inflated > 0))
+            .count();
+
         let mut want = n;
         // Passes of a fair share per partition, so one busy partition does not starve
         // others; more passes while some partitions have more and the call wants more
@@ -805,10 +824,29 @@ impl Consumer {
                 let mut quota = per_part.min(want);
                 while quota > 0 {
                     let Some(cur) = p.current.as_mut() else {
+                        let compressed = p.queue.front().is_some_and(|q| {
+                            q.batch.as_ref().is_ok_and(|b| {
+                                b.compression() != paperboy_protocol::compression::Compression::None
+                            })
+                        });
+                        if compressed
+                            && ((inflated_open > 0 && *buffered >= budget)
+                                || *inflated_taken >= budget)
+                        {
+                            break;
+                        }
                         let Some(q) = p.queue.pop_front() else { break };
                         let bytes = q.bytes;
                         match open_batch(p, q, read_committed) {
-                            Ok(Some(c)) => p.current = Some(c),
+                            Ok(Some(c)) => {
+                                if c.inflated > 0 {
+                                    inflated_open += 1;
+                                    *inflated_taken += c.inflated;
+                                    p.bytes += c.inflated;
+                                    *buffered += c.inflated;
+                                }
+                                p.current = Some(c);
+                            }
                             Ok(None) => {
                                 p.bytes -= bytes;
                                 *buffered -= bytes;
@@ -849,6 +887,9 @@ impl Consumer {
                         }
                         None => {
                             let done = p.current.take().expect("current was some");
+                            if done.inflated > 0 {
+                                inflated_open -= 1;
+                            }
                             p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
                             p.bytes -= done.bytes;
                             *buffered -= done.bytes;
@@ -1458,11 +1499,19 @@ fn open_batch(
         return Ok(None);
     }
     let records = batch.records()?;
+    // A compressed batch's records live in a buffer of their own, charged to the budget
+    // until the batch is done (its records handed out).
+    let inflated = if batch.compression() == paperboy_protocol::compression::Compression::None {
+        0
+    } else {
+        records.data_len()
+    };
     Ok(Some(Current {
         records,
         leader_epoch: batch.partition_leader_epoch(),
         timestamp_type: batch.timestamp_type(),
-        bytes: q.bytes,
+        bytes: q.bytes + inflated,
+        inflated,
         last_offset: batch.last_offset(),
     }))
 }

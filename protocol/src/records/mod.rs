@@ -544,6 +544,13 @@ pub struct Records {
 }
 
 impl Records {
+    /// The bytes of the records section the records are read from: the decompressed
+    /// buffer of a compressed batch (which the records' keys, values and headers share),
+    /// or a slice of the batch itself.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
     /// Records not yet yielded, by the batch's count.
     pub fn remaining(&self) -> usize {
         if self.done {
