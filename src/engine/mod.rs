@@ -691,25 +691,34 @@ impl Shared {
         }
         let cfg = &self.config;
         let lag = self.consumer.lag();
-        // Records per partition, in order.
-        let mut by_part: BTreeMap<TopicPartition, Vec<ConsumerRecord>> = BTreeMap::new();
-        for r in records {
-            by_part.entry(r.topic_partition()).or_default().push(r);
+        // The consumer hands records out in runs per partition, in order: each run goes
+        // to its partition's worker as it is (a partition's name is built once per run,
+        // and records are moved once, into the worker's queue).
+        let mut runs: Vec<(TopicPartition, i64, usize)> = Vec::new();
+        for r in &records {
+            match runs.last_mut() {
+                Some((tp, _, n)) if tp.partition == r.partition && *tp.topic == *r.topic => {
+                    *n += 1;
+                }
+                _ => runs.push((r.topic_partition(), r.offset, 1)),
+            }
         }
+        let mut records = records.into_iter();
         let mut events = Vec::new();
         let mut to_pause = Vec::new();
         let mut parts = self.lock();
-        for (tp, recs) in by_part {
+        for (tp, first, len) in runs {
+            let recs = records.by_ref().take(len);
             let Some(handler) = self.handlers.get(&tp.topic) else {
                 warn!(%tp, "records of a topic without a handler: ignored");
+                recs.for_each(drop);
                 continue;
             };
-            let first = recs[0].offset;
             // The backlog: the high watermark (position + lag) minus the next record to
             // handle.
             let backlog = match (self.consumer.position(&tp), lag.get(&tp)) {
-                (Some(pos), Some(l)) => (pos + l - first).max(recs.len() as i64),
-                _ => recs.len() as i64,
+                (Some(pos), Some(l)) => (pos + l - first).max(len as i64),
+                _ => len as i64,
             };
             let mode = match (cfg.with_bulk_mode, cfg.bulk_mode_threshold) {
                 (false, _) => Mode::Single,
@@ -731,7 +740,7 @@ impl Shared {
                     lag: backlog,
                 });
             }
-            p.pending += recs.len();
+            p.pending += len;
             match mode {
                 Mode::Single => {
                     if let Some(tx) = &p.tx {

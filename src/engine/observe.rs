@@ -146,6 +146,10 @@ pub struct Health {
     pub(crate) inner: Arc<HealthInner>,
 }
 
+/// A partition worker's busy slot; see [`Health::busy_slot`].
+#[derive(Clone, Default, Debug)]
+pub(crate) struct BusySlot(Arc<AtomicU64>);
+
 #[derive(Debug)]
 pub(crate) struct HealthInner {
     started: Instant,
@@ -159,8 +163,10 @@ pub(crate) struct HealthInner {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) partitions: Mutex<BTreeMap<TopicPartition, (Mode, i64)>>,
-    /// When each partition's handling call in progress started.
-    busy: Mutex<HashMap<TopicPartition, Instant>>,
+    /// Each partition worker's slot: when its handling call in progress started, in
+    /// nanoseconds after `started`, plus one (0: idle). Written by the worker without a
+    /// lock.
+    busy: Mutex<HashMap<TopicPartition, BusySlot>>,
 }
 
 impl Health {
@@ -202,12 +208,29 @@ impl Health {
         self.inner.commits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A handling call of `tp` started (`true`) or ended.
-    pub(crate) fn busy(&self, tp: &TopicPartition, started: bool) {
+    /// The busy slot of the worker of `tp`, which it sets around each handling call.
+    pub(crate) fn busy_slot(&self, tp: &TopicPartition) -> BusySlot {
+        let slot = BusySlot::default();
+        self.inner
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tp.clone(), slot.clone());
+        slot
+    }
+
+    /// A handling call started at `since`, or (`None`) ended.
+    pub(crate) fn set_busy(&self, slot: &BusySlot, since: Option<Instant>) {
+        let v = since.map_or(0, |t| {
+            t.saturating_duration_since(self.inner.started).as_nanos() as u64 + 1
+        });
+        slot.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The worker of `tp` ended: its slot goes (unless a new worker took its place).
+    pub(crate) fn forget_busy(&self, tp: &TopicPartition, slot: &BusySlot) {
         let mut busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
-        if started {
-            busy.insert(tp.clone(), Instant::now());
-        } else {
+        if busy.get(tp).is_some_and(|s| Arc::ptr_eq(&s.0, &slot.0)) {
             busy.remove(tp);
         }
     }
@@ -218,7 +241,13 @@ impl Health {
     /// too.
     pub fn longest_running(&self) -> Option<Duration> {
         let busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
-        busy.values().map(|t| t.elapsed()).max()
+        busy.values()
+            .filter_map(|s| match s.0.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(self.inner.started + Duration::from_nanos(n - 1)),
+            })
+            .map(|t| t.elapsed())
+            .max()
     }
 
     /// When the engine last polled the consumer successfully (`None`: not yet).

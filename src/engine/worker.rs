@@ -60,10 +60,58 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     tp: TopicPartition,
     handler: Arc<dyn Dispatch>,
-    mut rx: mpsc::UnboundedReceiver<Unit>,
+    rx: mpsc::UnboundedReceiver<Unit>,
     cancel: Arc<AtomicBool>,
 ) {
-    while let Some(unit) = rx.recv().await {
+    let slot = shared.health.busy_slot(&tp);
+    let mut done = Finished::default();
+    work(&shared, &tp, &*handler, rx, &cancel, &slot, &mut done).await;
+    // What was handled counts, however the worker ends.
+    done.report(&shared, &tp);
+    shared.health.forget_busy(&tp, &slot);
+}
+
+/// Single records handled between reports, at most (commits and resumes wait for them).
+const REPORT_EVERY: usize = 256;
+
+/// Records handled but not yet reported to [`Shared::finished`]: the worker reports
+/// once the units at hand are done, not after each one (a lock per record otherwise).
+#[derive(Default)]
+struct Finished {
+    next: Option<i64>,
+    records: usize,
+}
+
+impl Finished {
+    fn report(&mut self, shared: &Shared, tp: &TopicPartition) {
+        if let Some(next) = self.next.take() {
+            shared.finished(tp, next, std::mem::take(&mut self.records));
+        }
+    }
+}
+
+async fn work(
+    shared: &Shared,
+    tp: &TopicPartition,
+    handler: &dyn Dispatch,
+    mut rx: mpsc::UnboundedReceiver<Unit>,
+    cancel: &AtomicBool,
+    slot: &super::observe::BusySlot,
+    done: &mut Finished,
+) {
+    let observed = shared.observer.is_some();
+    loop {
+        let unit = match rx.try_recv() {
+            Ok(u) => u,
+            Err(_) => {
+                // Nothing else at hand: say what is done before waiting.
+                done.report(shared, tp);
+                match rx.recv().await {
+                    Some(u) => u,
+                    None => return,
+                }
+            }
+        };
         if cancel.load(Ordering::Acquire) {
             return;
         }
@@ -74,26 +122,45 @@ pub(crate) async fn run(
             records.len(),
         );
         let started = Instant::now();
-        shared.health.busy(&tp, true);
-        let result = handle(&shared, &tp, &*handler, &unit, &cancel).await;
-        shared.health.busy(&tp, false);
+        shared.health.set_busy(slot, Some(started));
+        let mut call = handle(shared, tp, handler, &unit, cancel);
+        let mut waiting = false;
+        let result = std::future::poll_fn(|cx| {
+            let polled = call.as_mut().poll(cx);
+            if polled.is_pending() && !waiting {
+                // The handler waits (I/O, or it hangs): what is done before it is
+                // reported now, so commits do not wait for this record.
+                waiting = true;
+                done.report(shared, tp);
+            }
+            polled
+        })
+        .await;
+        drop(call);
+        shared.health.set_busy(slot, None);
         let (error, fatal) = match result {
             Handled::Done => {
-                shared.finished(&tp, last + 1, n);
+                done.next = Some(last + 1);
+                done.records += n;
                 shared
                     .health
                     .inner
                     .processed
                     .fetch_add(n as u64, Ordering::Relaxed);
-                shared.emit(Event::Handled {
-                    partition: tp.clone(),
-                    offset: first,
-                    records: n,
-                    mode: unit.mode(),
-                    elapsed: started.elapsed(),
-                });
+                if observed {
+                    shared.emit(Event::Handled {
+                        partition: tp.clone(),
+                        offset: first,
+                        records: n,
+                        mode: unit.mode(),
+                        elapsed: started.elapsed(),
+                    });
+                }
                 if unit.mode() == Mode::Bulk {
+                    done.report(shared, tp);
                     shared.commit_wake.notify_one();
+                } else if done.records >= REPORT_EVERY {
+                    done.report(shared, tp);
                 }
                 continue;
             }
@@ -101,6 +168,7 @@ pub(crate) async fn run(
             Handled::Failed(e) => (e, false),
             Handled::Fatal(e) => (e, true),
         };
+        done.report(shared, tp);
         shared.health.inner.failed.fetch_add(1, Ordering::Relaxed);
         shared.emit(Event::Failed {
             partition: tp.clone(),
@@ -121,7 +189,8 @@ pub(crate) async fn run(
         }
         warn!(%tp, offset = first, records = n, %error,
             "handling failed; fail_on_exception is off, so its records are skipped");
-        shared.finished(&tp, last + 1, n);
+        done.next = Some(last + 1);
+        done.records += n;
     }
 }
 
