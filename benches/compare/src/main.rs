@@ -1,4 +1,4 @@
-//! Paperboy side by side with rdkafka (librdkafka) against the same broker.
+//! Paperboy side by side with rdkafka (librdkafka) and krafka against the same broker.
 //!
 //! The parent creates topics, then runs every measurement in a child process of its own
 //! (`compare worker --client ... --scenario ...`), alternating the clients, so that each
@@ -6,7 +6,9 @@
 //! VmHWM) are its own. Figures are medians over `--runs`.
 //!
 //! `-X KEY=VALUE` (repeatable) and `--properties-file` give client properties, by their
-//! librdkafka names, to both clients and to the admin that creates the topics: a secured
+//! librdkafka names, to every client and to the admin that creates the topics (krafka,
+//! which takes no properties, gets them mapped onto its builders; one it cannot express
+//! makes its rows "n/a"): a secured
 //! listener is measured with, for example,
 //! `--bootstrap localhost:9102 -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512
 //! -X sasl.username=alice -X sasl.password=... -X ssl.ca.location=ca.pem`. The rows are
@@ -14,9 +16,10 @@
 //! properties on stdin, not in their arguments, and secret values are never printed.
 //!
 //! Environment: `PAPERBOY_BOOTSTRAP` (the broker), `COMPARE_LINGER_MS` (linger.ms of both
-//! producers, default 5), `RUST_LOG` (Paperboy's logs in a worker), `COMPARE_DEBUG`
+//! producers, default 5), `RUST_LOG` (Paperboy's and krafka's logs in a worker), `COMPARE_DEBUG`
 //! (a Paperboy consumer worker prints each batch and its queue).
 
+mod kf;
 mod pb;
 mod report;
 mod rk;
@@ -35,7 +38,7 @@ use workload::{Properties, WorkerOut};
 #[derive(Parser)]
 #[command(
     name = "compare",
-    about = "Paperboy vs rdkafka: produce/consume throughput, produce latency, consumer memory",
+    about = "Paperboy vs rdkafka and krafka: produce/consume throughput, produce latency, consumer memory",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -59,9 +62,13 @@ struct RunArgs {
     /// Records per throughput run, for every size (default: 2000000 of 100 B, 500000 of 1 KiB).
     #[arg(long)]
     messages: Option<u64>,
-    /// Runs per client and case, alternating Paperboy and rdkafka; medians are reported.
+    /// Runs per client and case, alternating the clients; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Only these clients (paperboy, rdkafka, krafka); repeat or comma-separate. The others'
+    /// columns show "not run". Paperboy still writes the topics the consumers read.
+    #[arg(long, value_delimiter = ',', default_values_t = [ClientKind::Paperboy, ClientKind::Rdkafka, ClientKind::Krafka])]
+    clients: Vec<ClientKind>,
     /// Only these scenarios (produce, consume, latency, memory); repeat or comma-separate.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<Scenario>,
@@ -89,10 +96,11 @@ struct RunArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// A client property by its librdkafka name, given to both clients and to the admin
+    /// A client property by its librdkafka name, given to every client and to the admin
     /// that creates the topics, after the benchmark's own settings (so it overrides them);
     /// a producer's property is skipped by consumers and the other way round, as
-    /// librdkafka does. Repeatable: -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...
+    /// librdkafka does. krafka gets it mapped onto its builders; if it has no equivalent,
+    /// krafka's rows are "n/a". Repeatable: -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 ...
     #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", value_parser = workload::parse_property)]
     property: Vec<(String, String)>,
     /// Client properties from a file, one KEY=VALUE a line (# comments), before any -X:
@@ -107,9 +115,20 @@ struct RunArgs {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum ClientKind {
+pub enum ClientKind {
     Paperboy,
     Rdkafka,
+    Krafka,
+}
+
+impl std::fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientKind::Paperboy => "paperboy",
+            ClientKind::Rdkafka => "rdkafka",
+            ClientKind::Krafka => "krafka",
+        })
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -166,7 +185,7 @@ pub struct Measured {
     pub wall_s: f64,
 }
 
-/// A case: one scenario, variant and size, for both clients.
+/// A case: one scenario, variant and size, for every client.
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
     pub scenario: Scenario,
@@ -175,8 +194,21 @@ pub struct Case {
     pub messages: u64,
     pub paperboy: Vec<Measured>,
     pub rdkafka: Vec<Measured>,
+    pub krafka: Vec<Measured>,
+    /// Clients not run in this case, and why ("n/a: krafka has no ...", "not run").
+    pub not_run: Vec<(ClientKind, String)>,
     /// Runs that failed (left out of the medians).
     pub failures: Vec<String>,
+}
+
+impl Case {
+    /// Why `client` was not run in this case, if it was not.
+    pub fn not_run(&self, client: ClientKind) -> Option<&str> {
+        self.not_run
+            .iter()
+            .find(|(c, _)| *c == client)
+            .map(|(_, why)| why.as_str())
+    }
 }
 
 fn main() {
@@ -223,6 +255,7 @@ fn worker(mut args: WorkerArgs) -> i32 {
     let result = match args.client {
         ClientKind::Paperboy => pb::run(args),
         ClientKind::Rdkafka => rk::run(args),
+        ClientKind::Krafka => kf::run(args),
     };
     match result {
         Ok(mut out) => {
@@ -243,6 +276,16 @@ fn worker(mut args: WorkerArgs) -> i32 {
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Every client, in the order of the table's columns (and of `ClientKind`'s values).
+pub const ALL_CLIENTS: [ClientKind; 3] = [
+    ClientKind::Paperboy,
+    ClientKind::Rdkafka,
+    ClientKind::Krafka,
+];
+
+/// Why krafka has no memory rows with a budget.
+pub const KRAFKA_NO_BUDGET: &str = "krafka has no byte budget for its prefetch";
 
 /// Runs a worker as a child process and collects its rusage with wait4. The client
 /// properties go to its stdin (not its arguments, which `ps` shows to everyone).
@@ -391,7 +434,7 @@ fn orchestrate(mut run: RunArgs) -> Res<()> {
             .map(|(k, v)| format!("{k}={}", workload::shown(k, v)))
             .collect();
         eprintln!(
-            "client properties for both clients and the admin{}: {}",
+            "client properties for every client and the admin{}: {}",
             run.label
                 .as_deref()
                 .map(|l| format!(" ({l})"))
@@ -419,6 +462,14 @@ fn compare(mut run: RunArgs) -> Res<()> {
     } else {
         run.scenario.clone()
     };
+    // krafka takes no properties; the -X ones are mapped onto its builders, and one it
+    // cannot express makes all its rows n/a (rather than measuring something else).
+    let krafka_na = kf::unsupported(&run.property);
+    if let Some(why) = &krafka_na {
+        if run.clients.contains(&ClientKind::Krafka) {
+            eprintln!("krafka: n/a with these properties: {why}");
+        }
+    }
     let mut admin = Admin::new(&run.bootstrap, run.partitions, &run.property)?;
     admin.keep = run.keep_topics;
     let mut cases: Vec<Case> = Vec::new();
@@ -456,20 +507,27 @@ fn compare(mut run: RunArgs) -> Res<()> {
             None
         };
         for &scenario in &scenarios {
-            let variants: Vec<(&'static str, Option<u64>, Option<u64>)> = match scenario {
-                // (name, paperboy budget KiB, rdkafka budget KiB)
+            // (name, budget KiB per client: Ok(None) the client's default, Err why n/a)
+            type Budget = Result<Option<u64>, &'static str>;
+            let variants: Vec<(&'static str, [Budget; 3])> = match scenario {
                 Scenario::Memory => vec![
-                    ("client defaults", None, None),
-                    ("queued.max.messages.kbytes=65536", Some(65536), Some(65536)),
+                    ("client defaults", [Ok(None), Ok(None), Ok(None)]),
+                    (
+                        "queued.max.messages.kbytes=65536",
+                        [Ok(Some(65536)), Ok(Some(65536)), Err(KRAFKA_NO_BUDGET)],
+                    ),
                     (
                         "64 MiB in total (rdkafka: 65536/partitions per partition)",
-                        Some(65536),
-                        Some(65536 / run.partitions.max(1) as u64),
+                        [
+                            Ok(Some(65536)),
+                            Ok(Some(65536 / run.partitions.max(1) as u64)),
+                            Err(KRAFKA_NO_BUDGET),
+                        ],
                     ),
                 ],
-                _ => vec![("", None, None)],
+                _ => vec![("", [Ok(None), Ok(None), Ok(None)])],
             };
-            for (variant, pb_budget, rk_budget) in variants {
+            for (variant, budgets) in variants {
                 let messages = match scenario {
                     Scenario::Latency => run.rate * (run.latency_secs + 1),
                     _ => n,
@@ -481,15 +539,31 @@ fn compare(mut run: RunArgs) -> Res<()> {
                     messages,
                     paperboy: Vec::new(),
                     rdkafka: Vec::new(),
+                    krafka: Vec::new(),
+                    not_run: Vec::new(),
                     failures: Vec::new(),
                 };
-                for i in 0..run.runs {
-                    // Alternate, and alternate who goes first (ABBA), against drift.
-                    let order = if i % 2 == 0 {
-                        [ClientKind::Paperboy, ClientKind::Rdkafka]
+                let budget = |client: ClientKind| budgets[client as usize];
+                let mut clients = Vec::new();
+                for client in ALL_CLIENTS {
+                    let why = if !run.clients.contains(&client) {
+                        Some("not run (--clients)".to_owned())
+                    } else if let (ClientKind::Krafka, Some(why)) = (client, &krafka_na) {
+                        Some(format!("n/a: {why}"))
                     } else {
-                        [ClientKind::Rdkafka, ClientKind::Paperboy]
+                        budget(client).err().map(|why| format!("n/a: {why}"))
                     };
+                    match why {
+                        Some(why) => case.not_run.push((client, why)),
+                        None => clients.push(client),
+                    }
+                }
+                for i in 0..run.runs {
+                    // Alternate, and rotate who goes first (with three clients each takes
+                    // each place once in three runs), against drift.
+                    let mut order = clients.clone();
+                    let turn = i % order.len().max(1);
+                    order.rotate_left(turn);
                     for client in order {
                         let (topic, fresh) = match (&full, scenario) {
                             (Some(t), Scenario::Consume | Scenario::Memory) => (t.clone(), false),
@@ -500,10 +574,7 @@ fn compare(mut run: RunArgs) -> Res<()> {
                         };
                         groups += 1;
                         let group = format!("compare-{}-g{groups}", admin.tag);
-                        let budget = match client {
-                            ClientKind::Paperboy => pb_budget,
-                            ClientKind::Rdkafka => rk_budget,
-                        };
+                        let budget = budget(client).ok().flatten();
                         let m = match spawn_worker(
                             &worker_args(client, scenario, &run, &topic, &group, n, size, budget),
                             &run.property,
@@ -541,6 +612,7 @@ fn compare(mut run: RunArgs) -> Res<()> {
                         match client {
                             ClientKind::Paperboy => case.paperboy.push(m),
                             ClientKind::Rdkafka => case.rdkafka.push(m),
+                            ClientKind::Krafka => case.krafka.push(m),
                         }
                         if fresh {
                             admin.delete(&topic);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::workload;
-use crate::{Case, Measured, RunArgs, Scenario};
+use crate::{kf, Case, ClientKind, Measured, RunArgs, Scenario};
 
 pub struct Report {
     cases: Vec<Case>,
@@ -28,6 +28,17 @@ struct Row {
     better: Better,
     paperboy: f64,
     rdkafka: f64,
+    krafka: f64,
+}
+
+/// Paperboy's figure over another client's, and whether Paperboy is behind by it.
+fn ratio(paperboy: f64, other: f64, better: Better) -> (f64, bool) {
+    let r = paperboy / other;
+    let behind = match better {
+        Better::Higher => r < 1.0,
+        Better::Lower => r > 1.0,
+    };
+    (r, behind)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -76,15 +87,16 @@ impl Report {
         }
         let mut notes = vec![
             format!(
-                "Producer settings, identical for both clients: {}(records unkeyed: sticky partitioning in both).",
+                "Producer settings, identical for every client: {}(records unkeyed: sticky partitioning in all three).",
                 props
             ),
-            "Consumer settings: group.id new per run, auto.offset.reset=earliest, everything else each client's default (auto commit on in both).".into(),
-            "Paperboy: Producer::enqueue with deliveries awaited by a second task; Consumer::recv_batch(1000, 100 ms); tokio multi-thread runtime. rdkafka: BaseProducer + delivery callback, polled by the sending thread, which sleeps 1 ms when the queue is full (ThreadedProducer for latency); BaseConsumer::poll.".into(),
+            format!("krafka takes no properties: the settings are mapped onto its builders (acks, idempotent, compression, linger, batch_size, buffer_memory = queue.buffering.max.kbytes, delivery_timeout = message.timeout.ms). It has no equivalent of {}; those are left at krafka's behaviour.", kf::NOT_MATCHED),
+            "Consumer settings: group.id new per run, auto.offset.reset=earliest, everything else each client's default (auto commit on in all three; classic group protocol in all three).".into(),
+            "Paperboy: Producer::enqueue with deliveries awaited by a second task; Consumer::recv_batch(1000, 100 ms); tokio multi-thread runtime. rdkafka: BaseProducer + delivery callback, polled by the sending thread, which sleeps 1 ms when the queue is full (ThreadedProducer for latency); BaseConsumer::poll. krafka: as Paperboy, Producer::enqueue with its DeliveryHandles awaited by a second task; Consumer::poll(100 ms) with max_poll_records=1000 (its default is 500), fetching inside poll (prefetch bounded by max_buffered_records, default 500 records); tokio multi-thread runtime.".into(),
             "Consume rate is measured from the first record to the last (the group join is the 'first record after' row). Produce rate includes creating the producer.".into(),
             "Latency: send call to acknowledgement callback/future, at a fixed rate, after 1 s of warm-up; linger.ms=5 is part of it.".into(),
             "CPU: user+system seconds of the whole client process (wait4 rusage), per million records. Peak RSS: the child's VmHWM (ru_maxrss is in the JSON too).".into(),
-            "Memory scenario: the handler stalls after the first record so the prefetch fills to what the settings allow, then drains the topic. queued.max.messages.kbytes is a budget across all partitions in Paperboy, and per partition in librdkafka (65536 KiB is the default of both), so '64 MiB in total' gives rdkafka 65536/partitions KiB per partition. librdkafka also stops prefetching a partition at queued.min.messages (default 100000 per partition). Paperboy keeps batches compressed in its queue; librdkafka queues decompressed messages.".into(),
+            "Memory scenario: the handler stalls after the first record so the prefetch fills to what the settings allow, then drains the topic. queued.max.messages.kbytes is a budget across all partitions in Paperboy, and per partition in librdkafka (65536 KiB is the default of both), so '64 MiB in total' gives rdkafka 65536/partitions KiB per partition. librdkafka also stops prefetching a partition at queued.min.messages (default 100000 per partition). Paperboy keeps batches compressed in its queue; librdkafka queues decompressed messages. krafka has no byte budget (its rows with one are n/a); its prefetch is max_buffered_records (500 records by default), so its 'client defaults' row measures a much smaller queue.".into(),
             format!("Topics: {} partitions, replication factor 1, fresh per run (consumers read one topic per size, written once by Paperboy).", run.partitions),
             "Machine: 2 cores shared with the broker (and with whatever else runs); figures vary run to run by 10-20%.".into(),
         ];
@@ -95,7 +107,7 @@ impl Report {
                 .map(|(k, v)| format!("{k}={}", workload::shown(k, v)))
                 .collect();
             notes.push(format!(
-                "Client properties given to both clients and to the admin that creates the topics (-X, after the settings above){}: {}. Bootstrap {}.",
+                "Client properties given to every client (krafka: mapped onto its builders) and to the admin that creates the topics (-X, after the settings above){}: {}. Bootstrap {}.",
                 run.label
                     .as_deref()
                     .map(|l| format!(", rows labelled '{l}'"))
@@ -111,7 +123,7 @@ impl Report {
             .find(|(k, _)| k == "security.protocol");
         if tls.is_some_and(|(_, v)| v.to_ascii_uppercase().ends_with("SSL")) {
             notes.push(format!(
-                "TLS: Paperboy uses rustls (its default crypto provider, graviola); rdkafka uses librdkafka {} with the system's OpenSSL.",
+                "TLS: Paperboy uses rustls (its default crypto provider, graviola); rdkafka uses librdkafka {} with the system's OpenSSL; krafka uses rustls with ring (its default feature).",
                 rdkafka::util::get_rdkafka_version().1
             ));
         }
@@ -142,12 +154,13 @@ impl Report {
     }
 
     fn rows(case: &Case) -> Vec<Row> {
-        let (p, r) = (&case.paperboy, &case.rdkafka);
+        let (p, r, k) = (&case.paperboy, &case.rdkafka, &case.krafka);
         let row = |metric, better, f: &dyn Fn(&Measured) -> f64| Row {
             metric,
             better,
             paperboy: med(p, f),
             rdkafka: med(r, f),
+            krafka: med(k, f),
         };
         use Better::*;
         match case.scenario {
@@ -195,8 +208,8 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut s = String::new();
-        s.push_str("| scenario | size | records | metric | better | Paperboy | rdkafka | Paperboy ÷ rdkafka |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| scenario | size | records | metric | better | Paperboy | rdkafka | krafka | Paperboy ÷ rdkafka | Paperboy ÷ krafka |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         for case in &self.cases {
             let title = Self::title(
                 case,
@@ -204,14 +217,27 @@ impl Report {
                 self.label.as_deref(),
             );
             for (i, row) in Self::rows(case).iter().enumerate() {
-                let ratio = row.paperboy / row.rdkafka;
-                let verdict = match row.better {
-                    Better::Higher if ratio >= 1.0 => "",
-                    Better::Lower if ratio <= 1.0 => "",
-                    _ => " (behind)",
+                // A client not run: why, in its first cell of the case; "n/a" below it.
+                let cell = |client: ClientKind, v: f64| match case.not_run(client) {
+                    Some(why) if i == 0 => why.to_owned(),
+                    Some(_) => "n/a".to_owned(),
+                    None => fmt(v),
+                };
+                let vs = |client: ClientKind, v: f64| {
+                    if case.not_run(client).is_some()
+                        || case.not_run(ClientKind::Paperboy).is_some()
+                    {
+                        return "-".to_owned();
+                    }
+                    let (r, behind) = ratio(row.paperboy, v, row.better);
+                    if r.is_nan() {
+                        "-".to_owned()
+                    } else {
+                        format!("{r:.2}{}", if behind { " (behind)" } else { "" })
+                    }
                 };
                 s.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {:.2}{} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     if i == 0 { title.as_str() } else { "" },
                     if i == 0 {
                         size_label(case.size)
@@ -228,10 +254,11 @@ impl Report {
                         Better::Higher => "higher",
                         Better::Lower => "lower",
                     },
-                    fmt(row.paperboy),
-                    fmt(row.rdkafka),
-                    ratio,
-                    verdict
+                    cell(ClientKind::Paperboy, row.paperboy),
+                    cell(ClientKind::Rdkafka, row.rdkafka),
+                    cell(ClientKind::Krafka, row.krafka),
+                    vs(ClientKind::Rdkafka, row.rdkafka),
+                    vs(ClientKind::Krafka, row.krafka),
                 ));
             }
         }
@@ -270,7 +297,9 @@ impl Report {
                             "better": if r.better == Better::Higher { "higher" } else { "lower" },
                             "paperboy": r.paperboy,
                             "rdkafka": r.rdkafka,
+                            "krafka": r.krafka,
                             "paperboy_over_rdkafka": r.paperboy / r.rdkafka,
+                            "paperboy_over_krafka": r.paperboy / r.krafka,
                         })
                     })
                     .collect();
@@ -281,7 +310,8 @@ impl Report {
                     "size": c.size,
                     "records": c.messages,
                     "medians": rows,
-                    "runs": { "paperboy": c.paperboy, "rdkafka": c.rdkafka },
+                    "runs": { "paperboy": c.paperboy, "rdkafka": c.rdkafka, "krafka": c.krafka },
+                    "not_run": c.not_run.iter().map(|(k, why)| (k.to_string(), Value::String(why.clone()))).collect::<serde_json::Map<String, Value>>(),
                     "failures": c.failures,
                 })
             })
