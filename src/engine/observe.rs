@@ -164,8 +164,8 @@ pub(crate) struct HealthInner {
     pub(crate) commits: AtomicU64,
     pub(crate) partitions: Mutex<BTreeMap<TopicPartition, (Mode, i64)>>,
     /// Each partition worker's slot: when its handling call in progress started, in
-    /// nanoseconds after `started`, plus one (0: idle). Written by the worker without a
-    /// lock.
+    /// milliseconds after `started`, plus one (0: idle), as of the last poll. Written by
+    /// the worker without a lock.
     busy: Mutex<HashMap<TopicPartition, BusySlot>>,
 }
 
@@ -219,11 +219,14 @@ impl Health {
         slot
     }
 
-    /// A handling call started at `since`, or (`None`) ended.
-    pub(crate) fn set_busy(&self, slot: &BusySlot, since: Option<Instant>) {
-        let v = since.map_or(0, |t| {
-            t.saturating_duration_since(self.inner.started).as_nanos() as u64 + 1
-        });
+    /// A handling call started (`true`: at the engine's last poll, a clock read at most
+    /// one poll old) or ended.
+    pub(crate) fn set_busy(&self, slot: &BusySlot, busy: bool) {
+        let v = if busy {
+            self.inner.last_poll.load(Ordering::Relaxed).max(1)
+        } else {
+            0
+        };
         slot.0.store(v, Ordering::Relaxed);
     }
 
@@ -244,7 +247,7 @@ impl Health {
         busy.values()
             .filter_map(|s| match s.0.load(Ordering::Relaxed) {
                 0 => None,
-                n => Some(self.inner.started + Duration::from_nanos(n - 1)),
+                n => Some(self.inner.started + Duration::from_millis(n - 1)),
             })
             .map(|t| t.elapsed())
             .max()

@@ -121,9 +121,12 @@ async fn work(
             records[records.len() - 1].offset,
             records.len(),
         );
-        let started = Instant::now();
-        shared.health.set_busy(slot, Some(started));
-        let mut call = handle(shared, tp, handler, &unit, cancel);
+        // The precise clock only for an observer; the busy slot takes the engine's
+        // coarse one (the last poll), which is what a liveness probe needs.
+        let started = observed.then(Instant::now);
+        shared.health.set_busy(slot, true);
+        let call = handle(shared, tp, handler, &unit, cancel);
+        tokio::pin!(call);
         let mut waiting = false;
         let result = std::future::poll_fn(|cx| {
             let polled = call.as_mut().poll(cx);
@@ -136,8 +139,7 @@ async fn work(
             polled
         })
         .await;
-        drop(call);
-        shared.health.set_busy(slot, None);
+        shared.health.set_busy(slot, false);
         let (error, fatal) = match result {
             Handled::Done => {
                 done.next = Some(last + 1);
@@ -153,7 +155,7 @@ async fn work(
                         offset: first,
                         records: n,
                         mode: unit.mode(),
-                        elapsed: started.elapsed(),
+                        elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
                     });
                 }
                 if unit.mode() == Mode::Bulk {
@@ -197,14 +199,25 @@ async fn work(
 /// Handles `unit` with retries; then, if it still fails, writes its records to the
 /// dead-letter topic (a bulk batch is first retried record by record, so that only the
 /// failing records go there), or reports the failure.
-fn handle<'a>(
+/// [`handle`] boxed, for its call to itself.
+fn handle_boxed<'a>(
     shared: &'a Shared,
     tp: &'a TopicPartition,
     handler: &'a dyn Dispatch,
     unit: &'a Unit,
     cancel: &'a AtomicBool,
 ) -> BoxFuture<'a, Handled> {
-    Box::pin(async move {
+    Box::pin(handle(shared, tp, handler, unit, cancel))
+}
+
+async fn handle(
+    shared: &Shared,
+    tp: &TopicPartition,
+    handler: &dyn Dispatch,
+    unit: &Unit,
+    cancel: &AtomicBool,
+) -> Handled {
+    {
         let cfg = &shared.config;
         let records = unit.records();
         let span = match unit {
@@ -270,7 +283,8 @@ fn handle<'a>(
                 warn!(%tp, offset = rs[0].offset, records = rs.len(), %error,
                     "bulk batch failed; handling its records one by one");
                 for r in rs {
-                    match handle(shared, tp, handler, &Unit::Single(r.clone()), cancel).await {
+                    let single = Unit::Single(r.clone());
+                    match handle_boxed(shared, tp, handler, &single, cancel).await {
                         Handled::Done => {}
                         Handled::Failed(e) if !cfg.fail_on_exception => {
                             shared.health.inner.failed.fetch_add(1, Ordering::Relaxed);
@@ -313,7 +327,7 @@ fn handle<'a>(
             }
             Err(e) => Handled::Fatal(e),
         }
-    })
+    }
 }
 
 /// `base * 2^(attempt-1)`, at most `max`.
