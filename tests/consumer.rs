@@ -600,3 +600,77 @@ async fn recv_batch_fills_up_from_every_partition_without_waiting_for_its_timeou
     assert_eq!(seen.iter().map(|s| s.0).collect::<BTreeSet<_>>().len(), 6);
     consumer.close().await;
 }
+
+/// A partition given up and taken back while a fetch of it is in flight: the answer to
+/// that fetch belongs to the partition as it was, and must not be handed out from the
+/// new position. (A generation counter that restarted at zero for the new partition
+/// state matched the old fetch's, so its records were queued and the ones between the
+/// new position and the old fetch offset skipped: records lost to a group whose member
+/// got its partitions back in an eager rebalance.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_fetch_in_flight_when_a_partition_is_given_up_is_not_handed_out_after_it_is_taken_back() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "stale-fetch", 1).await;
+    let producer = Producer::new(ProducerConfig::new(&common::bootstrap()))
+        .await
+        .unwrap();
+    let send = |i: usize| {
+        producer.send(
+            ProducerRecord::new(&topic)
+                .with_partition(0)
+                .with_value(format!("v{i}")),
+        )
+    };
+    for i in 0..10 {
+        send(i).await.unwrap();
+    }
+    let mut config = consumer_config(None);
+    // The fetch after the last record waits this long for more.
+    config.set("fetch.max.wait.ms", "5000").unwrap();
+    let consumer = Consumer::new(config).await.unwrap();
+    let tp = TopicPartition::new(&topic, 0);
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 10 {
+        assert!(Instant::now() < deadline, "read {} of 10", got.len());
+        for r in consumer
+            .recv_batch(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            got.push(r.offset);
+        }
+    }
+    assert_eq!(got, (0..10).collect::<Vec<i64>>());
+    // The fetcher has asked for offset 10 and waits. Give the partition up and take it
+    // back from offset 5 (what a group member does when an eager rebalance returns the
+    // partition it had, positioned at the committed offset).
+    consumer.assign(&[]).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer.seek(&tp, 5).unwrap();
+    // The fetch in flight now gets record 10.
+    send(10).await.unwrap();
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while again.len() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "read {again:?} after the seek to 5"
+        );
+        for r in consumer
+            .recv_batch(6, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            again.push(r.offset);
+        }
+    }
+    assert_eq!(
+        again,
+        (5..=10).collect::<Vec<i64>>(),
+        "from the new position on"
+    );
+    consumer.close().await;
+    producer.close().await;
+}

@@ -49,7 +49,7 @@ mod stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -204,7 +204,9 @@ struct PartState {
     position_epoch: i32,
     /// The next offset to fetch (the position plus what is queued).
     fetch_offset: i64,
-    /// Bumped whenever the position jumps, so a fetch in flight from before is ignored.
+    /// Changed whenever the position jumps, so a fetch in flight from before is ignored.
+    /// Unique in the process ([`next_gen`]), not per partition state: a partition removed
+    /// and added again must not match the answer to a fetch sent for its old state.
     gen: u64,
     paused: bool,
     in_flight: bool,
@@ -230,6 +232,17 @@ struct PartState {
     out_of_range: bool,
 }
 
+/// A fresh fetch generation for a partition's state, never handed out before in this
+/// process. A counter per partition state started at 0 for a partition added again after
+/// it was removed (revoked, unassigned), so after its first seek it could equal the
+/// generation of a fetch still in flight for the old state; that fetch's records were
+/// then queued for the new position, and those between the new position and the old
+/// fetch offset were skipped: lost, and committed past.
+fn next_gen() -> u64 {
+    static GEN: AtomicU64 = AtomicU64::new(1);
+    GEN.fetch_add(1, Ordering::Relaxed)
+}
+
 impl PartState {
     fn new(tp: &TopicPartition) -> Self {
         PartState {
@@ -237,7 +250,7 @@ impl PartState {
             position: None,
             position_epoch: -1,
             fetch_offset: 0,
-            gen: 0,
+            gen: next_gen(),
             paused: false,
             in_flight: false,
             queue: VecDeque::new(),
@@ -263,7 +276,7 @@ impl PartState {
         self.current = None;
         self.aborted.clear();
         self.aborting.clear();
-        self.gen += 1;
+        self.gen = next_gen();
         self.in_flight = false;
         std::mem::take(&mut self.bytes)
     }
