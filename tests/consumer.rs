@@ -674,3 +674,71 @@ async fn a_fetch_in_flight_when_a_partition_is_given_up_is_not_handed_out_after_
     consumer.close().await;
     producer.close().await;
 }
+
+/// A cooperative-sticky group whose membership does not change settles: once both
+/// members hold their partitions, no further rebalance starts, so every commit of the
+/// next seconds is accepted. (Cooperative members keep their generation while they
+/// rejoin and went on heartbeating with it; the coordinator's REBALANCE_IN_PROGRESS or
+/// ILLEGAL_GENERATION to those heartbeats flagged yet another rejoin, so each rebalance
+/// started the next, every heartbeat interval, for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_group_settles_once_its_members_stop_changing() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "coop-settles", 4).await;
+    produce(&topic, 40, Compression::None).await;
+    let group = common::unique_topic("g-coop-settles");
+    let config = || {
+        let mut c = consumer_config(Some(&group));
+        c.set("partition.assignment.strategy", "cooperative-sticky")
+            .unwrap();
+        c
+    };
+    let a = Consumer::new(config()).await.unwrap();
+    let b = Consumer::new(config()).await.unwrap();
+    a.subscribe(&[&topic]).unwrap();
+    b.subscribe(&[&topic]).unwrap();
+    let members = [a.clone(), b.clone()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for c in &members {
+            c.recv_batch(100, Duration::from_millis(100)).await.unwrap();
+        }
+        if members.iter().all(|c| c.assignment().len() == 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two members never split the 4 partitions"
+        );
+    }
+    // Both poll and commit for 5 s.
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let until = Instant::now() + Duration::from_secs(5);
+    let tasks: Vec<_> = members
+        .iter()
+        .map(|c| {
+            let (c, refused) = (c.clone(), refused.clone());
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    c.recv_batch(100, Duration::from_millis(100)).await.unwrap();
+                    if let Err(e) = c.commit_consumed().await {
+                        refused.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let refused = refused.lock().unwrap().clone();
+    assert!(
+        refused.is_empty(),
+        "{} commits refused in a settled group, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert!(members.iter().all(|c| c.assignment().len() == 2));
+    a.close().await;
+    b.close().await;
+}

@@ -1515,10 +1515,29 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
             Err(e) => {
                 let mut st = inner.lock();
                 let same = st.membership.as_ref() == Some(&m);
+                // This member's own rebalance is under way (its listener, JoinGroup or
+                // SyncGroup). A cooperative member keeps its generation while it rejoins
+                // and heartbeats with it meanwhile (so does an eager one while its
+                // listener runs); the coordinator answers REBALANCE_IN_PROGRESS, or
+                // ILLEGAL_GENERATION once the new generation is formed. That rebalance is
+                // the one being asked for: flagging another rejoin made every rebalance
+                // start the next, every heartbeat interval, and a cooperative group never
+                // settled. Should the group need yet another, the first heartbeat of the
+                // new generation says so.
+                let rejoining = st.rebalancing;
                 match e.kafka_code() {
                     Some(KafkaCode::RebalanceInProgress) => {
-                        debug!(group = group.group_id(), "rebalance in progress: rejoining");
-                        st.rejoin = true;
+                        last_ok = Instant::now();
+                        if same && !rejoining {
+                            debug!(group = group.group_id(), "rebalance in progress: rejoining");
+                            st.rejoin = true;
+                        }
+                    }
+                    Some(KafkaCode::IllegalGeneration) if rejoining || !same => {
+                        debug!(
+                            group = group.group_id(),
+                            "heartbeat of the generation being left"
+                        );
                         last_ok = Instant::now();
                     }
                     Some(KafkaCode::IllegalGeneration | KafkaCode::UnknownMemberId) if same => {
