@@ -53,7 +53,7 @@ mod validate;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -211,7 +211,9 @@ struct PartState {
     position_epoch: i32,
     /// The next offset to fetch (the position plus what is queued).
     fetch_offset: i64,
-    /// Bumped whenever the position jumps, so a fetch in flight from before is ignored.
+    /// Changed whenever the position jumps, so a fetch in flight from before is ignored.
+    /// Unique in the process ([`next_gen`]), not per partition state: a partition removed
+    /// and added again must not match the answer to a fetch sent for its old state.
     gen: u64,
     paused: bool,
     in_flight: bool,
@@ -244,6 +246,17 @@ struct PartState {
     validate: Option<i32>,
 }
 
+/// A fresh fetch generation for a partition's state, never handed out before in this
+/// process. A counter per partition state started at 0 for a partition added again after
+/// it was removed (revoked, unassigned), so after its first seek it could equal the
+/// generation of a fetch still in flight for the old state; that fetch's records were
+/// then queued for the new position, and those between the new position and the old
+/// fetch offset were skipped: lost, and committed past.
+fn next_gen() -> u64 {
+    static GEN: AtomicU64 = AtomicU64::new(1);
+    GEN.fetch_add(1, Ordering::Relaxed)
+}
+
 impl PartState {
     fn new(tp: &TopicPartition) -> Self {
         PartState {
@@ -251,7 +264,7 @@ impl PartState {
             position: None,
             position_epoch: -1,
             fetch_offset: 0,
-            gen: 0,
+            gen: next_gen(),
             paused: false,
             in_flight: false,
             queue: VecDeque::new(),
@@ -279,7 +292,7 @@ impl PartState {
         self.current = None;
         self.aborted.clear();
         self.aborting.clear();
-        self.gen += 1;
+        self.gen = next_gen();
         self.in_flight = false;
         std::mem::take(&mut self.bytes)
     }
@@ -1568,10 +1581,29 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
             Err(e) => {
                 let mut st = inner.lock();
                 let same = st.membership.as_ref() == Some(&m);
+                // This member's own rebalance is under way (its listener, JoinGroup or
+                // SyncGroup). A cooperative member keeps its generation while it rejoins
+                // and heartbeats with it meanwhile (so does an eager one while its
+                // listener runs); the coordinator answers REBALANCE_IN_PROGRESS, or
+                // ILLEGAL_GENERATION once the new generation is formed. That rebalance is
+                // the one being asked for: flagging another rejoin made every rebalance
+                // start the next, every heartbeat interval, and a cooperative group never
+                // settled. Should the group need yet another, the first heartbeat of the
+                // new generation says so.
+                let rejoining = st.rebalancing;
                 match e.kafka_code() {
                     Some(KafkaCode::RebalanceInProgress) => {
-                        debug!(group = group.group_id(), "rebalance in progress: rejoining");
-                        st.rejoin = true;
+                        last_ok = Instant::now();
+                        if same && !rejoining {
+                            debug!(group = group.group_id(), "rebalance in progress: rejoining");
+                            st.rejoin = true;
+                        }
+                    }
+                    Some(KafkaCode::IllegalGeneration) if rejoining || !same => {
+                        debug!(
+                            group = group.group_id(),
+                            "heartbeat of the generation being left"
+                        );
                         last_ok = Instant::now();
                     }
                     Some(KafkaCode::IllegalGeneration | KafkaCode::UnknownMemberId) if same => {
