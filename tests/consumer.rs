@@ -776,14 +776,10 @@ impl paperboy::consumer::RebalanceListener for SlowRevoke {
 /// out after the listener's own commit, handled by a member that no longer owns its
 /// partition.
 ///
-/// KNOWN BUG, NOT FIXED (found while writing tests/rebalance_storm.rs): the rebalance
-/// runs in a task of its own, and calls made meanwhile go on handing out records of the
-/// partitions being revoked (46 of them during this listener's second). A fix has to
-/// decide how a revocation waits for the application to be back in `recv` (as the Java
-/// client's does, running it inside `poll`), cooperative rebalances included, without
-/// giving back what running the rebalance in its own task bought (cancel safety).
+/// (Found by tests/rebalance_storm.rs when the rebalance had moved into a task of its
+/// own: calls made meanwhile handed out records of the partitions being revoked, 46 of
+/// them during this listener's second. Now a call waits while a rebalance runs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: records of partitions being revoked are handed out while the listener runs"]
 async fn nothing_is_handed_out_while_partitions_are_being_revoked() {
     let client = common::client().await;
     let topic = common::new_topic(&client, "revoking", 1).await;

@@ -699,6 +699,20 @@ impl Consumer {
             let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if inner.lock().rebalancing {
+                // A rebalance runs (in its own task): nothing is handed out until it is
+                // done. The application is back here, so what it was handed before is
+                // handled, and that is all a revocation's commit covers (as in the Java
+                // client, where the listener runs inside `poll`).
+                match deadline {
+                    Some(d) => tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(d.into()) => return Ok(Vec::new()),
+                    },
+                    None => notified.await,
+                }
+                continue;
+            }
             let stashed = inner.lock().stash.len();
             if stashed >= max || (stashed > 0 && (!fill || self.rebalance_pending())) {
                 // Enough at hand, or a rebalance is due: hand out what was gathered first
@@ -712,6 +726,9 @@ impl Consumer {
                 }
                 warn!(error = %e, "consumer maintenance failed; returning records gathered");
                 return Ok(hand_out(max));
+            }
+            if inner.lock().rebalancing {
+                continue; // wait for it, above
             }
             // (Not in one expression: the lock guard would live through `take`.)
             let room = max.saturating_sub(inner.lock().stash.len());

@@ -669,8 +669,9 @@ impl Shared {
                 .unwrap_or(Duration::MAX)
                 .min(Duration::from_millis(100))
                 .max(Duration::from_millis(1));
-            // Dropping `recv_batch` loses the records it took, which is harmless only
-            // when the engine stops: they were never handled, so never committed.
+            // `recv_batch` is cancel-safe: a call dropped here by a stop or a failure
+            // leaves the records it took for the next call (there is none: the engine
+            // stops, and they were never handled, so never committed).
             let records = tokio::select! {
                 biased;
                 _ = &mut stop => return Ok(()),
