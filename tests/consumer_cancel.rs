@@ -5,24 +5,14 @@
 
 mod common;
 
+use common::Rng;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use paperboy::consumer::{Consumer, ConsumerConfig};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
 use paperboy::TopicPartition;
-
-/// splitmix64: reproducible from the printed seed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_receive_futures_lose_nothing_with_auto_commit_on() {

@@ -9,13 +9,15 @@
 //! The two "brokers" are small fakes started here (ApiVersions, Metadata and Fetch only):
 //! they test our side of the socket, not Kafka.
 
+mod fake_broker;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use fake_broker::wire::{api_versions, frame, read_request};
 use paperboy::consumer::{Consumer, ConsumerConfig};
-use paperboy::protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
 use paperboy::protocol::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
 };
@@ -23,13 +25,12 @@ use paperboy::protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use paperboy::protocol::kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchResponse, MetadataResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchResponse, MetadataResponse, TopicName,
 };
-use paperboy::protocol::kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use paperboy::protocol::kafka_protocol::protocol::{Decodable, StrBytes};
 use paperboy::protocol::records::{encode_batch, BatchOptions};
 use paperboy::{Error, NewRecord, TopicPartition};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -49,29 +50,6 @@ enum Fetches {
 struct Node {
     port: u16,
     accepted: Arc<AtomicUsize>,
-}
-
-async fn read_request(sock: &mut TcpStream) -> Option<(RequestHeader, ApiKey, i16, Bytes)> {
-    let mut len = [0u8; 4];
-    sock.read_exact(&mut len).await.ok()?;
-    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-    sock.read_exact(&mut buf).await.ok()?;
-    let mut b = Bytes::from(buf);
-    let key = ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).ok()?;
-    let version = i16::from_be_bytes([b[2], b[3]]);
-    let header = RequestHeader::decode(&mut b, key.request_header_version(version)).ok()?;
-    Some((header, key, version, b))
-}
-
-fn frame<R: Encodable>(correlation_id: i32, key: ApiKey, version: i16, body: &R) -> BytesMut {
-    let hv = key.response_header_version(version);
-    let h = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = h.compute_size(hv).unwrap() + body.compute_size(version).unwrap();
-    let mut out = BytesMut::new();
-    out.extend_from_slice(&(size as i32).to_be_bytes());
-    h.encode(&mut out, hv).unwrap();
-    body.encode(&mut out, version).unwrap();
-    out
 }
 
 fn metadata(ports: [u16; 2]) -> MetadataResponse {
@@ -128,21 +106,11 @@ async fn serve(mut sock: TcpStream, ports: Arc<std::sync::Mutex<[u16; 2]>>, fetc
         let id = h.correlation_id;
         let out = match key {
             ApiKey::ApiVersions => {
-                let keys = [
+                let resp = api_versions(&[
                     (ApiKey::ApiVersions, 0, 3),
                     (ApiKey::Metadata, 0, 12),
                     (ApiKey::Fetch, 4, 12),
-                ];
-                let resp = ApiVersionsResponse::default().with_api_keys(
-                    keys.iter()
-                        .map(|(k, min, max)| {
-                            ApiVersion::default()
-                                .with_api_key(*k as i16)
-                                .with_min_version(*min)
-                                .with_max_version(*max)
-                        })
-                        .collect(),
-                );
+                ]);
                 frame(id, key, version, &resp)
             }
             ApiKey::Metadata => {
@@ -389,22 +357,12 @@ async fn serve_log(mut sock: TcpStream, port: u16, log: Arc<Log>) {
         let epoch = log.epoch.load(Ordering::SeqCst);
         let out = match key {
             ApiKey::ApiVersions => {
-                let keys = [
+                let resp = api_versions(&[
                     (ApiKey::ApiVersions, 0, 3),
                     (ApiKey::Metadata, 0, 12),
                     (ApiKey::Fetch, 4, 12),
                     (ApiKey::OffsetForLeaderEpoch, 3, 4),
-                ];
-                let resp = ApiVersionsResponse::default().with_api_keys(
-                    keys.iter()
-                        .map(|(k, min, max)| {
-                            ApiVersion::default()
-                                .with_api_key(*k as i16)
-                                .with_min_version(*min)
-                                .with_max_version(*max)
-                        })
-                        .collect(),
-                );
+                ]);
                 frame(id, key, version, &resp)
             }
             ApiKey::Metadata => {

@@ -42,6 +42,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -61,19 +63,6 @@ use tokio::task::JoinHandle;
 const PARTITIONS: i32 = 6;
 /// The bound on anything a member waits for: an assignment, a close, a stop.
 const STUCK: Duration = Duration::from_secs(30);
-
-/// splitmix64: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -8,12 +8,13 @@
 //! It listens on a loopback port of its own and stops with the test's runtime.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use bytes::Bytes;
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -22,12 +23,12 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProducerId, RequestHeader, ResponseHeader,
+    ApiKey, BrokerId, InitProducerIdRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProducerId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use paperboy::protocol::records::{batches, DecodeLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpListener;
 
@@ -156,42 +157,17 @@ impl FakeBroker {
         sock.set_nodelay(true).ok();
         let (mut rd, wr) = sock.into_split();
         let wr = Arc::new(tokio::sync::Mutex::new(wr));
-        loop {
-            let mut len = [0u8; 4];
-            if rd.read_exact(&mut len).await.is_err() {
-                return;
-            }
-            let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-            if rd.read_exact(&mut buf).await.is_err() {
-                return;
-            }
-            let mut b = Bytes::from(buf);
-            let key = ApiKey::try_from(i16::from_be_bytes([b[0], b[1]])).unwrap();
-            let version = i16::from_be_bytes([b[2], b[3]]);
-            let header =
-                RequestHeader::decode(&mut b, key.request_header_version(version)).unwrap();
+        while let Some((header, key, version, mut b)) = wire::read_request(&mut rd).await {
             let id = header.correlation_id;
-            let hv = key.response_header_version(version);
             match key {
                 ApiKey::ApiVersions => {
-                    let keys = [
+                    let resp = wire::api_versions(&[
                         (ApiKey::Produce, 3, 9),
                         (ApiKey::Metadata, 0, 12),
                         (ApiKey::ApiVersions, 0, 3),
                         (ApiKey::InitProducerId, 0, 4),
-                    ];
-                    let resp = ApiVersionsResponse::default().with_api_keys(
-                        keys.iter()
-                            .map(|(k, min, max)| {
-                                ApiVersion::default()
-                                    .with_api_key(*k as i16)
-                                    .with_min_version(*min)
-                                    .with_max_version(*max)
-                            })
-                            .collect(),
-                    );
-                    // ApiVersions answers always carry header v0.
-                    respond(&wr, id, 0, &resp, version).await;
+                    ]);
+                    respond(&wr, id, key, &resp, version).await;
                 }
                 ApiKey::Metadata => {
                     let req = MetadataRequest::decode(&mut b, version).unwrap();
@@ -233,7 +209,7 @@ impl FakeBroker {
                         .with_cluster_id(Some(StrBytes::from_static_str("fake")))
                         .with_controller_id(BrokerId(0))
                         .with_topics(topics);
-                    respond(&wr, id, hv, &resp, version).await;
+                    respond(&wr, id, key, &resp, version).await;
                 }
                 ApiKey::InitProducerId => {
                     let req = InitProducerIdRequest::decode(&mut b, version).unwrap();
@@ -255,19 +231,19 @@ impl FakeBroker {
                     let resp = InitProducerIdResponse::default()
                         .with_producer_id(ProducerId(PRODUCER_ID))
                         .with_producer_epoch(epoch);
-                    respond(&wr, id, hv, &resp, version).await;
+                    respond(&wr, id, key, &resp, version).await;
                 }
                 ApiKey::Produce => {
                     let req = ProduceRequest::decode(&mut b, version).unwrap();
                     let (mode, resp) = self.produce(&req);
                     match mode {
                         ProduceMode::Silent => {}
-                        ProduceMode::Answer => respond(&wr, id, hv, &resp, version).await,
+                        ProduceMode::Answer => respond(&wr, id, key, &resp, version).await,
                         ProduceMode::AnswerAfter(d) => {
                             let wr = wr.clone();
                             tokio::spawn(async move {
                                 tokio::time::sleep(d).await;
-                                respond(&wr, id, hv, &resp, version).await;
+                                respond(&wr, id, key, &resp, version).await;
                             });
                         }
                     }
@@ -368,16 +344,11 @@ impl FakeBroker {
 async fn respond<R: Encodable>(
     wr: &tokio::sync::Mutex<OwnedWriteHalf>,
     correlation_id: i32,
-    header_version: i16,
+    key: ApiKey,
     body: &R,
     version: i16,
 ) {
-    let mut out = BytesMut::new();
-    let h = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = h.compute_size(header_version).unwrap() + body.compute_size(version).unwrap();
-    out.extend_from_slice(&(size as i32).to_be_bytes());
-    h.encode(&mut out, header_version).unwrap();
-    body.encode(&mut out, version).unwrap();
+    let out = wire::frame(correlation_id, key, version, body);
     // The client may have hung up meanwhile.
     let _ = wr.lock().await.write_all(&out).await;
 }
