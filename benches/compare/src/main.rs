@@ -15,6 +15,10 @@
 //! labelled from security.protocol and sasl.mechanism (or `--label`). Workers get the
 //! properties on stdin, not in their arguments, and secret values are never printed.
 //!
+//! `--scenario sweep` (not among the defaults) repeats the memory scenario at budgets of
+//! 4, 16, 64 and 256 MiB on a 1 GiB topic of 1 KiB values, each client given the same
+//! total (`--quick`: 4 and 16 MiB on 64 MiB).
+//!
 //! Environment: `PAPERBOY_BOOTSTRAP` (the broker), `COMPARE_LINGER_MS` (linger.ms of both
 //! producers, default 5), `RUST_LOG` (Paperboy's and krafka's logs in a worker), `COMPARE_DEBUG`
 //! (a Paperboy consumer worker prints each batch and its queue).
@@ -103,7 +107,9 @@ struct RunArgs {
     sweep_size: usize,
     /// Sweep scenario: give rdkafka budget/partitions KiB instead of the whole budget (the
     /// reading of queued.max.messages.kbytes as per partition; librdkafka 2.12's
-    /// subscribing consumer applies it to its one queue, across partitions).
+    /// subscribing consumer applies it to its one queue, across partitions). Slow at small
+    /// budgets: with 4096/6 KiB rdkafka drains about 1 MB/s (its fetch backs off 1 s
+    /// whenever the queue is over the limit).
     #[arg(long)]
     sweep_rdkafka_per_partition: bool,
     /// A small smoke run: 20000 records, one run, two seconds of latency, short stall
