@@ -37,7 +37,7 @@ pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
         match args.scenario {
             Scenario::Produce => produce(args).await,
             Scenario::Latency => latency(args).await,
-            Scenario::Consume | Scenario::Memory => consume(args).await,
+            Scenario::Consume | Scenario::Memory | Scenario::Sweep => consume(args).await,
         }
     })
 }
@@ -482,6 +482,11 @@ async fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
         }
     }
     let mut b: ConsumerBuilder = kafka.consumer(group).max_poll_records(MAX_POLL_RECORDS);
+    if let Some(n) = args.max_buffered_records {
+        // krafka's only bound on its prefetch, in records (the sweep gives it a budget's
+        // worth of records of the sweep's size).
+        b = b.max_buffered_records(i32::try_from(n).unwrap_or(i32::MAX));
+    }
     for (k, v) in &props {
         // A producer's property is skipped, as librdkafka does.
         if let Setting::Consumer(c) = setting(k, v)? {

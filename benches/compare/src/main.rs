@@ -15,6 +15,10 @@
 //! labelled from security.protocol and sasl.mechanism (or `--label`). Workers get the
 //! properties on stdin, not in their arguments, and secret values are never printed.
 //!
+//! `--scenario sweep` (not among the defaults) repeats the memory scenario at budgets of
+//! 4, 16, 64 and 256 MiB on a 1 GiB topic of 1 KiB values, each client given the same
+//! total (`--quick`: 4 and 16 MiB on 64 MiB).
+//!
 //! Environment: `PAPERBOY_BOOTSTRAP` (the broker), `COMPARE_LINGER_MS` (linger.ms of both
 //! producers, default 5), `RUST_LOG` (Paperboy's and krafka's logs in a worker), `COMPARE_DEBUG`
 //! (a Paperboy consumer worker prints each batch and its queue).
@@ -69,7 +73,9 @@ struct RunArgs {
     /// columns show "not run". Paperboy still writes the topics the consumers read.
     #[arg(long, value_delimiter = ',', default_values_t = [ClientKind::Paperboy, ClientKind::Rdkafka, ClientKind::Krafka])]
     clients: Vec<ClientKind>,
-    /// Only these scenarios (produce, consume, latency, memory); repeat or comma-separate.
+    /// Only these scenarios (produce, consume, latency, memory, sweep); repeat or
+    /// comma-separate. Default: all but sweep (which reads a topic of 1 GiB; it runs only
+    /// when named).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<Scenario>,
     /// Value sizes in bytes.
@@ -87,7 +93,27 @@ struct RunArgs {
     /// Memory scenario: how long the handler stalls after the first record, ms.
     #[arg(long, default_value_t = 3000)]
     stall_ms: u64,
-    /// A small smoke run: 20000 records, one run, two seconds of latency, short stall.
+    /// Sweep scenario: the budgets, MiB (queued.max.messages.kbytes = budget x 1024).
+    /// Default 4,16,64,256; with --quick 4,16.
+    #[arg(long, value_delimiter = ',')]
+    sweep_budgets: Vec<u64>,
+    /// Sweep scenario: MiB of values in its topic, written once by Paperboy (default 1024,
+    /// with --quick 64). It should be well above the largest budget: Paperboy's budget
+    /// counts compressed batches, about half their values' size here.
+    #[arg(long)]
+    sweep_mib: Option<u64>,
+    /// Sweep scenario: the size of every value, bytes.
+    #[arg(long, default_value_t = 1024)]
+    sweep_size: usize,
+    /// Sweep scenario: give rdkafka budget/partitions KiB instead of the whole budget (the
+    /// reading of queued.max.messages.kbytes as per partition; librdkafka 2.12's
+    /// subscribing consumer applies it to its one queue, across partitions). Slow at small
+    /// budgets: with 4096/6 KiB rdkafka drains about 1 MB/s (its fetch backs off 1 s
+    /// whenever the queue is over the limit).
+    #[arg(long)]
+    sweep_rdkafka_per_partition: bool,
+    /// A small smoke run: 20000 records, one run, two seconds of latency, short stall
+    /// (and, for the sweep, a 64 MiB topic and budgets of 4 and 16 MiB).
     #[arg(long)]
     quick: bool,
     /// Leave the topics in place (for running workers by hand).
@@ -138,6 +164,8 @@ pub enum Scenario {
     Consume,
     Latency,
     Memory,
+    /// The memory scenario at several budgets (--sweep-budgets), on a topic of its own.
+    Sweep,
 }
 
 #[derive(Args, Clone)]
@@ -167,6 +195,12 @@ pub struct WorkerArgs {
     /// queued.max.messages.kbytes; unset means the client's default.
     #[arg(long)]
     budget_kib: Option<u64>,
+    /// rdkafka: queued.min.messages; unset means librdkafka's default.
+    #[arg(long)]
+    queued_min_messages: Option<u64>,
+    /// krafka: max_buffered_records; unset means krafka's default.
+    #[arg(long)]
+    max_buffered_records: Option<u64>,
     /// Client properties, after the benchmark's own (as for a comparison run).
     #[arg(short = 'X', long = "property", value_name = "KEY=VALUE", value_parser = workload::parse_property)]
     property: Vec<(String, String)>,
@@ -189,7 +223,9 @@ pub struct Measured {
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
     pub scenario: Scenario,
-    pub variant: &'static str,
+    pub variant: String,
+    /// The sweep's budget (the same total for every client), KiB.
+    pub budget_kib: Option<u64>,
     pub size: usize,
     pub messages: u64,
     pub paperboy: Vec<Measured>,
@@ -286,6 +322,69 @@ pub const ALL_CLIENTS: [ClientKind; 3] = [
 
 /// Why krafka has no memory rows with a budget.
 pub const KRAFKA_NO_BUDGET: &str = "krafka has no byte budget for its prefetch";
+
+/// What a consumer worker is given beyond the benchmark's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// queued.max.messages.kbytes (Paperboy, rdkafka).
+    pub budget_kib: Option<u64>,
+    /// queued.min.messages (rdkafka).
+    pub queued_min_messages: Option<u64>,
+    /// max_buffered_records (krafka).
+    pub max_buffered_records: Option<u64>,
+}
+
+impl Setup {
+    fn budget(kib: u64) -> Setup {
+        Setup {
+            budget_kib: Some(kib),
+            ..Setup::default()
+        }
+    }
+}
+
+/// Per client (in `ALL_CLIENTS` order): its setup, or why it is n/a.
+type Setups = [Result<Setup, &'static str>; 3];
+
+/// librdkafka's largest queued.min.messages: high enough that the byte budget binds.
+pub const RDKAFKA_MAX_QUEUED_MIN_MESSAGES: u64 = 10_000_000;
+
+/// The sweep's budgets, MiB.
+fn sweep_budgets(run: &RunArgs) -> Vec<u64> {
+    match (run.sweep_budgets.is_empty(), run.quick) {
+        (false, _) => run.sweep_budgets.clone(),
+        (true, false) => vec![4, 16, 64, 256],
+        (true, true) => vec![4, 16],
+    }
+}
+
+/// The sweep's topic, MiB of values.
+fn sweep_mib(run: &RunArgs) -> u64 {
+    run.sweep_mib.unwrap_or(if run.quick { 64 } else { 1024 })
+}
+
+/// Each client's settings at a sweep budget of `mib` MiB.
+fn sweep_setups(run: &RunArgs, mib: u64) -> Setups {
+    let kib = mib * 1024;
+    let rdkafka_kib = if run.sweep_rdkafka_per_partition {
+        (kib / run.partitions.max(1) as u64).max(1)
+    } else {
+        kib
+    };
+    [
+        Ok(Setup::budget(kib)),
+        Ok(Setup {
+            budget_kib: Some(rdkafka_kib),
+            queued_min_messages: Some(RDKAFKA_MAX_QUEUED_MIN_MESSAGES),
+            ..Setup::default()
+        }),
+        // krafka counts records: the budget in records of this size.
+        Ok(Setup {
+            max_buffered_records: Some((kib * 1024 / run.sweep_size.max(1) as u64).max(1)),
+            ..Setup::default()
+        }),
+    ]
+}
 
 /// Runs a worker as a child process and collects its rusage with wait4. The client
 /// properties go to its stdin (not its arguments, which `ps` shows to everyone).
@@ -472,159 +571,100 @@ fn compare(mut run: RunArgs) -> Res<()> {
     }
     let mut admin = Admin::new(&run.bootstrap, run.partitions, &run.property)?;
     admin.keep = run.keep_topics;
+    let mut cx = Cx {
+        run: &run,
+        krafka_na: krafka_na.as_deref(),
+        groups: 0,
+    };
     let mut cases: Vec<Case> = Vec::new();
     let total_start = Instant::now();
-    let mut groups = 0u64;
-    for &size in &run.sizes {
+    let per_size: Vec<Scenario> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| *s != Scenario::Sweep)
+        .collect();
+    for &size in run.sizes.iter().filter(|_| !per_size.is_empty()) {
         let n = run
             .messages
             .unwrap_or(if size <= 256 { 2_000_000 } else { 500_000 });
         // One full topic per size for the consumer scenarios, written once by Paperboy.
-        let full = if scenarios
+        let full = if per_size
             .iter()
             .any(|s| matches!(s, Scenario::Consume | Scenario::Memory))
         {
-            let t = admin.topic(&format!("full{size}"))?;
-            eprintln!("filling {t} with {n} records of {size} B");
-            let m = spawn_worker(
-                &worker_args(
-                    ClientKind::Paperboy,
-                    Scenario::Produce,
-                    &run,
-                    &t,
-                    "",
-                    n,
-                    size,
-                    None,
-                ),
-                &run.property,
-            )?;
-            if m.out.records != n {
-                return Err(format!("filling {t}: {} of {n} acknowledged", m.out.records).into());
-            }
-            Some(t)
+            Some(fill(&mut admin, &run, &format!("full{size}"), n, size)?)
         } else {
             None
         };
-        for &scenario in &scenarios {
-            // (name, budget KiB per client: Ok(None) the client's default, Err why n/a)
-            type Budget = Result<Option<u64>, &'static str>;
-            let variants: Vec<(&'static str, [Budget; 3])> = match scenario {
+        for &scenario in &per_size {
+            let variants: Vec<(&'static str, Setups)> = match scenario {
                 Scenario::Memory => vec![
-                    ("client defaults", [Ok(None), Ok(None), Ok(None)]),
+                    ("client defaults", [Ok(Setup::default()); 3]),
                     (
                         "queued.max.messages.kbytes=65536",
-                        [Ok(Some(65536)), Ok(Some(65536)), Err(KRAFKA_NO_BUDGET)],
+                        [
+                            Ok(Setup::budget(65536)),
+                            Ok(Setup::budget(65536)),
+                            Err(KRAFKA_NO_BUDGET),
+                        ],
                     ),
                     (
                         "64 MiB in total (rdkafka: 65536/partitions per partition)",
                         [
-                            Ok(Some(65536)),
-                            Ok(Some(65536 / run.partitions.max(1) as u64)),
+                            Ok(Setup::budget(65536)),
+                            Ok(Setup::budget(65536 / run.partitions.max(1) as u64)),
                             Err(KRAFKA_NO_BUDGET),
                         ],
                     ),
                 ],
-                _ => vec![("", [Ok(None), Ok(None), Ok(None)])],
+                _ => vec![("", [Ok(Setup::default()); 3])],
             };
-            for (variant, budgets) in variants {
+            for (variant, setups) in variants {
                 let messages = match scenario {
                     Scenario::Latency => run.rate * (run.latency_secs + 1),
                     _ => n,
                 };
-                let mut case = Case {
+                let topic = match scenario {
+                    Scenario::Consume | Scenario::Memory => full.as_deref(),
+                    _ => None,
+                };
+                let case = cx.case(
+                    &mut admin,
                     scenario,
-                    variant,
+                    variant.into(),
+                    None,
                     size,
                     messages,
-                    paperboy: Vec::new(),
-                    rdkafka: Vec::new(),
-                    krafka: Vec::new(),
-                    not_run: Vec::new(),
-                    failures: Vec::new(),
-                };
-                let budget = |client: ClientKind| budgets[client as usize];
-                let mut clients = Vec::new();
-                for client in ALL_CLIENTS {
-                    let why = if !run.clients.contains(&client) {
-                        Some("not run (--clients)".to_owned())
-                    } else if let (ClientKind::Krafka, Some(why)) = (client, &krafka_na) {
-                        Some(format!("n/a: {why}"))
-                    } else {
-                        budget(client).err().map(|why| format!("n/a: {why}"))
-                    };
-                    match why {
-                        Some(why) => case.not_run.push((client, why)),
-                        None => clients.push(client),
-                    }
-                }
-                for i in 0..run.runs {
-                    // Alternate, and rotate who goes first (with three clients each takes
-                    // each place once in three runs), against drift.
-                    let mut order = clients.clone();
-                    let turn = i % order.len().max(1);
-                    order.rotate_left(turn);
-                    for client in order {
-                        let (topic, fresh) = match (&full, scenario) {
-                            (Some(t), Scenario::Consume | Scenario::Memory) => (t.clone(), false),
-                            _ => (
-                                admin.topic(&format!("{scenario:?}{size}").to_lowercase())?,
-                                true,
-                            ),
-                        };
-                        groups += 1;
-                        let group = format!("compare-{}-g{groups}", admin.tag);
-                        let budget = budget(client).ok().flatten();
-                        let m = match spawn_worker(
-                            &worker_args(client, scenario, &run, &topic, &group, n, size, budget),
-                            &run.property,
-                        ) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                // Reported, left out of the medians; the comparison goes on.
-                                eprintln!("{scenario:?} {size} B {variant} run {} {client:?}: FAILED: {e}", i + 1);
-                                case.failures.push(format!("{client:?} run {}: {e}", i + 1));
-                                if fresh {
-                                    admin.delete(&topic);
-                                }
-                                continue;
-                            }
-                        };
-                        eprintln!(
-                            "{scenario:?} {size} B {variant} run {} {client:?}: {} records in {:.3} s, cpu {:.2} s, maxrss {} MiB{}",
-                            i + 1,
-                            m.out.records,
-                            m.out.elapsed_s,
-                            m.cpu_s,
-                            m.maxrss_kib / 1024,
-                            m.out
-                                .latency_us
-                                .map(|l| format!(", latency p50/p99/p99.9 {:?} us", l))
-                                .unwrap_or_default()
-                        );
-                        if m.out.errors > 0 {
-                            return Err(format!(
-                                "{client:?} {scenario:?}: {} records failed",
-                                m.out.errors
-                            )
-                            .into());
-                        }
-                        match client {
-                            ClientKind::Paperboy => case.paperboy.push(m),
-                            ClientKind::Rdkafka => case.rdkafka.push(m),
-                            ClientKind::Krafka => case.krafka.push(m),
-                        }
-                        if fresh {
-                            admin.delete(&topic);
-                        }
-                    }
-                }
+                    topic,
+                    &setups,
+                )?;
                 cases.push(case);
             }
         }
         if let Some(t) = full {
             admin.delete(&t);
         }
+    }
+    if scenarios.contains(&Scenario::Sweep) {
+        // The memory scenario at several budgets, on one topic well above the largest.
+        let size = run.sweep_size;
+        let n = (sweep_mib(&run) << 20).div_ceil(size.max(1) as u64);
+        let topic = fill(&mut admin, &run, &format!("sweep{size}"), n, size)?;
+        for mib in sweep_budgets(&run) {
+            let setups = sweep_setups(&run, mib);
+            let case = cx.case(
+                &mut admin,
+                Scenario::Sweep,
+                format!("{mib} MiB"),
+                Some(mib * 1024),
+                size,
+                n,
+                Some(&topic),
+                &setups,
+            )?;
+            cases.push(case);
+        }
+        admin.delete(&topic);
     }
     let report = report::Report::new(&run, cases, total_start.elapsed());
     println!("{}", report.table());
@@ -633,6 +673,154 @@ fn compare(mut run: RunArgs) -> Res<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A fresh topic with `n` records of `size` bytes, written by Paperboy.
+fn fill(admin: &mut Admin, run: &RunArgs, what: &str, n: u64, size: usize) -> Res<String> {
+    let t = admin.topic(what)?;
+    eprintln!("filling {t} with {n} records of {size} B");
+    let m = spawn_worker(
+        &worker_args(
+            ClientKind::Paperboy,
+            Scenario::Produce,
+            run,
+            &t,
+            "",
+            n,
+            size,
+            &Setup::default(),
+        ),
+        &run.property,
+    )?;
+    if m.out.records != n {
+        return Err(format!("filling {t}: {} of {n} acknowledged", m.out.records).into());
+    }
+    eprintln!("filled {t} in {:.1} s", m.wall_s);
+    Ok(t)
+}
+
+/// What every case of a comparison shares.
+struct Cx<'a> {
+    run: &'a RunArgs,
+    krafka_na: Option<&'a str>,
+    groups: u64,
+}
+
+impl Cx<'_> {
+    /// Measures one case: `--runs` runs of every client, alternating. Consumers read
+    /// `topic`; the other scenarios get a fresh topic per run.
+    #[allow(clippy::too_many_arguments)]
+    fn case(
+        &mut self,
+        admin: &mut Admin,
+        scenario: Scenario,
+        variant: String,
+        budget_kib: Option<u64>,
+        size: usize,
+        messages: u64,
+        topic: Option<&str>,
+        setups: &Setups,
+    ) -> Res<Case> {
+        let run = self.run;
+        let mut case = Case {
+            scenario,
+            variant,
+            budget_kib,
+            size,
+            messages,
+            paperboy: Vec::new(),
+            rdkafka: Vec::new(),
+            krafka: Vec::new(),
+            not_run: Vec::new(),
+            failures: Vec::new(),
+        };
+        let variant = case.variant.clone();
+        let mut clients = Vec::new();
+        for client in ALL_CLIENTS {
+            let why = if !run.clients.contains(&client) {
+                Some("not run (--clients)".to_owned())
+            } else if let (ClientKind::Krafka, Some(why)) = (client, self.krafka_na) {
+                Some(format!("n/a: {why}"))
+            } else {
+                setups[client as usize]
+                    .err()
+                    .map(|why| format!("n/a: {why}"))
+            };
+            match why {
+                Some(why) => case.not_run.push((client, why)),
+                None => clients.push(client),
+            }
+        }
+        for i in 0..run.runs {
+            // Alternate, and rotate who goes first (with three clients each takes
+            // each place once in three runs), against drift.
+            let mut order = clients.clone();
+            let turn = i % order.len().max(1);
+            order.rotate_left(turn);
+            for client in order {
+                let (topic, fresh) = match topic {
+                    Some(t) => (t.to_owned(), false),
+                    None => (
+                        admin.topic(&format!("{scenario:?}{size}").to_lowercase())?,
+                        true,
+                    ),
+                };
+                self.groups += 1;
+                let group = format!("compare-{}-g{}", admin.tag, self.groups);
+                let setup = setups[client as usize].unwrap_or_default();
+                let m = match spawn_worker(
+                    &worker_args(
+                        client, scenario, run, &topic, &group, messages, size, &setup,
+                    ),
+                    &run.property,
+                ) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Reported, left out of the medians; the comparison goes on.
+                        eprintln!(
+                            "{scenario:?} {size} B {variant} run {} {client:?}: FAILED: {e}",
+                            i + 1
+                        );
+                        case.failures.push(format!("{client:?} run {}: {e}", i + 1));
+                        if fresh {
+                            admin.delete(&topic);
+                        }
+                        continue;
+                    }
+                };
+                eprintln!(
+                    "{scenario:?} {size} B {variant} run {} {client:?}: {} records in {:.3} s, cpu {:.2} s, maxrss {} MiB, VmHWM {} MiB, wall {:.1} s{}",
+                    i + 1,
+                    m.out.records,
+                    m.out.elapsed_s,
+                    m.cpu_s,
+                    m.maxrss_kib / 1024,
+                    m.out.vm_hwm_kib / 1024,
+                    m.wall_s,
+                    m.out
+                        .latency_us
+                        .map(|l| format!(", latency p50/p99/p99.9 {:?} us", l))
+                        .unwrap_or_default()
+                );
+                if m.out.errors > 0 {
+                    return Err(format!(
+                        "{client:?} {scenario:?}: {} records failed",
+                        m.out.errors
+                    )
+                    .into());
+                }
+                match client {
+                    ClientKind::Paperboy => case.paperboy.push(m),
+                    ClientKind::Rdkafka => case.rdkafka.push(m),
+                    ClientKind::Krafka => case.krafka.push(m),
+                }
+                if fresh {
+                    admin.delete(&topic);
+                }
+            }
+        }
+        Ok(case)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -644,7 +832,7 @@ fn worker_args(
     group: &str,
     messages: u64,
     size: usize,
-    budget_kib: Option<u64>,
+    setup: &Setup,
 ) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "--client".into(),
@@ -667,11 +855,17 @@ fn worker_args(
     if !group.is_empty() {
         a.extend(["--group".into(), group.into()]);
     }
-    if scenario == Scenario::Memory {
+    if matches!(scenario, Scenario::Memory | Scenario::Sweep) {
         a.extend(["--stall-ms".into(), run.stall_ms.to_string()]);
     }
-    if let Some(b) = budget_kib {
+    if let Some(b) = setup.budget_kib {
         a.extend(["--budget-kib".into(), b.to_string()]);
+    }
+    if let Some(m) = setup.queued_min_messages {
+        a.extend(["--queued-min-messages".into(), m.to_string()]);
+    }
+    if let Some(m) = setup.max_buffered_records {
+        a.extend(["--max-buffered-records".into(), m.to_string()]);
     }
     a
 }

@@ -22,7 +22,7 @@ pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
         match args.scenario {
             Scenario::Produce => produce(args).await,
             Scenario::Latency => latency(args).await,
-            Scenario::Consume | Scenario::Memory => consume(args).await,
+            Scenario::Consume | Scenario::Memory | Scenario::Sweep => consume(args).await,
         }
     })
 }

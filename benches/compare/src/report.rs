@@ -26,6 +26,8 @@ enum Better {
 struct Row {
     metric: &'static str,
     better: Better,
+    /// Whether Paperboy ÷ the others means anything for this row.
+    ratios: bool,
     paperboy: f64,
     rdkafka: f64,
     krafka: f64,
@@ -100,6 +102,9 @@ impl Report {
             format!("Topics: {} partitions, replication factor 1, fresh per run (consumers read one topic per size, written once by Paperboy).", run.partitions),
             "Machine: 2 cores shared with the broker (and with whatever else runs); figures vary run to run by 10-20%.".into(),
         ];
+        if cases.iter().any(|c| c.scenario == Scenario::Sweep) {
+            notes.push(sweep_note(run));
+        }
         if !run.property.is_empty() {
             let shown: Vec<String> = run
                 .property
@@ -136,6 +141,10 @@ impl Report {
             "rate": run.rate,
             "latency_secs": run.latency_secs,
             "stall_ms": run.stall_ms,
+            "sweep_budgets_mib": crate::sweep_budgets(run),
+            "sweep_mib": crate::sweep_mib(run),
+            "sweep_size": run.sweep_size,
+            "sweep_rdkafka_per_partition": run.sweep_rdkafka_per_partition,
             "quick": run.quick,
             "label": run.label,
             "properties": run
@@ -158,6 +167,7 @@ impl Report {
         let row = |metric, better, f: &dyn Fn(&Measured) -> f64| Row {
             metric,
             better,
+            ratios: true,
             paperboy: med(p, f),
             rdkafka: med(r, f),
             krafka: med(k, f),
@@ -190,6 +200,18 @@ impl Report {
                 row("peak RSS MiB", Lower, &rss_mib),
                 row("CPU s per M records", Lower, &cpu_per_m),
             ],
+            Scenario::Sweep => {
+                let budget_mib = case.budget_kib.unwrap_or(0) as f64 / 1024.0;
+                vec![
+                    row("peak RSS MiB", Lower, &rss_mib),
+                    Row {
+                        ratios: false,
+                        ..row("peak RSS - budget MiB (overhead)", Lower, &|m| {
+                            rss_mib(m) - budget_mib
+                        })
+                    },
+                ]
+            }
         }
     }
 
@@ -199,6 +221,7 @@ impl Report {
             Scenario::Consume => "consume, group, full topic".into(),
             Scenario::Latency => format!("produce latency at {rate} records/s"),
             Scenario::Memory => format!("consumer memory: {}", case.variant),
+            Scenario::Sweep => format!("budget sweep, stalled handler: {}", case.variant),
         };
         match label {
             Some(l) => format!("{title}, {l}"),
@@ -224,7 +247,8 @@ impl Report {
                     None => fmt(v),
                 };
                 let vs = |client: ClientKind, v: f64| {
-                    if case.not_run(client).is_some()
+                    if !row.ratios
+                        || case.not_run(client).is_some()
                         || case.not_run(ClientKind::Paperboy).is_some()
                     {
                         return "-".to_owned();
@@ -292,14 +316,15 @@ impl Report {
                 let rows: Vec<Value> = Self::rows(c)
                     .iter()
                     .map(|r| {
+                        let over = |v: f64| if r.ratios { json!(r.paperboy / v) } else { Value::Null };
                         json!({
                             "metric": r.metric,
                             "better": if r.better == Better::Higher { "higher" } else { "lower" },
                             "paperboy": r.paperboy,
                             "rdkafka": r.rdkafka,
                             "krafka": r.krafka,
-                            "paperboy_over_rdkafka": r.paperboy / r.rdkafka,
-                            "paperboy_over_krafka": r.paperboy / r.krafka,
+                            "paperboy_over_rdkafka": over(r.rdkafka),
+                            "paperboy_over_krafka": over(r.krafka),
                         })
                     })
                     .collect();
@@ -307,6 +332,7 @@ impl Report {
                     "scenario": c.scenario,
                     "label": self.label,
                     "variant": c.variant,
+                    "budget_kib": c.budget_kib,
                     "size": c.size,
                     "records": c.messages,
                     "medians": rows,
@@ -323,6 +349,41 @@ impl Report {
             "total_s": self.total.as_secs_f64(),
         })
     }
+}
+
+/// What the sweep gave each client, budget by budget.
+fn sweep_note(run: &RunArgs) -> String {
+    let size = run.sweep_size.max(1) as u64;
+    let n = (crate::sweep_mib(run) << 20).div_ceil(size);
+    let mut per_budget = Vec::new();
+    for mib in crate::sweep_budgets(run) {
+        let [pb, rk, kf] = crate::sweep_setups(run, mib);
+        let (pb, rk, kf) = (
+            pb.unwrap_or_default(),
+            rk.unwrap_or_default(),
+            kf.unwrap_or_default(),
+        );
+        let rk_kib = rk.budget_kib.unwrap_or(0);
+        // What librdkafka derives when fetch.max.bytes is not set (rdkafka_conf.c).
+        let fetch_max = (rk_kib * 1024).clamp(1_000_000, 52_428_800);
+        per_budget.push(format!(
+            "{mib} MiB: Paperboy queued.max.messages.kbytes={}; rdkafka queued.max.messages.kbytes={rk_kib} queued.min.messages={} (fetch.max.bytes derived by librdkafka: {fetch_max}); krafka max_buffered_records={}",
+            pb.budget_kib.unwrap_or(0),
+            rk.queued_min_messages.unwrap_or(0),
+            kf.max_buffered_records.unwrap_or(0),
+        ));
+    }
+    format!(
+        "Budget sweep: the memory scenario (handler stalled {} ms after the first record, then the topic drained) at several budgets, on one topic of {n} records of {size} B ({} MiB of values, snappy), written once by Paperboy. Settings per budget: {}. Paperboy's budget is one for all partitions and counts batches as fetched (compressed, about half their values here) plus a decompressed batch until its records are handed out. rdkafka: {}; queued.min.messages at librdkafka's maximum so that the byte limit binds; librdkafka counts decompressed payloads, in units of 1000 bytes. krafka has no byte budget: max_buffered_records is its closest setting (records, here budget ÷ value size), and it fetches only inside poll(), so a stalled handler stops its fetching. max.partition.fetch.bytes is every client's default (1 MiB). 'peak RSS - budget' is each client's peak minus the nominal budget.",
+        run.stall_ms,
+        crate::sweep_mib(run),
+        per_budget.join("; "),
+        if run.sweep_rdkafka_per_partition {
+            "budget/partitions KiB each (--sweep-rdkafka-per-partition)"
+        } else {
+            "the whole budget: librdkafka 2.12 compares queued.max.messages.kbytes with the size of a subscribing consumer's one queue, which every partition's fetch queue forwards to, so it is a total across partitions (its documentation says so too)"
+        }
+    )
 }
 
 fn size_label(size: usize) -> String {

@@ -21,7 +21,7 @@ pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
     match args.scenario {
         Scenario::Produce => produce(args),
         Scenario::Latency => latency(args),
-        Scenario::Consume | Scenario::Memory => consume(args),
+        Scenario::Consume | Scenario::Memory | Scenario::Sweep => consume(args),
     }
 }
 
@@ -182,7 +182,13 @@ fn consume(args: &WorkerArgs) -> Res<WorkerOut> {
         c.set(k, v);
     }
     if let Some(kib) = args.budget_kib {
+        // fetch.max.bytes left unset: librdkafka then makes it
+        // max(min(52428800, kib x 1024), message.max.bytes), so one fetch cannot be
+        // larger than the budget (above 1000000 bytes).
         c.set("queued.max.messages.kbytes", kib.to_string());
+    }
+    if let Some(n) = args.queued_min_messages {
+        c.set("queued.min.messages", n.to_string());
     }
     for (k, v) in &args.property {
         c.set(k, v);
