@@ -185,6 +185,28 @@ fn plan(
     let share = (cfg.prefetch_budget / n).max(1);
     let mut by_node: BTreeMap<i32, Vec<Want>> = BTreeMap::new();
     let mut new_leader = Vec::new();
+    // Brokers leading a partition that has more to fetch but is held back by the budget:
+    // a fetch to them only for partitions at their end would long-poll
+    // (`fetch.max.wait.ms`) and hold the broker's one fetch slot while that partition's
+    // room comes back, so reading to the end idled half a second at a time. Those
+    // partitions wait and go with the next fetch, which has data to return at once.
+    let held: HashSet<i32> = st
+        .parts
+        .iter()
+        .filter(|(_, p)| {
+            p.bytes >= share
+                && !p.paused
+                && p.error.is_none()
+                && p.position.is_some()
+                && p.high_watermark > p.fetch_offset
+        })
+        .filter_map(|(tp, _)| {
+            cluster
+                .topic(&tp.topic)
+                .and_then(|t| t.partition(tp.partition))
+                .map(|p| p.leader)
+        })
+        .collect();
     for (tp, p) in st.parts.iter_mut() {
         if p.position.is_none()
             || p.paused
@@ -222,6 +244,12 @@ fn plan(
             continue;
         }
         if busy.contains(&part.leader) {
+            continue;
+        }
+        if held.contains(&part.leader)
+            && p.high_watermark >= 0
+            && p.fetch_offset >= p.high_watermark
+        {
             continue;
         }
         p.leader_epoch = p.leader_epoch.max(part.leader_epoch);
