@@ -183,6 +183,11 @@ fn plan(
     let mut next_retry: Option<Instant> = None;
     let n = st.parts.len().max(1);
     let share = (cfg.prefetch_budget / n).max(1);
+    // Of batches as fetched, a partition holds no more than two fetches' worth
+    // (`max.partition.fetch.bytes`) ahead of the application, as the Java client: one
+    // that keeps up holds little, and the budget bounds one that stalls.
+    let ahead = 2 * (cfg.partition_max_bytes.max(1) as usize);
+    let fetched = |p: &super::PartState| p.bytes - p.current.as_ref().map_or(0, |c| c.inflated);
     let mut by_node: BTreeMap<i32, Vec<Want>> = BTreeMap::new();
     let mut new_leader = Vec::new();
     // Brokers leading a partition that has more to fetch but is held back by the budget:
@@ -194,7 +199,7 @@ fn plan(
         .parts
         .iter()
         .filter(|(_, p)| {
-            p.bytes >= share
+            (p.bytes >= share || fetched(p) >= ahead)
                 && !p.paused
                 && p.error.is_none()
                 && p.position.is_some()
@@ -215,6 +220,7 @@ fn plan(
             || p.validate.is_some()
             || p.error.is_some()
             || p.bytes >= share
+            || fetched(p) >= ahead
         {
             continue;
         }
@@ -253,7 +259,7 @@ fn plan(
             continue;
         }
         p.leader_epoch = p.leader_epoch.max(part.leader_epoch);
-        let room = share - p.bytes;
+        let room = (share - p.bytes).min(ahead - fetched(p));
         by_node.entry(part.leader).or_default().push(Want {
             tp: tp.clone(),
             topic_id: topic.id,
