@@ -129,7 +129,12 @@ async fn serve(mut sock: TcpStream, port: u16, batch: Bytes) {
                     })
                     .collect();
                 // Sessionless: every fetch names its partitions.
-                wire::frame(id, key, version, &FetchResponse::default().with_responses(topics))
+                wire::frame(
+                    id,
+                    key,
+                    version,
+                    &FetchResponse::default().with_responses(topics),
+                )
             }
             _ => return,
         };
@@ -169,8 +174,9 @@ fn bench_recv(c: &mut Criterion) {
                 )
                 .await
                 .unwrap();
-                let tps: Vec<TopicPartition> =
-                    (0..PARTITIONS).map(|p| TopicPartition::new("t", p)).collect();
+                let tps: Vec<TopicPartition> = (0..PARTITIONS)
+                    .map(|p| TopicPartition::new("t", p))
+                    .collect();
                 consumer.assign(&tps).unwrap();
                 for tp in &tps {
                     consumer.seek(tp, 0).unwrap();
