@@ -25,6 +25,7 @@
 
 mod config;
 mod oauth;
+mod rsa_key;
 mod sasl;
 mod scram;
 mod tls;

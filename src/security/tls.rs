@@ -226,7 +226,8 @@ fn private_key(pem: &Pem, password: Option<&str>) -> Result<PrivateKeyDer<'stati
                 pem.describe(name)
             ))
         })?;
-        return Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()));
+        let key = PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into());
+        return Ok(super::rsa_key::normalise(key));
     }
     if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(ConfigError::Invalid(format!(
@@ -234,12 +235,14 @@ fn private_key(pem: &Pem, password: Option<&str>) -> Result<PrivateKeyDer<'stati
             pem.describe(name)
         )));
     }
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
-        ConfigError::Invalid(format!(
-            "{} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
-            pem.describe(name)
-        ))
-    })
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map(super::rsa_key::normalise)
+        .map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
+                pem.describe(name)
+            ))
+        })
 }
 
 /// `ssl.endpoint.identification.algorithm=none`: the chain is checked, the name is not.
