@@ -176,6 +176,37 @@ async fn a_produce_request_times_out_once_after_request_timeout() {
     assert_eq!(fake.seen().last().unwrap().timeout_ms, 500);
 }
 
+/// A Produce request that times out is retried on a fresh connection (the broker answers
+/// a connection's requests in order, so one that did not answer may hold the next too),
+/// and the retry is delivered once the broker answers.
+#[tokio::test]
+async fn a_produce_request_that_times_out_is_retried_on_a_fresh_connection() {
+    let fake = FakeBroker::start(1, ProduceMode::Silent).await;
+    let producer = Producer::new(producer_config(&fake, 300, 10_000))
+        .await
+        .unwrap();
+    let before = fake.connections();
+    let delivery = producer
+        .enqueue(ProducerRecord::new("t").with_value("retried"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never came");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fake.set_mode(ProduceMode::Answer);
+    let d = delivery.await.expect("the retry is delivered");
+    assert_eq!(d.offset, 0);
+    let after = fake.connections();
+    eprintln!("connections: {before} before the timeout, {after} after");
+    assert!(
+        after > before,
+        "the retry went out on the connection that timed out"
+    );
+    assert_eq!(fake.appended(b"retried"), 1, "written once");
+}
+
 /// Awaits a delivery in a task of its own, so that it is timed when it resolves, not
 /// when the test gets to it: the result and the instant it came.
 fn resolved(

@@ -826,7 +826,15 @@ impl Shared {
             Ok(resp) => resp,
             // Timed out, or the connection was lost (or found broken as the request was
             // queued, which is counted as lost too: the difference is not worth a guess).
-            Err(e) => return Outcome::Lost(e),
+            Err(e) => {
+                if e.is_timeout() {
+                    // A broker that did not answer one request may not answer the next
+                    // on the same connection either (it answers a connection's requests
+                    // in order): the retry goes out on a fresh one, as the Java client's.
+                    conn.close(&format!("produce request timed out: {e}"));
+                }
+                return Outcome::Lost(e);
+            }
         };
         let mut out = Vec::with_capacity(tps.len());
         for tp in tps {

@@ -79,6 +79,8 @@ struct State {
     answer_init_producer_id: bool,
     /// Whether Metadata requests that name topics are answered.
     answer_topic_metadata: bool,
+    /// Connections accepted so far.
+    connections: usize,
 }
 
 /// A running fake broker.
@@ -107,11 +109,13 @@ impl FakeBroker {
                 init_producer_id_calls: 0,
                 answer_init_producer_id: true,
                 answer_topic_metadata: true,
+                connections: 0,
             })),
         };
         let f = fake.clone();
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
+                f.state.lock().unwrap().connections += 1;
                 let f = f.clone();
                 tokio::spawn(async move { f.serve(sock, addr.port()).await });
             }
@@ -147,6 +151,11 @@ impl FakeBroker {
             .flat_map(|b| b.values.iter())
             .filter(|v| v.as_ref() == value)
             .count()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     pub fn init_producer_id_calls(&self) -> usize {
