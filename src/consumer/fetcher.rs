@@ -161,10 +161,25 @@ pub(super) async fn run(weak: Weak<Inner>) {
 
 fn merge(into: &mut Vec<String>, topics: Vec<String>) {
     for t in topics {
-        if !into.contains(&t) {
-            into.push(t);
-        }
+        add_topic(into, &t);
     }
+}
+
+/// Adds `topic` to the topics whose metadata is to be refreshed, once.
+pub(super) fn add_topic(stale: &mut Vec<String>, topic: &str) {
+    if !stale.iter().any(|t| t == topic) {
+        stale.push(topic.to_owned());
+    }
+}
+
+/// `host:port` of broker `node`, for errors (`broker N` when the metadata lacks it).
+pub(super) fn broker_name(inner: &Inner, node: i32) -> String {
+    inner
+        .client
+        .cluster()
+        .brokers
+        .get(&node)
+        .map_or_else(|| format!("broker {node}"), |b| b.addr())
 }
 
 /// Partitions to fetch now, grouped by leader, with the bytes each request may return.
@@ -232,15 +247,11 @@ fn plan(
             p.retry_at = None;
         }
         let Some(topic) = cluster.topic(&tp.topic) else {
-            if !stale.contains(&tp.topic) {
-                stale.push(tp.topic.clone());
-            }
+            add_topic(&mut stale, &tp.topic);
             continue;
         };
         let Some(part) = topic.partition(tp.partition).filter(|p| p.leader >= 0) else {
-            if !stale.contains(&tp.topic) {
-                stale.push(tp.topic.clone());
-            }
+            add_topic(&mut stale, &tp.topic);
             continue;
         };
         if p.leader_epoch >= 0 && part.leader_epoch > p.leader_epoch {
@@ -553,11 +564,6 @@ pub(super) fn note_failure(
 /// whose metadata should be refreshed (the leader moved or could not be reached).
 fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     let mut stale: Vec<String> = Vec::new();
-    let mut mark_stale = |tp: &TopicPartition| {
-        if !stale.contains(&tp.topic) {
-            stale.push(tp.topic.clone());
-        }
-    };
     let mut st = inner.lock();
     let st = &mut *st;
     st.reserved = st.reserved.saturating_sub(done.reserved);
@@ -570,14 +576,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     }
     let mut arrived = false;
     // Looked up only for an error (not on every fetch).
-    let broker = || {
-        inner
-            .client
-            .cluster()
-            .brokers
-            .get(&done.node)
-            .map_or_else(|| format!("broker {}", done.node), |b| b.addr())
-    };
+    let broker = || broker_name(inner, done.node);
     let failed = |tp: &TopicPartition, p: &mut super::PartState, e: &Error| {
         note_failure(inner, tp, p, e, &broker)
     };
@@ -599,7 +598,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
                 if let Some(p) = st.parts.get_mut(tp).filter(|p| p.gen == *gen) {
                     faulted |= failed(tp, p, &e);
                     // The broker may be gone and its partitions led elsewhere now.
-                    mark_stale(tp);
+                    add_topic(&mut stale, &tp.topic);
                 }
             }
         }
@@ -628,7 +627,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
                             debug!(partition = %r.tp, error = %e, "fetch of partition will be retried");
                             faulted |= failed(&r.tp, p, &e);
                             if e.is_stale_metadata() {
-                                mark_stale(&r.tp);
+                                add_topic(&mut stale, &r.tp.topic);
                             }
                         }
                         _ => p.error = Some(e),

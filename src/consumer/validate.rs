@@ -16,7 +16,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
 
-use super::fetcher::note_failure;
+use super::fetcher::{add_topic, broker_name, note_failure};
 use super::{Inner, OffsetReset, TopicPartition};
 use crate::error::{Error, Result};
 
@@ -75,9 +75,7 @@ pub(super) async fn run(inner: Arc<Inner>) -> Vec<String> {
                 .or_default()
                 .push((ask, part.leader_epoch)),
             None => {
-                if !stale.contains(&ask.tp.topic) {
-                    stale.push(ask.tp.topic.clone());
-                }
+                add_topic(&mut stale, &ask.tp.topic);
             }
         }
     }
@@ -145,14 +143,7 @@ fn settle(
     result: Result<Answers>,
     stale: &mut Vec<String>,
 ) {
-    let broker = || {
-        inner
-            .client
-            .cluster()
-            .brokers
-            .get(&node)
-            .map_or_else(|| format!("broker {node}"), |b| b.addr())
-    };
+    let broker = || broker_name(inner, node);
     let mut st = inner.lock();
     let mut woke = false;
     for (ask, current) in asks {
@@ -176,9 +167,7 @@ fn settle(
             Err(e) if e.is_retriable() || e.is_stale_metadata() => {
                 debug!(partition = %ask.tp, error = %e, "position validation will be retried");
                 woke |= note_failure(inner, &ask.tp, p, &e, &broker);
-                if !stale.contains(&ask.tp.topic) {
-                    stale.push(ask.tp.topic.clone());
-                }
+                add_topic(stale, &ask.tp.topic);
             }
             Err(e) => {
                 p.error = Some(e);
