@@ -35,7 +35,7 @@ pub enum OffsetReset {
 /// | `fetch.min.bytes` | 1 | bytes a broker waits for before answering a fetch |
 /// | `fetch.max.wait.ms` (`fetch.wait.max.ms`) | 500 | how long it waits for them |
 /// | `fetch.max.bytes` | 52428800 | cap on one fetch response |
-/// | `max.partition.fetch.bytes` (`fetch.message.max.bytes`) | 1048576 | cap per partition in one fetch; a partition holds at most twice this, as fetched, ahead of the application |
+/// | `max.partition.fetch.bytes` (`fetch.message.max.bytes`) | 1048576 | cap per partition in one fetch; a partition holds at most this much, as fetched, ahead of the application |
 /// | `queued.max.messages.kbytes` | 65536 | the prefetch budget in KiB: the most the consumer holds for fetched data, across all partitions, decompressed batches included (plus at most one batch); a fetch asks for no more than it has left |
 /// | `isolation.level` | read_uncommitted | or `read_committed`: skip aborted transactions |
 /// | `allow.auto.create.topics` | false | subscribing to a missing topic asks the broker to create it (where it allows) |
