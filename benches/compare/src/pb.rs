@@ -89,7 +89,8 @@ async fn latency(args: &WorkerArgs) -> Res<WorkerOut> {
     let producer = producer(args).await?;
     let total = args.rate * (args.warmup_secs + args.secs);
     let warm = args.rate * args.warmup_secs;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Option<u64>)>();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(workload::collect_latencies(rx, warm));
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
@@ -99,31 +100,13 @@ async fn latency(args: &WorkerArgs) -> Res<WorkerOut> {
             let record = ProducerRecord::new(args.topic.as_str()).with_value(value);
             let t = Instant::now();
             let d = producer.enqueue(record).await?;
-            let tx = tx.clone();
-            let i = sent;
-            tokio::spawn(async move {
-                let r = d.await;
-                let us = t.elapsed().as_micros() as u64;
-                let _ = tx.send((i, r.ok().map(|_| us)));
-            });
+            let _ = tx.send((sent, t, d));
             sent += 1;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     drop(tx);
-    let mut samples = Vec::with_capacity(total as usize);
-    let (mut ok, mut errors) = (0u64, 0u64);
-    while let Some((i, us)) = rx.recv().await {
-        match us {
-            Some(us) => {
-                ok += 1;
-                if i >= warm {
-                    samples.push(us);
-                }
-            }
-            None => errors += 1,
-        }
-    }
+    let (mut samples, ok, errors) = collector.await?;
     let elapsed = start.elapsed();
     producer.close().await;
     Ok(WorkerOut {

@@ -1,7 +1,11 @@
 //! What both clients are given: the payload, the settings, and what a worker reports.
 
+use std::future::Future;
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
@@ -201,4 +205,46 @@ pub fn label(props: &[(String, String)]) -> Option<String> {
         (Some(p), _) => Some(p),
         (None, m) => m,
     }
+}
+
+/// A record sent in the latency scenario: its index, when it was sent, and its delivery.
+pub type Sent<F> = (u64, Instant, F);
+
+/// The latency scenario's collector: awaits the deliveries of the async clients as they
+/// complete, all in one task (as rdkafka's delivery callback runs on one thread), not a
+/// task per record, whose spawning and waking cost more than the client did. Returns the
+/// microseconds from send to acknowledgement of records from index `warm` on, and the
+/// counts of records acknowledged and failed.
+pub async fn collect_latencies<F, T, E>(
+    mut rx: mpsc::UnboundedReceiver<Sent<F>>,
+    warm: u64,
+) -> (Vec<u64>, u64, u64)
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let mut pending = FuturesUnordered::new();
+    let (mut samples, mut ok, mut errors) = (Vec::new(), 0u64, 0u64);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            sent = rx.recv(), if open => match sent {
+                Some((i, t, delivery)) => pending.push(async move {
+                    let r = delivery.await;
+                    (i, r.is_ok().then(|| t.elapsed().as_micros() as u64))
+                }),
+                None => open = false,
+            },
+            Some((i, us)) = pending.next(), if !pending.is_empty() => match us {
+                Some(us) => {
+                    ok += 1;
+                    if i >= warm {
+                        samples.push(us);
+                    }
+                }
+                None => errors += 1,
+            },
+            else => break,
+        }
+    }
+    (samples, ok, errors)
 }
