@@ -1,0 +1,554 @@
+//! The cluster: its builder, the state every node shares, and the controls a test uses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::faults::{Fault, FaultId, Faults, RequestRecord};
+use crate::handlers::group::Group;
+use crate::handlers::produce::ProducerEntry;
+use crate::log::PartitionLog;
+
+/// The default `max.message.bytes` of a topic, as Kafka's.
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// Builds a [`Cluster`]; see [`Cluster::builder`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    nodes: usize,
+    default_partitions: i32,
+    topics: Vec<(String, i32)>,
+    auto_create_topics: bool,
+    retention_bytes: Option<usize>,
+}
+
+impl ClusterBuilder {
+    /// How many nodes (ids 0..n), each on its own loopback port. Default 1.
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n.max(1);
+        self
+    }
+
+    /// Partitions of a topic created without a count (auto-created, or CreateTopics with
+    /// -1). Default 1.
+    pub fn default_partitions(mut self, p: i32) -> Self {
+        self.default_partitions = p.max(1);
+        self
+    }
+
+    /// A topic that exists from the start.
+    pub fn topic(mut self, name: impl Into<String>, partitions: i32) -> Self {
+        self.topics.push((name.into(), partitions.max(1)));
+        self
+    }
+
+    /// Whether Metadata requests that ask for it create unknown topics. Default on.
+    pub fn auto_create_topics(mut self, on: bool) -> Self {
+        self.auto_create_topics = on;
+        self
+    }
+
+    /// The default `retention.bytes` of every partition (whole batches are dropped from
+    /// the front past it). Default unlimited; a topic's own config overrides it.
+    pub fn retention_bytes(mut self, bytes: usize) -> Self {
+        self.retention_bytes = Some(bytes);
+        self
+    }
+
+    /// Binds a listener per node on `127.0.0.1` (ports chosen by the OS) and starts
+    /// serving. Call within a Tokio runtime; the cluster's tasks run on it.
+    pub async fn build(self) -> io::Result<Cluster> {
+        let mut listeners = Vec::new();
+        let mut nodes = Vec::new();
+        for id in 0..self.nodes as i32 {
+            let l = TcpListener::bind("127.0.0.1:0").await?;
+            let port = l.local_addr()?.port();
+            nodes.push(NodeInfo {
+                id,
+                host: "127.0.0.1".to_owned(),
+                port,
+                up: true,
+            });
+            listeners.push(l);
+        }
+        let mut state = State {
+            cluster_id: format!("paperboy-mock-{:x}", random_u64() & 0xffff_ffff),
+            nodes,
+            topics: BTreeMap::new(),
+            groups: HashMap::new(),
+            coordinators: HashMap::new(),
+            next_producer_id: 1000,
+            producer_epochs: HashMap::new(),
+            auto_create_topics: self.auto_create_topics,
+            default_partitions: self.default_partitions,
+            retention_bytes: self.retention_bytes,
+            faults: Faults::default(),
+            requests: Vec::new(),
+        };
+        for (name, partitions) in &self.topics {
+            state
+                .create_topic(name, *partitions, -1, BTreeMap::new())
+                .map_err(|code| io::Error::other(format!("topic {name}: error {code}")))?;
+        }
+        let (appended, _) = watch::channel(0u64);
+        let handles: Vec<NodeHandle> = (0..self.nodes)
+            .map(|_| NodeHandle {
+                kill: watch::channel(0u64).0,
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            appended,
+            nodes: handles,
+        });
+        let mut tasks = Vec::new();
+        for (id, l) in listeners.into_iter().enumerate() {
+            tasks.push(tokio::spawn(crate::server::serve_node(
+                shared.clone(),
+                id as i32,
+                l,
+            )));
+        }
+        tasks.push(tokio::spawn(crate::handlers::group::reaper(shared.clone())));
+        Ok(Cluster { shared, tasks })
+    }
+}
+
+/// An in-process Kafka cluster on loopback ports.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let cluster = paperboy_mock::Cluster::builder().nodes(3).topic("orders", 6).build().await?;
+/// let bootstrap = cluster.bootstrap(); // "127.0.0.1:port,127.0.0.1:port,..."
+/// # drop(bootstrap);
+/// cluster.shutdown();
+/// # Ok(()) }
+/// ```
+///
+/// Dropping it stops it too.
+#[derive(Debug)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// A builder: one node, one partition per new topic, topics auto-created.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            nodes: 1,
+            default_partitions: 1,
+            topics: Vec::new(),
+            auto_create_topics: true,
+            retention_bytes: None,
+        }
+    }
+
+    /// The bootstrap servers: `127.0.0.1:port` of every node, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        let st = self.shared.lock();
+        st.nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The address of node `node`.
+    pub fn node_address(&self, node: i32) -> Option<String> {
+        let st = self.shared.lock();
+        st.node(node).map(|n| format!("{}:{}", n.host, n.port))
+    }
+
+    /// Stops every listener and connection.
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for n in &self.shared.nodes {
+            n.kill.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Creates a topic (as CreateTopics would, replication `min(3, nodes)`).
+    ///
+    /// # Errors
+    /// The Kafka error if it cannot (it exists: TopicAlreadyExists).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), ResponseError> {
+        let mut st = self.shared.lock();
+        st.create_topic(name, partitions, -1, BTreeMap::new())
+            .map_err(error_of)
+    }
+
+    /// Injects a fault; see [`Fault`].
+    pub fn inject(&self, fault: Fault) -> FaultId {
+        self.shared.lock().faults.inject(fault)
+    }
+
+    /// Removes one injected fault.
+    pub fn clear_fault(&self, id: FaultId) {
+        self.shared.lock().faults.clear(id);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear_all();
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Closes every open connection to `node` (it keeps accepting new ones).
+    pub fn drop_connections(&self, node: i32) {
+        if let Some(n) = self.shared.nodes.get(node as usize) {
+            n.kill.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Takes `node` down: its connections close, new ones are closed as soon as accepted,
+    /// and Metadata leaves it out. Leaders and coordinators do not move by themselves:
+    /// partitions it leads answer LEADER_NOT_AVAILABLE in Metadata until
+    /// [`move_leader`](Self::move_leader) (groups it coordinates: COORDINATOR_NOT_AVAILABLE
+    /// until [`move_coordinator`](Self::move_coordinator)).
+    pub fn node_down(&self, node: i32) {
+        if let Some(n) = self.shared.lock().node_mut(node) {
+            n.up = false;
+        }
+        self.drop_connections(node);
+    }
+
+    /// Brings `node` back up.
+    pub fn node_up(&self, node: i32) {
+        if let Some(n) = self.shared.lock().node_mut(node) {
+            n.up = true;
+        }
+    }
+
+    /// Makes `node` the leader of a partition, with a new leader epoch.
+    ///
+    /// # Errors
+    /// UnknownTopicOrPartition, or BrokerNotAvailable for a node that does not exist.
+    pub fn move_leader(&self, topic: &str, partition: i32, node: i32) -> Result<(), ResponseError> {
+        let mut st = self.shared.lock();
+        if st.node(node).is_none() {
+            return Err(ResponseError::BrokerNotAvailable);
+        }
+        let p = st
+            .partition_mut(topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        p.leader = node;
+        p.leader_epoch += 1;
+        if !p.replicas.contains(&node) {
+            p.replicas.insert(0, node);
+        }
+        let epoch = p.leader_epoch;
+        p.log.new_epoch(epoch);
+        Ok(())
+    }
+
+    /// Makes `node` the coordinator of `group` (FindCoordinator answers it; the others
+    /// answer NOT_COORDINATOR to the group's requests).
+    pub fn move_coordinator(&self, group: &str, node: i32) {
+        self.shared
+            .lock()
+            .coordinators
+            .insert(group.to_owned(), node);
+    }
+
+    /// The leader of a partition.
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        let st = self.shared.lock();
+        st.partition(topic, partition).map(|p| p.leader)
+    }
+
+    /// The coordinator of `group`.
+    pub fn coordinator(&self, group: &str) -> i32 {
+        self.shared.lock().coordinator_for(group)
+    }
+
+    /// A partition's log start offset and high watermark.
+    pub fn offsets(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        let st = self.shared.lock();
+        st.partition(topic, partition)
+            .map(|p| (p.log.log_start(), p.log.log_end()))
+    }
+
+    /// The offset `group` committed for a partition.
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let st = self.shared.lock();
+        st.groups
+            .get(group)?
+            .offsets
+            .get(&(topic.to_owned(), partition))
+            .map(|c| c.offset)
+    }
+
+    /// The members of `group` and its generation.
+    pub fn group_members(&self, group: &str) -> Option<(i32, Vec<String>)> {
+        let st = self.shared.lock();
+        st.groups
+            .get(group)
+            .map(|g| (g.generation, g.members.keys().cloned().collect()))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn error_of(code: i16) -> ResponseError {
+    use kafka_protocol::error::ParseResponseErrorCode;
+    code.err().unwrap_or(ResponseError::UnknownServerError)
+}
+
+/// What the nodes' tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    /// Bumped after every append: fetches waiting for data watch it.
+    pub appended: watch::Sender<u64>,
+    pub nodes: Vec<NodeHandle>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A handler that panicked leaves the state as it was: keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Per-node controls held outside the state.
+#[derive(Debug)]
+pub(crate) struct NodeHandle {
+    /// Bumped to close every connection of the node.
+    pub kill: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub up: bool,
+}
+
+/// A topic.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub id: Uuid,
+    pub partitions: Vec<Partition>,
+    pub configs: BTreeMap<String, String>,
+    pub replication: i16,
+}
+
+impl Topic {
+    pub fn max_message_bytes(&self) -> usize {
+        self.configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    pub fn log_append_time(&self) -> bool {
+        self.configs
+            .get("message.timestamp.type")
+            .is_some_and(|v| v.eq_ignore_ascii_case("LogAppendTime"))
+    }
+
+    pub fn retention_bytes(&self, default: Option<usize>) -> Option<usize> {
+        match self.configs.get("retention.bytes") {
+            Some(v) => v.parse::<i64>().ok().and_then(|b| usize::try_from(b).ok()),
+            None => default,
+        }
+    }
+}
+
+/// A partition.
+#[derive(Debug)]
+pub(crate) struct Partition {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub log: PartitionLog,
+    /// Idempotent producers' state, by producer id.
+    pub producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The whole cluster's state, behind one mutex, never held across an await.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub cluster_id: String,
+    pub nodes: Vec<NodeInfo>,
+    pub topics: BTreeMap<String, Topic>,
+    pub groups: HashMap<String, Group>,
+    /// Coordinators moved by the test.
+    pub coordinators: HashMap<String, i32>,
+    pub next_producer_id: i64,
+    /// The current epoch of each producer id handed out.
+    pub producer_epochs: HashMap<i64, i16>,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub retention_bytes: Option<usize>,
+    pub faults: Faults,
+    pub requests: Vec<RequestRecord>,
+}
+
+impl State {
+    pub fn node(&self, id: i32) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn node_mut(&mut self, id: i32) -> Option<&mut NodeInfo> {
+        self.nodes.iter_mut().find(|n| n.id == id)
+    }
+
+    pub fn is_up(&self, id: i32) -> bool {
+        self.node(id).is_some_and(|n| n.up)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&Partition> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)
+    }
+
+    pub fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut Partition> {
+        self.topics
+            .get_mut(topic)?
+            .partitions
+            .get_mut(usize::try_from(partition).ok()?)
+    }
+
+    pub fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
+        self.topics
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// Creates a topic. `replication` -1 means `min(3, nodes)`.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), i16> {
+        if self.topics.contains_key(name) {
+            return Err(ResponseError::TopicAlreadyExists.code());
+        }
+        if !valid_topic_name(name) {
+            return Err(ResponseError::InvalidTopicException.code());
+        }
+        let partitions = if partitions == -1 {
+            self.default_partitions
+        } else {
+            partitions
+        };
+        if partitions <= 0 {
+            return Err(ResponseError::InvalidPartitions.code());
+        }
+        let n = self.nodes.len();
+        let replication = if replication == -1 {
+            n.min(3) as i16
+        } else {
+            replication
+        };
+        if replication <= 0 || replication as usize > n {
+            return Err(ResponseError::InvalidReplicationFactor.code());
+        }
+        let seed = (str_hash(name) as usize) % n;
+        let parts = (0..partitions as usize)
+            .map(|p| {
+                let replicas: Vec<i32> = (0..replication as usize)
+                    .map(|r| self.nodes[(seed + p + r) % n].id)
+                    .collect();
+                Partition {
+                    leader: replicas[0],
+                    leader_epoch: 0,
+                    replicas,
+                    log: PartitionLog::new(0),
+                    producers: HashMap::new(),
+                }
+            })
+            .collect();
+        self.topics.insert(
+            name.to_owned(),
+            Topic {
+                id: Uuid::from_u128(u128::from(random_u64()) << 64 | u128::from(random_u64())),
+                partitions: parts,
+                configs,
+                replication,
+            },
+        );
+        Ok(())
+    }
+
+    /// The coordinator of a group (or transactional id): as moved by the test, or by a
+    /// hash of the key.
+    pub fn coordinator_for(&self, key: &str) -> i32 {
+        if let Some(&n) = self.coordinators.get(key) {
+            return n;
+        }
+        self.nodes[(str_hash(key) as usize) % self.nodes.len()].id
+    }
+}
+
+/// Kafka's legal topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(crate) fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A stable hash (FNV-1a) for placing topics and groups.
+fn str_hash(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// A random number from the standard library's randomly seeded hasher.
+pub(crate) fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos() as u64,
+    );
+    h.finish()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
