@@ -20,7 +20,9 @@ fn kcat_available() -> bool {
         .is_ok_and(|s| s.success());
     if !found {
         if std::env::var_os("CI").is_some() {
-            panic!("kcat is not installed, and CI is set: install kcat (Debian: apt-get install kcat)");
+            panic!(
+                "kcat is not installed, and CI is set: install kcat (Debian: apt-get install kcat)"
+            );
         }
         eprintln!("skipping: kcat is not installed (set CI=1 to make this a failure)");
     }
@@ -61,23 +63,54 @@ async fn kcat_lists_produces_and_consumes() {
     if !kcat_available() {
         return;
     }
-    let cluster = Cluster::builder().nodes(3).topic("lines", 3).build().await.unwrap();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .topic("lines", 3)
+        .build()
+        .await
+        .unwrap();
     let b = cluster.bootstrap();
 
     let listing = kcat(&["-L", "-b", &b], None).await;
     assert!(listing.contains("3 brokers:"), "{listing}");
-    assert!(listing.contains("topic \"lines\" with 3 partitions"), "{listing}");
+    assert!(
+        listing.contains("topic \"lines\" with 3 partitions"),
+        "{listing}"
+    );
 
     let lines: Vec<String> = (0..300).map(|i| format!("k{i}:value {i}")).collect();
     let input = lines.join("\n") + "\n";
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        kcat(&["-P", "-b", &b, "-t", "lines", "-K", ":", "-z", codec], Some(&input)).await;
+        kcat(
+            &["-P", "-b", &b, "-t", "lines", "-K", ":", "-z", codec],
+            Some(&input),
+        )
+        .await;
     }
 
-    let out = kcat(&["-C", "-b", &b, "-t", "lines", "-o", "beginning", "-e", "-q", "-K", ":"], None).await;
+    let out = kcat(
+        &[
+            "-C",
+            "-b",
+            &b,
+            "-t",
+            "lines",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-K",
+            ":",
+        ],
+        None,
+    )
+    .await;
     let mut got: Vec<&str> = out.lines().collect();
     got.sort_unstable();
-    let mut want: Vec<&str> = lines.iter().flat_map(|l| std::iter::repeat_n(l.as_str(), 5)).collect();
+    let mut want: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| std::iter::repeat_n(l.as_str(), 5))
+        .collect();
     want.sort_unstable();
     assert_eq!(got, want);
 
@@ -91,14 +124,29 @@ async fn kcat_reads_as_a_group_member_and_commits() {
     if !kcat_available() {
         return;
     }
-    let cluster = Cluster::builder().nodes(1).topic("grouped", 2).build().await.unwrap();
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .topic("grouped", 2)
+        .build()
+        .await
+        .unwrap();
     let b = cluster.bootstrap();
     let input: String = (0..100).map(|i| format!("r{i}\n")).collect();
     kcat(&["-P", "-b", &b, "-t", "grouped"], Some(&input)).await;
     let out = kcat(
         &[
-            "-b", &b, "-G", "kgroup", "-o", "beginning", "-e", "-q",
-            "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100",
+            "-b",
+            &b,
+            "-G",
+            "kgroup",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-X",
+            "enable.auto.commit=true",
+            "-X",
+            "auto.commit.interval.ms=100",
             "grouped",
         ],
         None,
@@ -114,6 +162,10 @@ async fn kcat_reads_as_a_group_member_and_commits() {
     // librdkafka commits what it consumed when it closes.
     for p in 0..2 {
         let end = cluster.offsets("grouped", p).unwrap().1;
-        assert_eq!(cluster.committed("kgroup", "grouped", p), Some(end), "partition {p}");
+        assert_eq!(
+            cluster.committed("kgroup", "grouped", p),
+            Some(end),
+            "partition {p}"
+        );
     }
 }
