@@ -222,13 +222,16 @@ pub(crate) async fn offset_commit(ctx: &mut Ctx, req: OffsetCommitRequest) -> Of
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// A topic's partitions and their committed offsets (`None`: nothing committed).
+type PartitionOffsets = Vec<(i32, Option<CommittedOffset>)>;
+
 /// The committed offsets of one group: (topic, [(partition, offset or None)]), for the
 /// topics asked (`None`: every topic with a commit).
 fn committed_of(
     st: &State,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+) -> Vec<(String, PartitionOffsets)> {
     let g = st.groups.get(group);
     match topics {
         Some(topics) => topics
@@ -242,10 +245,8 @@ fn committed_of(
             })
             .collect(),
         None => {
-            let mut by_topic: std::collections::BTreeMap<
-                String,
-                Vec<(i32, Option<CommittedOffset>)>,
-            > = Default::default();
+            let mut by_topic: std::collections::BTreeMap<String, PartitionOffsets> =
+                Default::default();
             if let Some(g) = g {
                 for ((t, p), c) in &g.offsets {
                     by_topic
