@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::faults::{Fault, FaultId, Faults, RequestRecord};
+use crate::handlers::fetch::FetchSessions;
 use crate::handlers::group::Group;
 use crate::handlers::produce::ProducerEntry;
 use crate::log::PartitionLog;
@@ -92,6 +93,7 @@ impl ClusterBuilder {
             retention_bytes: self.retention_bytes,
             faults: Faults::default(),
             requests: Vec::new(),
+            fetch_sessions: FetchSessions::default(),
         };
         for (name, partitions) in &self.topics {
             state
@@ -408,6 +410,7 @@ pub(crate) struct State {
     pub retention_bytes: Option<usize>,
     pub faults: Faults,
     pub requests: Vec<RequestRecord>,
+    pub fetch_sessions: FetchSessions,
 }
 
 impl State {

@@ -463,3 +463,61 @@ async fn faults_error_delay_disconnect_and_coordinator_moves() {
         .iter()
         .any(|r| r.api == ApiKey::JoinGroup && r.node == coordinator && r.version == 9));
 }
+
+#[tokio::test]
+async fn incremental_fetch_sessions_answer_only_what_changed() {
+    let cluster = Cluster::builder().topic("t", 2).build().await.unwrap();
+    let mut c = Conn::to(&cluster.bootstrap()).await;
+    let session = |id: i32, epoch: i32, mut req: FetchRequest| {
+        req.session_id = id;
+        req.session_epoch = epoch;
+        req
+    };
+    // Open a session on partition 0 (and 1 via a second topic entry).
+    let mut open = fetch_req("t", 0, 0);
+    let p1 = open.topics[0].partitions[0].clone().with_partition(1);
+    open.topics[0].partitions.push(p1);
+    let r = c.call(12, &session(0, 0, open)).await;
+    assert_eq!(r.error_code, 0);
+    let id = r.session_id;
+    assert_ne!(id, 0, "a session was opened");
+    assert_eq!(r.responses[0].partitions.len(), 2, "a full answer");
+
+    // Nothing changed: an empty answer.
+    let mut empty = fetch_req("t", 0, 0);
+    empty.topics.clear();
+    let r = c.call(12, &session(id, 1, empty.clone())).await;
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert!(r.responses.is_empty(), "{r:?}");
+
+    // A record on partition 0: only partition 0 comes back, with it.
+    c.call(
+        12,
+        &produce_req("t", 0, -1, batch(&["x"], BatchOptions::default())),
+    )
+    .await;
+    let r = c.call(12, &session(id, 2, empty.clone())).await;
+    assert_eq!(r.responses.len(), 1);
+    let parts = &r.responses[0].partitions;
+    assert_eq!(parts.len(), 1);
+    assert_eq!((parts[0].partition_index, parts[0].high_watermark), (0, 1));
+    assert!(!parts[0].records.as_ref().unwrap().is_empty());
+
+    // The client moves its offset on partition 0: nothing new to say.
+    let r = c.call(12, &session(id, 3, fetch_req("t", 1, 0))).await;
+    assert!(r.responses.is_empty(), "{r:?}");
+
+    // Wrong epoch, unknown session; epoch -1 fetches without a session.
+    let r = c.call(12, &session(id, 9, empty.clone())).await;
+    assert_eq!(r.error_code, ResponseError::InvalidFetchSessionEpoch.code());
+    let r = c.call(12, &session(id + 100, 1, empty.clone())).await;
+    assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
+    let r = c.call(12, &session(id, -1, fetch_req("t", 0, 0))).await;
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r = c.call(12, &session(id, 4, empty)).await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::FetchSessionIdNotFound.code(),
+        "epoch -1 closed it"
+    );
+}
