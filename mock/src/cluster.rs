@@ -29,6 +29,7 @@ pub struct ClusterBuilder {
     topics: Vec<(String, i32)>,
     auto_create_topics: bool,
     retention_bytes: Option<usize>,
+    retention_ms: Option<i64>,
 }
 
 impl ClusterBuilder {
@@ -64,6 +65,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// The default `retention.ms` of every partition: batches whose largest timestamp is
+    /// older are dropped from the front (checked every 100 ms). Default unlimited; a
+    /// topic's own config overrides it.
+    pub fn retention_time(mut self, retention: Duration) -> Self {
+        self.retention_ms = Some(retention.as_millis().min(i64::MAX as u128) as i64);
+        self
+    }
+
     /// Binds a listener per node on `127.0.0.1` (ports chosen by the OS) and starts
     /// serving. Call within a Tokio runtime; the cluster's tasks run on it.
     pub async fn build(self) -> io::Result<Cluster> {
@@ -77,6 +86,7 @@ impl ClusterBuilder {
                 host: "127.0.0.1".to_owned(),
                 port,
                 up: true,
+                latency: Duration::ZERO,
             });
             listeners.push(l);
         }
@@ -91,6 +101,7 @@ impl ClusterBuilder {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             retention_bytes: self.retention_bytes,
+            retention_ms: self.retention_ms,
             faults: Faults::default(),
             requests: Vec::new(),
             fetch_sessions: FetchSessions::default(),
@@ -119,7 +130,7 @@ impl ClusterBuilder {
                 l,
             )));
         }
-        tasks.push(tokio::spawn(crate::handlers::group::reaper(shared.clone())));
+        tasks.push(tokio::spawn(housekeeping(shared.clone())));
         Ok(Cluster { shared, tasks })
     }
 }
@@ -151,6 +162,7 @@ impl Cluster {
             topics: Vec::new(),
             auto_create_topics: true,
             retention_bytes: None,
+            retention_ms: None,
         }
     }
 
@@ -187,6 +199,26 @@ impl Cluster {
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), ResponseError> {
         let mut st = self.shared.lock();
         st.create_topic(name, partitions, -1, BTreeMap::new())
+            .map_err(error_of)
+    }
+
+    /// Creates a topic with topic configs (`max.message.bytes`, `message.timestamp.type`,
+    /// `retention.bytes`, `retention.ms` are enforced; others are stored and described).
+    ///
+    /// # Errors
+    /// As [`create_topic`](Self::create_topic).
+    pub fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<(), ResponseError> {
+        let configs = configs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut st = self.shared.lock();
+        st.create_topic(name, partitions, -1, configs)
             .map_err(error_of)
     }
 
@@ -238,6 +270,14 @@ impl Cluster {
     pub fn node_up(&self, node: i32) {
         if let Some(n) = self.shared.lock().node_mut(node) {
             n.up = true;
+        }
+    }
+
+    /// Delays every response of `node` by `latency` (on top of any delay fault), as a
+    /// slow link would; `Duration::ZERO` removes it.
+    pub fn set_latency(&self, node: i32, latency: Duration) {
+        if let Some(n) = self.shared.lock().node_mut(node) {
+            n.latency = latency;
         }
     }
 
@@ -349,6 +389,8 @@ pub(crate) struct NodeInfo {
     pub host: String,
     pub port: u16,
     pub up: bool,
+    /// Added before every response of the node (a slow link; librdkafka's broker RTT).
+    pub latency: Duration,
 }
 
 /// A topic.
@@ -372,6 +414,13 @@ impl Topic {
         self.configs
             .get("message.timestamp.type")
             .is_some_and(|v| v.eq_ignore_ascii_case("LogAppendTime"))
+    }
+
+    pub fn retention_ms(&self, default: Option<i64>) -> Option<i64> {
+        match self.configs.get("retention.ms") {
+            Some(v) => v.parse::<i64>().ok().filter(|ms| *ms >= 0),
+            None => default,
+        }
     }
 
     pub fn retention_bytes(&self, default: Option<usize>) -> Option<usize> {
@@ -408,6 +457,7 @@ pub(crate) struct State {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub retention_bytes: Option<usize>,
+    pub retention_ms: Option<i64>,
     pub faults: Faults,
     pub requests: Vec<RequestRecord>,
     pub fetch_sessions: FetchSessions,
@@ -445,6 +495,54 @@ impl State {
             .iter()
             .find(|(_, t)| t.id == id)
             .map(|(n, _)| n.clone())
+    }
+
+    /// Drops batches past their topic's `retention.ms`.
+    fn enforce_retention_time(&mut self, now_ms: i64) {
+        let default = self.retention_ms;
+        for t in self.topics.values_mut() {
+            if let Some(ms) = t.retention_ms(default) {
+                for p in &mut t.partitions {
+                    p.log.enforce_retention_time(now_ms.saturating_sub(ms));
+                }
+            }
+        }
+    }
+
+    /// Adds partitions to a topic, up to `count` in all.
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), i16> {
+        let n = self.nodes.len();
+        let ids: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        let t = self
+            .topics
+            .get_mut(name)
+            .ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+        let have = t.partitions.len();
+        if count <= have as i32 {
+            return Err(ResponseError::InvalidPartitions.code());
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let seed = (str_hash(name) as usize) % n;
+        for p in have..count as usize {
+            let replicas: Vec<i32> = (0..t.replication as usize)
+                .map(|r| ids[(seed + p + r) % n])
+                .collect();
+            t.partitions.push(Partition {
+                leader: replicas[0],
+                leader_epoch: 0,
+                replicas,
+                log: PartitionLog::new(0),
+                producers: HashMap::new(),
+            });
+        }
+        Ok(())
     }
 
     /// Creates a topic. `replication` -1 means `min(3, nodes)`.
@@ -512,6 +610,28 @@ impl State {
             return n;
         }
         self.nodes[(str_hash(key) as usize) % self.nodes.len()].id
+    }
+}
+
+/// How often housekeeping enforces `retention.ms`.
+const RETENTION_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Expires group sessions and rebalances (every tick) and old batches (every
+/// [`RETENTION_CHECK_EVERY`]), until the cluster stops.
+async fn housekeeping(shared: Arc<Shared>) {
+    let tick_every = crate::handlers::group::REAP_EVERY;
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let mut st = shared.lock();
+        crate::handlers::group::reap(&mut st, now);
+        if now.duration_since(last_retention) >= RETENTION_CHECK_EVERY {
+            last_retention = now;
+            st.enforce_retention_time(now_ms());
+        }
     }
 }
 

@@ -119,6 +119,20 @@ impl PartitionLog {
         }
     }
 
+    /// Drops batches from the front while their largest timestamp is before
+    /// `min_timestamp` (all of them, if all are that old).
+    pub fn enforce_retention_time(&mut self, min_timestamp: i64) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| b.max_timestamp < min_timestamp)
+        {
+            let b = self.batches.pop_front().expect("front exists");
+            self.size_bytes -= b.bytes.len();
+            self.log_start = b.last_offset + 1;
+        }
+    }
+
     /// Index of the batch holding `offset`, or of the first batch after it.
     fn index_of(&self, offset: i64) -> usize {
         self.batches.partition_point(|b| b.last_offset < offset)
@@ -252,6 +266,18 @@ mod tests {
         assert_eq!(log.log_end(), 40);
         log.enforce_retention_bytes(0);
         assert_eq!(log.log_start(), 30);
+    }
+
+    #[test]
+    fn retention_by_time_drops_old_batches() {
+        let mut log = PartitionLog::new(0);
+        log.append(&batch(2, 100), 0, None);
+        log.append(&batch(2, 200), 0, None);
+        log.enforce_retention_time(150);
+        assert_eq!((log.log_start(), log.log_end()), (2, 4));
+        log.enforce_retention_time(10_000);
+        assert_eq!((log.log_start(), log.log_end()), (4, 4));
+        assert!(log.read(4, usize::MAX, true).is_empty());
     }
 
     #[test]

@@ -160,18 +160,16 @@ async fn handle_frame(
         return None;
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).ok()?;
-    let faults = {
+    let (faults, latency) = {
         let mut st = shared.lock();
         st.requests.push(RequestRecord { node, api, version });
-        if !st.is_up(node) {
-            return None;
-        }
-        st.faults.for_request(api, node)
+        let latency = st.node(node).filter(|n| n.up)?.latency;
+        (st.faults.for_request(api, node), latency)
     };
     if faults.disconnect {
         return None;
     }
-    let delay = faults.delay;
+    let delay = Some(faults.delay.unwrap_or_default() + latency).filter(|d| !d.is_zero());
     let mut ctx = Ctx {
         shared: shared.clone(),
         node,

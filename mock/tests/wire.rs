@@ -521,3 +521,118 @@ async fn incremental_fetch_sessions_answer_only_what_changed() {
         "epoch -1 closed it"
     );
 }
+
+#[tokio::test]
+async fn admin_requests_topic_configs_retention_and_latency() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let cluster = Cluster::builder()
+        .topic("t", 1)
+        .retention_time(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap();
+    let mut c = Conn::to(&cluster.bootstrap()).await;
+
+    let grow = |n: i32| {
+        CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(s("t").into())
+            .with_count(n)])
+    };
+    assert_eq!(c.call(3, &grow(3)).await.results[0].error_code, 0);
+    assert_eq!(
+        c.call(3, &grow(2)).await.results[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    let md = c
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    assert_eq!(md.topics[0].partitions.len(), 3);
+
+    cluster
+        .create_topic_with_configs(
+            "small",
+            1,
+            &[("max.message.bytes", "200"), ("retention.bytes", "1")],
+        )
+        .unwrap();
+    let r = c
+        .call(
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("small"))
+                    .with_configuration_keys(Some(vec![s("max.message.bytes"), s("retention.ms")])),
+            ]),
+        )
+        .await;
+    let configs: Vec<(String, String, i8)> = r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().unwrap().to_string(),
+                c.config_source,
+            )
+        })
+        .collect();
+    assert_eq!(
+        configs,
+        vec![
+            ("max.message.bytes".into(), "200".into(), 1),
+            ("retention.ms".into(), "3600000".into(), 5)
+        ]
+    );
+
+    // max.message.bytes: a batch over 200 bytes is refused.
+    let big = "x".repeat(300);
+    assert_eq!(
+        produce(
+            &mut c,
+            "small",
+            batch(&[big.as_str()], BatchOptions::default())
+        )
+        .await
+        .0,
+        ResponseError::MessageTooLarge.code()
+    );
+    // retention.bytes: only the last batch is kept.
+    for v in ["a", "b", "c"] {
+        assert_eq!(
+            produce(&mut c, "small", batch(&[v], BatchOptions::default()))
+                .await
+                .0,
+            0
+        );
+    }
+    assert_eq!(cluster.offsets("small", 0), Some((2, 3)));
+
+    // retention.ms (an hour): records from 1970 go at the next check.
+    assert_eq!(
+        produce(
+            &mut c,
+            "t",
+            batch(&["old", "older"], BatchOptions::default())
+        )
+        .await
+        .0,
+        0
+    );
+    let deadline = Instant::now() + BOUND;
+    while cluster.offsets("t", 0) != Some((2, 2)) {
+        assert!(
+            Instant::now() < deadline,
+            "old records were not deleted: {:?}",
+            cluster.offsets("t", 0)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the observable state
+    }
+
+    // A slow node.
+    cluster.set_latency(0, Duration::from_millis(200));
+    let start = Instant::now();
+    c.call(3, &ApiVersionsRequest::default()).await;
+    assert!(start.elapsed() >= Duration::from_millis(200));
+}

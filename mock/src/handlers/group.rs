@@ -10,7 +10,6 @@
 //! A reaper task expires members whose session timed out and rebalances that timed out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,10 +24,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{sb, Ctx};
-use crate::cluster::{random_u64, Shared, State};
+use crate::cluster::{random_u64, State};
 
 /// How often the reaper looks for expired sessions and rebalance deadlines.
-const REAP_EVERY: Duration = Duration::from_millis(20);
+pub(crate) const REAP_EVERY: Duration = Duration::from_millis(20);
 
 /// A committed offset.
 #[derive(Debug, Clone)]
@@ -301,17 +300,10 @@ fn join_error(code: i16, member_id: &str) -> JoinGroupResponse {
         .with_member_id(sb(member_id))
 }
 
-/// Expires sessions and rebalances, until the cluster stops.
-pub(crate) async fn reaper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(REAP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        let mut st = shared.lock();
-        for g in st.groups.values_mut() {
-            g.reap(now);
-        }
+/// Expires sessions and rebalances of every group.
+pub(crate) fn reap(st: &mut State, now: Instant) {
+    for g in st.groups.values_mut() {
+        g.reap(now);
     }
 }
 

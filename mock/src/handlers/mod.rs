@@ -73,6 +73,8 @@ pub(crate) async fn dispatch(
         ApiKey::Metadata => serve!(MetadataRequest, metadata::metadata),
         ApiKey::CreateTopics => serve!(CreateTopicsRequest, admin::create_topics),
         ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, admin::delete_topics),
+        ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, admin::create_partitions),
+        ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, admin::describe_configs),
         ApiKey::InitProducerId => serve!(InitProducerIdRequest, produce::init_producer_id),
         ApiKey::Produce => {
             let req: ProduceRequest = decode(body, v)?;
