@@ -345,3 +345,52 @@ async fn a_node_goes_down_and_its_leadership_moves() {
     let read = read_all(&cluster, "t", 1, 40).await;
     check_read_back(&delivered, &read);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_topic_fails_alone() {
+    init_tracing();
+    let cluster = Cluster::builder().build().await.unwrap();
+    cluster
+        .create_topic_with_configs("small", 1, &[("max.message.bytes", "3000")])
+        .unwrap();
+    let mut cfg = ProducerConfig::new(&cluster.bootstrap())
+        .with_compression(paperboy::Compression::None)
+        .with_linger(Duration::from_millis(200));
+    cfg.set("retry.backoff.ms", "10").unwrap();
+    let p = Producer::new(cfg).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..9u8 {
+        let size = if i == 4 { 5000 } else { 100 };
+        let r = ProducerRecord::new("small").with_value(vec![b'0' + i; size]);
+        pending.push(p.enqueue(r).await.unwrap());
+    }
+    let mut delivered = Vec::new();
+    for (i, d) in pending.into_iter().enumerate() {
+        match tokio::time::timeout(DEADLINE, d)
+            .await
+            .expect("delivery in time")
+        {
+            Ok(d) => delivered.push((i, d.offset)),
+            Err(e) => {
+                assert_eq!(i, 4, "only the big record fails: {e}");
+                assert!(
+                    matches!(e.kafka_code(), Some(paperboy::KafkaCode::MessageTooLarge)),
+                    "{e}"
+                );
+            }
+        }
+    }
+    p.close().await;
+    assert_eq!(delivered.len(), 8);
+    let read = read_all_values(&cluster, "small", 8).await;
+    let firsts: Vec<u8> = read.iter().map(|v| v[0]).collect();
+    assert_eq!(firsts, b"01235678", "the rest arrive, in order");
+}
+
+async fn read_all_values(cluster: &Cluster, topic: &str, n: usize) -> Vec<bytes::Bytes> {
+    read_all(cluster, topic, 1, n)
+        .await
+        .into_iter()
+        .map(|r| r.value.unwrap())
+        .collect()
+}
