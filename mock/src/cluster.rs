@@ -6,6 +6,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,6 +106,7 @@ impl ClusterBuilder {
             faults: Faults::default(),
             requests: Vec::new(),
             fetch_sessions: FetchSessions::default(),
+            api_overrides: HashMap::new(),
         };
         for (name, partitions) in &self.topics {
             state
@@ -279,6 +281,21 @@ impl Cluster {
         if let Some(n) = self.shared.lock().node_mut(node) {
             n.latency = latency;
         }
+    }
+
+    /// Narrows the versions served for `api` (advertised in ApiVersions and accepted;
+    /// a request outside them closes its connection, as a broker does), or stops serving
+    /// it (`None`), to test a client's version negotiation. Ranges wider than the
+    /// mock's own are cut to them.
+    pub fn set_api_versions(&self, api: ApiKey, range: Option<(i16, i16)>) {
+        let own = crate::versions::supported(api);
+        let range = match (range, own) {
+            (Some((min, max)), Some((own_min, own_max))) => {
+                Some((min.max(own_min), max.min(own_max))).filter(|(a, b)| a <= b)
+            }
+            _ => None,
+        };
+        self.shared.lock().api_overrides.insert(api as i16, range);
     }
 
     /// Makes `node` the leader of a partition, with a new leader epoch.
@@ -461,9 +478,27 @@ pub(crate) struct State {
     pub faults: Faults,
     pub requests: Vec<RequestRecord>,
     pub fetch_sessions: FetchSessions,
+    /// API version ranges changed by the test (`None`: not served).
+    pub api_overrides: HashMap<i16, Option<(i16, i16)>>,
 }
 
 impl State {
+    /// The versions served for `api`, as changed by the test.
+    pub fn served(&self, api: ApiKey) -> Option<(i16, i16)> {
+        match self.api_overrides.get(&(api as i16)) {
+            Some(o) => *o,
+            None => crate::versions::supported(api),
+        }
+    }
+
+    /// Every API served, with its versions.
+    pub fn served_all(&self) -> Vec<(ApiKey, i16, i16)> {
+        crate::versions::SERVED
+            .iter()
+            .filter_map(|&(api, _, _)| self.served(api).map(|(min, max)| (api, min, max)))
+            .collect()
+    }
+
     pub fn node(&self, id: i32) -> Option<&NodeInfo> {
         self.nodes.iter().find(|n| n.id == id)
     }

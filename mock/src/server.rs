@@ -20,7 +20,6 @@ use tokio::task::JoinSet;
 use crate::cluster::Shared;
 use crate::faults::RequestRecord;
 use crate::handlers::{self, Ctx};
-use crate::versions;
 
 /// Accepts connections for node `node` until the task is aborted (which drops, and so
 /// aborts, every connection task it spawned).
@@ -141,14 +140,12 @@ async fn handle_frame(
         tracing::debug!(node, key, "unknown API key: closing");
         return None;
     };
-    let supported = versions::supported(api);
+    let supported = shared.lock().served(api);
     if api == ApiKey::ApiVersions && supported.is_some_and(|(_, max)| version > max) {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the versions we speak.
-        shared
-            .lock()
-            .requests
-            .push(RequestRecord { node, api, version });
-        let body = handlers::metadata::api_versions_unsupported();
+        let mut st = shared.lock();
+        st.requests.push(RequestRecord { node, api, version });
+        let body = handlers::metadata::api_versions_unsupported(&st.served_all());
         return Some((api, 0, Outcome::Respond(body, None)));
     }
     let Some((min, max)) = supported else {

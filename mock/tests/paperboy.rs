@@ -394,3 +394,28 @@ async fn read_all_values(cluster: &Cluster, topic: &str, n: usize) -> Vec<bytes:
         .map(|r| r.value.unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_negotiates_versions_the_cluster_narrows() {
+    init_tracing();
+    let cluster = Cluster::builder().topic("t", 1).build().await.unwrap();
+    cluster.set_api_versions(ApiKey::Produce, Some((3, 9)));
+    cluster.set_api_versions(ApiKey::Fetch, Some((4, 12)));
+    cluster.set_api_versions(ApiKey::Metadata, Some((0, 9)));
+    let p = producer(&cluster).await;
+    let delivered = produce(&p, "t", 0..20).await;
+    p.close().await;
+    let read = read_all(&cluster, "t", 1, 20).await;
+    check_read_back(&delivered, &read);
+    let versions = |api: ApiKey| -> BTreeSet<i16> {
+        cluster
+            .requests()
+            .iter()
+            .filter(|r| r.api == api)
+            .map(|r| r.version)
+            .collect()
+    };
+    assert_eq!(versions(ApiKey::Produce), [9].into());
+    assert_eq!(versions(ApiKey::Fetch), [12].into());
+    assert_eq!(versions(ApiKey::Metadata), [9].into());
+}

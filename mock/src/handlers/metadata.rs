@@ -13,10 +13,9 @@ use uuid::Uuid;
 
 use super::{encode, sb, Ctx};
 use crate::cluster::{valid_topic_name, State};
-use crate::versions::SERVED;
 
-fn api_keys() -> Vec<ApiVersion> {
-    SERVED
+fn api_keys(served: &[(ApiKey, i16, i16)]) -> Vec<ApiVersion> {
+    served
         .iter()
         .map(|&(k, min, max)| {
             ApiVersion::default()
@@ -29,16 +28,17 @@ fn api_keys() -> Vec<ApiVersion> {
 
 pub(crate) async fn api_versions(ctx: &mut Ctx, _req: ApiVersionsRequest) -> ApiVersionsResponse {
     let error_code = ctx.faults.request_error().unwrap_or(0);
+    let served = ctx.shared.lock().served_all();
     ApiVersionsResponse::default()
         .with_error_code(error_code)
-        .with_api_keys(api_keys())
+        .with_api_keys(api_keys(&served))
 }
 
 /// The v0 answer to an ApiVersions request of a version above ours (KIP-511).
-pub(crate) fn api_versions_unsupported() -> BytesMut {
+pub(crate) fn api_versions_unsupported(served: &[(ApiKey, i16, i16)]) -> BytesMut {
     let resp = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
-        .with_api_keys(api_keys());
+        .with_api_keys(api_keys(served));
     encode(&resp, 0).expect("a v0 ApiVersions response encodes")
 }
 
