@@ -43,7 +43,7 @@ pub(crate) async fn init_producer_id(
     if req.transactional_id.is_some() {
         // Transactions are not served yet.
         return InitProducerIdResponse::default()
-            .with_error_code(ResponseError::UnsupportedForMessageFormat.code())
+            .with_error_code(ResponseError::InvalidRequest.code())
             .with_producer_id((-1).into())
             .with_producer_epoch(-1);
     }
