@@ -18,6 +18,7 @@ use crate::handlers::fetch::FetchSessions;
 use crate::handlers::group::Group;
 use crate::handlers::produce::ProducerEntry;
 use crate::log::PartitionLog;
+use crate::sasl::{SaslMechanism, SaslUsers};
 
 /// The default `max.message.bytes` of a topic, as Kafka's.
 pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
@@ -31,6 +32,7 @@ pub struct ClusterBuilder {
     auto_create_topics: bool,
     retention_bytes: Option<usize>,
     retention_ms: Option<i64>,
+    sasl: SaslUsers,
 }
 
 impl ClusterBuilder {
@@ -74,6 +76,18 @@ impl ClusterBuilder {
         self
     }
 
+    /// Requires SASL authentication on every connection, and adds a user of `mechanism`
+    /// (call again for more users or mechanisms). Until a connection authenticates it may
+    /// send only ApiVersions, SaslHandshake and SaslAuthenticate.
+    pub fn sasl_user(mut self, mechanism: SaslMechanism, user: &str, password: &str) -> Self {
+        self.sasl
+            .by_mechanism
+            .entry(mechanism)
+            .or_default()
+            .insert(user.to_owned(), password.to_owned());
+        self
+    }
+
     /// Binds a listener per node on `127.0.0.1` (ports chosen by the OS) and starts
     /// serving. Call within a Tokio runtime; the cluster's tasks run on it.
     pub async fn build(self) -> io::Result<Cluster> {
@@ -103,6 +117,7 @@ impl ClusterBuilder {
             default_partitions: self.default_partitions,
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
+            sasl: self.sasl.clone(),
             faults: Faults::default(),
             requests: Vec::new(),
             fetch_sessions: FetchSessions::default(),
@@ -165,6 +180,7 @@ impl Cluster {
             auto_create_topics: true,
             retention_bytes: None,
             retention_ms: None,
+            sasl: SaslUsers::default(),
         }
     }
 
@@ -475,6 +491,7 @@ pub(crate) struct State {
     pub default_partitions: i32,
     pub retention_bytes: Option<usize>,
     pub retention_ms: Option<i64>,
+    pub sasl: SaslUsers,
     pub faults: Faults,
     pub requests: Vec<RequestRecord>,
     pub fetch_sessions: FetchSessions,

@@ -30,6 +30,7 @@ mod cluster;
 mod faults;
 mod handlers;
 mod log;
+mod sasl;
 mod server;
 mod versions;
 
@@ -37,6 +38,7 @@ pub use cluster::{Cluster, ClusterBuilder};
 pub use faults::{Fault, FaultId, FaultKind, RequestRecord};
 pub use kafka_protocol::messages::ApiKey;
 pub use kafka_protocol::ResponseError;
+pub use sasl::SaslMechanism;
 
 /// The API versions the cluster advertises: (API, lowest, highest).
 pub fn served_versions() -> impl Iterator<Item = (ApiKey, i16, i16)> {

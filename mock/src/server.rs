@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::cluster::Shared;
 use crate::faults::RequestRecord;
 use crate::handlers::{self, Ctx};
+use crate::sasl::SaslConn;
 
 /// Accepts connections for node `node` until the task is aborted (which drops, and so
 /// aborts, every connection task it spawned).
@@ -52,6 +53,8 @@ pub(crate) enum Outcome {
     Respond(BytesMut, Option<std::time::Duration>),
     /// Send nothing (Produce with acks=0).
     Silent,
+    /// Send this encoded body, then close the connection (a failed authentication).
+    RespondThenClose(BytesMut),
     /// Close the connection.
     Close,
 }
@@ -60,6 +63,7 @@ async fn connection(shared: Arc<Shared>, node: i32, sock: TcpStream, peer: Socke
     let mut kill = shared.nodes[node as usize].kill.subscribe();
     let (mut rd, mut wr) = sock.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut sasl = SaslConn::default();
     loop {
         let frame = loop {
             match split_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES) {
@@ -85,7 +89,7 @@ async fn connection(shared: Arc<Shared>, node: i32, sock: TcpStream, peer: Socke
             return;
         };
         let handled = tokio::select! {
-            h = handle_frame(&shared, node, peer, frame) => h,
+            h = handle_frame(&shared, node, peer, &mut sasl, frame) => h,
             _ = kill.changed() => return,
         };
         let (api, version, outcome) = match handled {
@@ -95,6 +99,13 @@ async fn connection(shared: Arc<Shared>, node: i32, sock: TcpStream, peer: Socke
         match outcome {
             Outcome::Close => return,
             Outcome::Silent => {}
+            Outcome::RespondThenClose(body) => {
+                if let Some(out) = response_frame(correlation_id, api, version, &body) {
+                    let _ = wr.write_all(&out).await;
+                    let _ = wr.shutdown().await;
+                }
+                return;
+            }
             Outcome::Respond(body, delay) => {
                 if let Some(d) = delay {
                     tokio::select! {
@@ -129,6 +140,7 @@ async fn handle_frame(
     shared: &Arc<Shared>,
     node: i32,
     peer: SocketAddr,
+    sasl: &mut SaslConn,
     mut frame: Bytes,
 ) -> Option<(ApiKey, i16, Outcome)> {
     if frame.len() < 8 {
@@ -157,13 +169,33 @@ async fn handle_frame(
         return None;
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).ok()?;
-    let (faults, latency) = {
+    let (faults, latency, users) = {
         let mut st = shared.lock();
         st.requests.push(RequestRecord { node, api, version });
         let latency = st.node(node).filter(|n| n.up)?.latency;
-        (st.faults.for_request(api, node), latency)
+        (st.faults.for_request(api, node), latency, st.sasl.clone())
     };
     if faults.disconnect {
+        return None;
+    }
+    if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+        let step = if api == ApiKey::SaslHandshake {
+            crate::sasl::handshake(&users, sasl, version, frame)
+        } else {
+            crate::sasl::authenticate(&users, sasl, version, frame)
+        };
+        let outcome = match step {
+            Ok(o) if o.close => Outcome::RespondThenClose(o.body),
+            Ok(o) => Outcome::Respond(o.body, None),
+            Err(e) => {
+                tracing::debug!(node, ?api, "closing the connection: {e}");
+                Outcome::Close
+            }
+        };
+        return Some((api, version, outcome));
+    }
+    if users.required() && !matches!(sasl, SaslConn::Done) && api != ApiKey::ApiVersions {
+        tracing::debug!(node, ?api, "request before authentication: closing");
         return None;
     }
     let delay = Some(faults.delay.unwrap_or_default() + latency).filter(|d| !d.is_zero());
