@@ -33,6 +33,8 @@ pub struct ClusterBuilder {
     retention_bytes: Option<usize>,
     retention_ms: Option<i64>,
     sasl: SaslUsers,
+    first_port: u16,
+    initial_rebalance_delay: Duration,
 }
 
 impl ClusterBuilder {
@@ -76,6 +78,21 @@ impl ClusterBuilder {
         self
     }
 
+    /// Node `i` listens on `first_port + i` instead of a port the OS picks (for a
+    /// standalone server with a known address). Default: OS-assigned.
+    pub fn port(mut self, first_port: u16) -> Self {
+        self.first_port = first_port;
+        self
+    }
+
+    /// `group.initial.rebalance.delay.ms`: how long the first join of an empty group waits
+    /// for more members (each new member extends it, up to the rebalance timeout).
+    /// Default zero (a real broker's is 3 s), so tests need not wait.
+    pub fn group_initial_rebalance_delay(mut self, delay: Duration) -> Self {
+        self.initial_rebalance_delay = delay;
+        self
+    }
+
     /// Requires SASL authentication on every connection, and adds a user of `mechanism`
     /// (call again for more users or mechanisms). Until a connection authenticates it may
     /// send only ApiVersions, SaslHandshake and SaslAuthenticate.
@@ -94,7 +111,12 @@ impl ClusterBuilder {
         let mut listeners = Vec::new();
         let mut nodes = Vec::new();
         for id in 0..self.nodes as i32 {
-            let l = TcpListener::bind("127.0.0.1:0").await?;
+            let port = match self.first_port {
+                0 => 0,
+                first => u16::try_from(i32::from(first) + id)
+                    .map_err(|_| io::Error::other("port out of range"))?,
+            };
+            let l = TcpListener::bind(("127.0.0.1", port)).await?;
             let port = l.local_addr()?.port();
             nodes.push(NodeInfo {
                 id,
@@ -118,6 +140,7 @@ impl ClusterBuilder {
             retention_bytes: self.retention_bytes,
             retention_ms: self.retention_ms,
             sasl: self.sasl.clone(),
+            initial_rebalance_delay: self.initial_rebalance_delay,
             faults: Faults::default(),
             requests: Vec::new(),
             fetch_sessions: FetchSessions::default(),
@@ -181,6 +204,8 @@ impl Cluster {
             retention_bytes: None,
             retention_ms: None,
             sasl: SaslUsers::default(),
+            first_port: 0,
+            initial_rebalance_delay: Duration::ZERO,
         }
     }
 
@@ -492,6 +517,7 @@ pub(crate) struct State {
     pub retention_bytes: Option<usize>,
     pub retention_ms: Option<i64>,
     pub sasl: SaslUsers,
+    pub initial_rebalance_delay: Duration,
     pub faults: Faults,
     pub requests: Vec<RequestRecord>,
     pub fetch_sessions: FetchSessions,

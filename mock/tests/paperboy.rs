@@ -419,3 +419,74 @@ async fn the_producer_negotiates_versions_the_cluster_narrows() {
     assert_eq!(versions(ApiKey::Fetch), [12].into());
     assert_eq!(versions(ApiKey::Metadata), [9].into());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_follows_its_coordinator_when_it_moves() {
+    init_tracing();
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .topic("t", 2)
+        .build()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    produce(&p, "t", 0..100).await;
+
+    let c = Consumer::new(consumer_config(&cluster, Some("moving")))
+        .await
+        .unwrap();
+    c.subscribe(&["t"]).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut n = 0;
+    while n < 100 {
+        assert!(Instant::now() < deadline, "read {n} of 100");
+        n += c
+            .recv_batch(100, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len();
+    }
+    c.commit_consumed().await.unwrap();
+    let old = cluster.coordinator("moving");
+    let new = 1 - old;
+    cluster.clear_requests();
+    cluster.move_coordinator("moving", new);
+
+    produce(&p, "t", 100..200).await;
+    p.close().await;
+    while n < 200 {
+        assert!(Instant::now() < deadline, "read {n} of 200");
+        n += c
+            .recv_batch(100, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(n, 200, "records read twice");
+    // The commit goes to the new coordinator (after NOT_COORDINATOR from the old one).
+    let commit = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match c.commit_consumed().await {
+                Ok(()) => break,
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => panic!("commit failed: {e}"),
+            }
+        }
+    });
+    commit.await.expect("committed in time");
+    for part in 0..2 {
+        let hw = cluster.offsets("t", part).unwrap().1;
+        assert_eq!(
+            cluster.committed("moving", "t", part),
+            Some(hw),
+            "partition {part}"
+        );
+    }
+    let seen = cluster.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.api == ApiKey::OffsetCommit && r.node == new),
+        "no commit reached the new coordinator"
+    );
+    c.close().await;
+}

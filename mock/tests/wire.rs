@@ -636,3 +636,40 @@ async fn admin_requests_topic_configs_retention_and_latency() {
     c.call(3, &ApiVersionsRequest::default()).await;
     assert!(start.elapsed() >= Duration::from_millis(200));
 }
+
+#[tokio::test]
+async fn the_initial_rebalance_delay_gathers_the_first_members() {
+    let cluster = Cluster::builder()
+        .group_initial_rebalance_delay(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let addr = cluster.bootstrap();
+    let mut a = Conn::to(&addr).await;
+    let mut b = Conn::to(&addr).await;
+    let ida = a
+        .call(9, &join_req("", 10_000))
+        .await
+        .member_id
+        .as_str()
+        .to_owned();
+    let idb = b
+        .call(9, &join_req("", 10_000))
+        .await
+        .member_id
+        .as_str()
+        .to_owned();
+    let start = Instant::now();
+    let ca = a.send(9, &join_req(&ida, 10_000)).await;
+    let cb = b.send(9, &join_req(&idb, 10_000)).await;
+    let ra = a.recv::<JoinGroupRequest>(9, ca).await;
+    let rb = b.recv::<JoinGroupRequest>(9, cb).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "the join did not wait"
+    );
+    // One rebalance for both: generation 1, the leader sees two members.
+    assert_eq!((ra.generation_id, rb.generation_id), (1, 1));
+    let leader = if ra.leader.as_str() == ida { &ra } else { &rb };
+    assert_eq!(leader.members.len(), 2);
+}

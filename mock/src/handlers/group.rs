@@ -105,6 +105,8 @@ pub(crate) struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// The initial join of an empty group waits until then (`group.initial.rebalance.delay.ms`).
+    initial_join_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
 }
 
@@ -120,6 +122,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: None,
+            initial_join_until: None,
             offsets: HashMap::new(),
         }
     }
@@ -164,9 +167,11 @@ impl Group {
         self.rebalance_deadline = Some(Instant::now() + timeout);
     }
 
-    /// Completes the join phase if every member has joined.
+    /// Completes the join phase if every member has joined (and the initial delay of a
+    /// group that was empty has passed).
     fn maybe_complete_join(&mut self) {
         if self.state == GroupState::PreparingRebalance
+            && self.initial_join_until.is_none()
             && self.members.values().all(|m| m.join_waiter.is_some())
         {
             self.complete_join();
@@ -178,6 +183,7 @@ impl Group {
     fn complete_join(&mut self) {
         self.members.retain(|_, m| m.join_waiter.is_some());
         self.rebalance_deadline = None;
+        self.initial_join_until = None;
         self.generation += 1;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
@@ -273,6 +279,10 @@ impl Group {
     /// Expired sessions and rebalance deadlines.
     fn reap(&mut self, now: Instant) {
         self.pending.retain(|_, expires| *expires > now);
+        if self.initial_join_until.is_some_and(|t| t <= now) {
+            self.initial_join_until = None;
+            self.maybe_complete_join();
+        }
         if self.state == GroupState::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| d <= now)
         {
@@ -390,6 +400,7 @@ pub(crate) async fn join_group(ctx: &mut Ctx, req: JoinGroupRequest) -> JoinGrou
                 req.member_id.as_str(),
             );
         }
+        let initial_delay = st.initial_rebalance_delay;
         let g = st
             .groups
             .entry(group_id.clone())
@@ -503,8 +514,20 @@ pub(crate) async fn join_group(ctx: &mut Ctx, req: JoinGroupRequest) -> JoinGrou
                 ));
             }
         }
+        let was_empty = g.state == GroupState::Empty;
         if g.state != GroupState::PreparingRebalance {
             g.prepare_rebalance();
+        }
+        let delay = initial_delay;
+        if !delay.is_zero() {
+            // Kafka's initial delayed join: the first join of an empty group waits for
+            // more members; each one that comes extends the wait, up to the rebalance
+            // timeout.
+            let now = Instant::now();
+            let cap = g.rebalance_deadline.unwrap_or(now);
+            if was_empty || g.initial_join_until.is_some() {
+                g.initial_join_until = Some((now + delay).min(cap));
+            }
         }
         g.maybe_complete_join();
         rx
