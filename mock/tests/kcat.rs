@@ -131,8 +131,15 @@ async fn kcat_reads_as_a_group_member_and_commits() {
         .await
         .unwrap();
     let b = cluster.bootstrap();
-    let input: String = (0..100).map(|i| format!("r{i}\n")).collect();
-    kcat(&["-P", "-b", &b, "-t", "grouped"], Some(&input)).await;
+    // Keyed, so both partitions get records (librdkafka commits only what it consumed).
+    let input: String = (0..100).map(|i| format!("k{i}:r{i}\n")).collect();
+    kcat(&["-P", "-b", &b, "-t", "grouped", "-K", ":"], Some(&input)).await;
+    for p in 0..2 {
+        assert!(
+            cluster.offsets("grouped", p).unwrap().1 > 0,
+            "partition {p} is empty"
+        );
+    }
     let out = kcat(
         &[
             "-b",

@@ -673,3 +673,43 @@ async fn the_initial_rebalance_delay_gathers_the_first_members() {
     let leader = if ra.leader.as_str() == ida { &ra } else { &rb };
     assert_eq!(leader.members.len(), 2);
 }
+
+#[tokio::test]
+async fn a_member_that_never_syncs_is_removed_after_the_rebalance_timeout() {
+    let cluster = Cluster::builder().build().await.unwrap();
+    let addr = cluster.bootstrap();
+    let mut a = Conn::to(&addr).await;
+    let mut b = Conn::to(&addr).await;
+    let short = |member: &str| join_req(member, 10_000).with_rebalance_timeout_ms(300);
+    let ida = a.call(9, &short("")).await.member_id.as_str().to_owned();
+    assert_eq!(a.call(9, &short(&ida)).await.generation_id, 1);
+    // B joins; A rejoins; generation 2 waits for SyncGroup, which the leader never sends.
+    let idb = b.call(9, &short("")).await.member_id.as_str().to_owned();
+    let cb = b.send(9, &short(&idb)).await;
+    let ra = a.call(9, &short(&ida)).await;
+    let rb = b.recv::<JoinGroupRequest>(9, cb).await;
+    assert_eq!((ra.generation_id, rb.generation_id), (2, 2));
+    let leader = ra.leader.as_str().to_owned();
+    let follower = if leader == ida {
+        idb.clone()
+    } else {
+        ida.clone()
+    };
+    let conn = if leader == ida { &mut b } else { &mut a };
+    // The follower's SyncGroup waits, then the leader is dropped and the follower told to
+    // rejoin.
+    let sync = conn
+        .call(
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(s("g").into())
+                .with_generation_id(2)
+                .with_member_id(s(&follower))
+                .with_protocol_type(Some(s("consumer")))
+                .with_protocol_name(Some(s("range"))),
+        )
+        .await;
+    assert_eq!(sync.error_code, ResponseError::RebalanceInProgress.code());
+    let (_, members) = cluster.group_members("g").unwrap();
+    assert_eq!(members, vec![follower]);
+}

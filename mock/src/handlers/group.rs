@@ -78,6 +78,8 @@ pub(crate) struct Member {
     protocols: Vec<(String, Bytes)>,
     assignment: Bytes,
     last_heartbeat: Instant,
+    /// Sent SyncGroup in the current generation.
+    synced: bool,
     join_waiter: Option<oneshot::Sender<JoinGroupResponse>>,
     sync_waiter: Option<oneshot::Sender<(i16, Bytes)>>,
 }
@@ -105,6 +107,8 @@ pub(crate) struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// CompletingRebalance: members that have not sent SyncGroup by then are removed.
+    sync_deadline: Option<Instant>,
     /// The initial join of an empty group waits until then (`group.initial.rebalance.delay.ms`).
     initial_join_until: Option<Instant>,
     pub offsets: HashMap<(String, i32), CommittedOffset>,
@@ -123,6 +127,7 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             initial_join_until: None,
+            sync_deadline: None,
             offsets: HashMap::new(),
         }
     }
@@ -164,6 +169,7 @@ impl Group {
             .max()
             .unwrap_or(Duration::ZERO);
         self.state = GroupState::PreparingRebalance;
+        self.sync_deadline = None;
         self.rebalance_deadline = Some(Instant::now() + timeout);
     }
 
@@ -215,6 +221,13 @@ impl Group {
         self.protocol = Some(protocol.clone());
         self.protocol_type = Some(first.protocol_type.clone());
         self.state = GroupState::CompletingRebalance;
+        let sync_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.sync_deadline = Some(Instant::now() + sync_timeout);
         let list: Vec<JoinGroupResponseMember> = self
             .members
             .iter()
@@ -230,6 +243,7 @@ impl Group {
         let protocol_type = self.protocol_type.clone();
         for (id, m) in self.members.iter_mut() {
             m.last_heartbeat = now;
+            m.synced = false;
             m.assignment = Bytes::new();
             let resp = JoinGroupResponse::default()
                 .with_generation_id(generation)
@@ -279,6 +293,19 @@ impl Group {
     /// Expired sessions and rebalance deadlines.
     fn reap(&mut self, now: Instant) {
         self.pending.retain(|_, expires| *expires > now);
+        if self.state == GroupState::CompletingRebalance
+            && self.sync_deadline.is_some_and(|d| d <= now)
+        {
+            let missing: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| !m.synced)
+                .map(|(id, _)| id.clone())
+                .collect();
+            tracing::debug!(group = %self.id, ?missing, "SyncGroup timed out");
+            self.sync_deadline = None;
+            self.remove_members(&missing);
+        }
         if self.initial_join_until.is_some_and(|t| t <= now) {
             self.initial_join_until = None;
             self.maybe_complete_join();
@@ -291,8 +318,11 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .iter()
+            // A member waiting in JoinGroup or SyncGroup counts as alive (as on a broker).
             .filter(|(_, m)| {
-                m.join_waiter.is_none() && now.duration_since(m.last_heartbeat) > m.session_timeout
+                !m.join_waiter.as_ref().is_some_and(|t| !t.is_closed())
+                    && !m.sync_waiter.as_ref().is_some_and(|t| !t.is_closed())
+                    && now.duration_since(m.last_heartbeat) > m.session_timeout
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -502,6 +532,7 @@ pub(crate) async fn join_group(ctx: &mut Ctx, req: JoinGroupRequest) -> JoinGrou
                     .map(|m| m.assignment.clone())
                     .unwrap_or_default(),
                 last_heartbeat: Instant::now(),
+                synced: false,
                 join_waiter: Some(tx),
                 sync_waiter: None,
             },
@@ -605,6 +636,7 @@ pub(crate) async fn sync_group(ctx: &mut Ctx, req: SyncGroupRequest) -> SyncGrou
         {
             let m = g.members.get_mut(&member_id).expect("checked");
             m.sync_waiter = Some(tx);
+            m.synced = true;
             m.last_heartbeat = Instant::now();
         }
         if g.leader.as_deref() == Some(member_id.as_str()) {
@@ -617,6 +649,7 @@ pub(crate) async fn sync_group(ctx: &mut Ctx, req: SyncGroupRequest) -> SyncGrou
                 m.assignment = given.remove(id).unwrap_or_default();
             }
             g.state = GroupState::Stable;
+            g.sync_deadline = None;
             for m in g.members.values_mut() {
                 if let Some(tx) = m.sync_waiter.take() {
                     let _ = tx.send((0, m.assignment.clone()));
