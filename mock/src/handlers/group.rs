@@ -320,8 +320,8 @@ impl Group {
             .iter()
             // A member waiting in JoinGroup or SyncGroup counts as alive (as on a broker).
             .filter(|(_, m)| {
-                !m.join_waiter.as_ref().is_some_and(|t| !t.is_closed())
-                    && !m.sync_waiter.as_ref().is_some_and(|t| !t.is_closed())
+                m.join_waiter.as_ref().is_none_or(|t| t.is_closed())
+                    && m.sync_waiter.as_ref().is_none_or(|t| t.is_closed())
                     && now.duration_since(m.last_heartbeat) > m.session_timeout
             })
             .map(|(id, _)| id.clone())
