@@ -713,3 +713,49 @@ async fn a_member_that_never_syncs_is_removed_after_the_rebalance_timeout() {
     let (_, members) = cluster.group_members("g").unwrap();
     assert_eq!(members, vec![follower]);
 }
+
+#[tokio::test]
+async fn not_leader_answers_name_the_new_leader() {
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .topic("t", 1)
+        .build()
+        .await
+        .unwrap();
+    let old = cluster.leader("t", 0).unwrap();
+    let new = 1 - old;
+    cluster.move_leader("t", 0, new).unwrap();
+    let mut c = Conn::to(&cluster.node_address(old).unwrap()).await;
+
+    let r = c
+        .call(
+            12,
+            &produce_req("t", 0, -1, batch(&["x"], BatchOptions::default())),
+        )
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (new, 1)
+    );
+    assert_eq!(r.node_endpoints.len(), 1);
+    let port = cluster
+        .node_address(new)
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    assert_eq!(
+        (r.node_endpoints[0].node_id.0, r.node_endpoints[0].port),
+        (new, port)
+    );
+
+    let r = c.call(17, &fetch_req("t", 0, 0)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(p.current_leader.leader_id.0, new);
+    assert_eq!(r.node_endpoints.len(), 1);
+}

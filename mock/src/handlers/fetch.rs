@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
@@ -220,6 +222,8 @@ pub(crate) async fn fetch(ctx: &mut Ctx, req: FetchRequest) -> FetchResponse {
 struct Built {
     /// (topic, topic id, partition data), in request order.
     parts: Vec<(String, Uuid, PartitionData)>,
+    /// KIP-951: the nodes named as new leaders.
+    endpoints: Vec<NodeEndpoint>,
     bytes: usize,
     errors: bool,
 }
@@ -268,6 +272,7 @@ fn finish(ctx: &Ctx, mode: &Mode, built: Built) -> FetchResponse {
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(topics)
+        .with_node_endpoints(built.endpoints)
 }
 
 /// The response as the log stands.
@@ -292,6 +297,7 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
     };
     let mut out = Built {
         parts: Vec::new(),
+        endpoints: Vec::new(),
         bytes: 0,
         errors: false,
     };
@@ -336,6 +342,26 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
         }
         if let Some(code) = error {
             out.errors = true;
+            // KIP-951: a partition that moved names its leader.
+            let moved = code == ResponseError::NotLeaderOrFollower.code()
+                || code == ResponseError::FencedLeaderEpoch.code();
+            if let (true, true, Some(p)) = (moved, v >= 12, p) {
+                if let Some(n) = st.node(p.leader).filter(|n| n.up && n.id != ctx.node) {
+                    pd = pd.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(n.id.into())
+                            .with_leader_epoch(p.leader_epoch),
+                    );
+                    if v >= 16 && !out.endpoints.iter().any(|e| e.node_id.0 == n.id) {
+                        out.endpoints.push(
+                            NodeEndpoint::default()
+                                .with_node_id(n.id.into())
+                                .with_host(sb(&n.host))
+                                .with_port(i32::from(n.port)),
+                        );
+                    }
+                }
+            }
             out.parts
                 .push((fp.topic.clone(), fp.topic_id, pd.with_error_code(code)));
             continue;

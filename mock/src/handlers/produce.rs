@@ -5,12 +5,14 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use paperboy_protocol::records::{batches, DecodeLimits, RecordBatch};
 
-use super::Ctx;
+use super::{sb, Ctx};
 use crate::cluster::{now_ms, State};
 
 /// How many recent batches of a producer a partition remembers for duplicate detection.
@@ -79,6 +81,7 @@ pub(crate) async fn produce(ctx: &mut Ctx, req: ProduceRequest) -> Option<Produc
     let acks = req.acks;
     let mut appended = false;
     let mut responses = Vec::new();
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     {
         let mut st = ctx.shared.lock();
         for topic in req.topic_data {
@@ -123,9 +126,31 @@ pub(crate) async fn produce(ctx: &mut Ctx, req: ProduceRequest) -> Option<Produc
                     }
                     Err(code) => {
                         r = r.with_error_code(code);
-                        if v >= 8 {
-                            if let Some(p) = name.as_ref().and_then(|n| st.partition(n, pd.index)) {
-                                r = r.with_log_start_offset(p.log.log_start());
+                        let p = name.as_ref().and_then(|n| st.partition(n, pd.index));
+                        if let (true, Some(p)) = (v >= 8, p) {
+                            r = r.with_log_start_offset(p.log.log_start());
+                        }
+                        // KIP-951: NOT_LEADER_OR_FOLLOWER names the new leader.
+                        if let (true, true, Some(p)) = (
+                            v >= 10,
+                            code == ResponseError::NotLeaderOrFollower.code(),
+                            p,
+                        ) {
+                            if let Some(n) = st.node(p.leader).filter(|n| n.up && n.id != ctx.node)
+                            {
+                                r = r.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(n.id.into())
+                                        .with_leader_epoch(p.leader_epoch),
+                                );
+                                if !endpoints.iter().any(|e: &NodeEndpoint| e.node_id.0 == n.id) {
+                                    endpoints.push(
+                                        NodeEndpoint::default()
+                                            .with_node_id(n.id.into())
+                                            .with_host(sb(&n.host))
+                                            .with_port(i32::from(n.port)),
+                                    );
+                                }
                             }
                         }
                     }
@@ -147,7 +172,11 @@ pub(crate) async fn produce(ctx: &mut Ctx, req: ProduceRequest) -> Option<Produc
     if acks == 0 {
         return None;
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints),
+    )
 }
 
 struct Appended {
