@@ -753,7 +753,13 @@ async fn not_leader_answers_name_the_new_leader() {
         (new, port)
     );
 
-    let r = c.call(17, &fetch_req("t", 0, 0)).await;
+    // Fetch v17 names topics by id.
+    let md = c
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let mut req = fetch_req("t", 0, 0);
+    req.topics[0].topic_id = md.topics[0].topic_id;
+    let r = c.call(17, &req).await;
     let p = &r.responses[0].partitions[0];
     assert_eq!(p.error_code, ResponseError::NotLeaderOrFollower.code());
     assert_eq!(p.current_leader.leader_id.0, new);
