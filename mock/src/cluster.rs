@@ -160,6 +160,7 @@ impl ClusterBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             appended,
+            changed: watch::channel(0u64).0,
             nodes: handles,
         });
         let mut tasks = Vec::new();
@@ -370,6 +371,41 @@ impl Cluster {
             .insert(group.to_owned(), node);
     }
 
+    /// Waits until `condition` (checked against this cluster's inspection methods) holds,
+    /// re-checking after every request the cluster serves and every housekeeping tick
+    /// (20 ms); `false` if `timeout` passes first. For tests that wait on the cluster's
+    /// state without sleeping.
+    ///
+    /// ```no_run
+    /// # async fn run(cluster: paperboy_mock::Cluster) {
+    /// use std::time::Duration;
+    /// let committed = cluster
+    ///     .wait_until(Duration::from_secs(10), |c| c.committed("g", "t", 0) == Some(100))
+    ///     .await;
+    /// assert!(committed);
+    /// # }
+    /// ```
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&Cluster) -> bool,
+    ) -> bool {
+        let mut changed = self.shared.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changed.borrow_and_update();
+            if condition(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return condition(self);
+            }
+        }
+    }
+
     /// The leader of a partition.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         let st = self.shared.lock();
@@ -424,6 +460,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Bumped after every append: fetches waiting for data watch it.
     pub appended: watch::Sender<u64>,
+    /// Bumped after every request and housekeeping tick: [`Cluster::wait_until`] watches it.
+    pub changed: watch::Sender<u64>,
     pub nodes: Vec<NodeHandle>,
 }
 
@@ -710,6 +748,8 @@ async fn housekeeping(shared: Arc<Shared>) {
             last_retention = now;
             st.enforce_retention_time(now_ms());
         }
+        drop(st);
+        shared.changed.send_modify(|g| *g += 1);
     }
 }
 

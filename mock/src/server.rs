@@ -220,5 +220,6 @@ async fn handle_frame(
         }
     };
     shared.lock().faults.finish(ctx.faults.applied());
+    shared.changed.send_modify(|g| *g += 1);
     Some((api, version, outcome))
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paperboy::engine::{BoxError, Engine, EngineConfig, Envelope, Handler, Message};
 use paperboy::{phq, ConsumerConfig};
@@ -114,18 +114,21 @@ async fn the_quickstart_scenario_runs_on_the_mock() {
     let health = engine.health();
     let running = tokio::spawn(engine.run());
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (seen.lock().unwrap().len() as u64) < n_orders
-        || clicks_done.load(Ordering::Relaxed) < n_clicks
-    {
-        assert!(
-            Instant::now() < deadline && !running.is_finished(),
-            "handled {} orders and {} clicks",
-            seen.lock().unwrap().len(),
-            clicks_done.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the handlers' counters
-    }
+    // Everything handled shows on the cluster as commits at the high watermarks.
+    let all_committed = |c: &Cluster| {
+        ["orders", "clicks"].iter().all(|t| {
+            (0..3).all(|p| c.committed("quickstart", t, p) == Some(c.offsets(t, p).unwrap().1))
+        })
+    };
+    assert!(
+        cluster
+            .wait_until(Duration::from_secs(60), all_committed)
+            .await,
+        "handled {} orders and {} clicks, engine finished: {}",
+        seen.lock().unwrap().len(),
+        clicks_done.load(Ordering::Relaxed),
+        running.is_finished()
+    );
     stop.shutdown(); // finish, commit, leave the group
     tokio::time::timeout(Duration::from_secs(30), running)
         .await

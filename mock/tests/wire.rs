@@ -396,15 +396,16 @@ async fn join_requires_a_member_id_then_rebalances_and_expires_sessions() {
     assert_eq!(cluster.group_members("g").unwrap().1.len(), 2);
 
     // B goes silent: its session expires and A is told to rejoin alone.
-    let deadline = Instant::now() + BOUND;
-    loop {
-        assert!(Instant::now() < deadline, "B's session did not expire");
-        let code = a.call(4, &heartbeat_req(&ida, 2)).await.error_code;
-        if code == ResponseError::RebalanceInProgress.code() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await; // the heartbeat interval
-    }
+    let a_alone = |c: &Cluster| {
+        c.group_members("g")
+            .is_some_and(|(_, m)| m == vec![ida.clone()])
+    };
+    assert!(
+        cluster.wait_until(BOUND, a_alone).await,
+        "B's session did not expire"
+    );
+    let code = a.call(4, &heartbeat_req(&ida, 2)).await.error_code;
+    assert_eq!(code, ResponseError::RebalanceInProgress.code());
     let alone = a.call(9, &join_req(&ida, 10_000)).await;
     assert_eq!((alone.generation_id, alone.members.len()), (3, 1));
 }
@@ -620,15 +621,14 @@ async fn admin_requests_topic_configs_retention_and_latency() {
         .0,
         0
     );
-    let deadline = Instant::now() + BOUND;
-    while cluster.offsets("t", 0) != Some((2, 2)) {
-        assert!(
-            Instant::now() < deadline,
-            "old records were not deleted: {:?}",
-            cluster.offsets("t", 0)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling the observable state
-    }
+    let deleted = cluster
+        .wait_until(BOUND, |c| c.offsets("t", 0) == Some((2, 2)))
+        .await;
+    assert!(
+        deleted,
+        "old records were not deleted: {:?}",
+        cluster.offsets("t", 0)
+    );
 
     // A slow node.
     cluster.set_latency(0, Duration::from_millis(200));
