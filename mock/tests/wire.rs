@@ -765,3 +765,38 @@ async fn not_leader_answers_name_the_new_leader() {
     assert_eq!(p.current_leader.leader_id.0, new);
     assert_eq!(r.node_endpoints.len(), 1);
 }
+
+#[tokio::test]
+async fn hostile_frames_close_only_their_connection() {
+    let cluster = Cluster::builder().topic("t", 1).build().await.unwrap();
+    let addr = cluster.bootstrap();
+    let frames: Vec<Vec<u8>> = vec![
+        (-5i32).to_be_bytes().to_vec(), // negative length
+        [&7i32.to_be_bytes()[..], &[0x7f, 0x7f, 0, 0, 0, 0, 1]].concat(), // unknown API key
+        [
+            &10i32.to_be_bytes()[..],
+            &[0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff],
+        ]
+        .concat(), // truncated Metadata
+        [&8i32.to_be_bytes()[..], &[0, 0, 0, 1, 0, 0, 0, 1]].concat(), // Produce v1: below the floor
+        [
+            &14i32.to_be_bytes()[..],
+            &[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff],
+        ]
+        .concat(), // huge array count
+    ];
+    for f in frames {
+        let mut c = Conn::to(&addr).await;
+        c.sock.write_all(&f).await.unwrap();
+        assert!(
+            c.frame().await.is_none(),
+            "{f:?} should close the connection"
+        );
+    }
+    // The cluster still serves.
+    let mut c = Conn::to(&addr).await;
+    let md = c
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    assert_eq!(md.topics.len(), 1);
+}
