@@ -124,6 +124,7 @@ impl ClusterBuilder {
                 port,
                 up: true,
                 latency: Duration::ZERO,
+                rack: None,
             });
             listeners.push(l);
         }
@@ -271,6 +272,12 @@ impl Cluster {
         self.shared.lock().faults.inject(fault)
     }
 
+    /// How many more requests an injected fault will affect: `Some(Some(n))`, `Some(None)`
+    /// for one that lasts until cleared, `None` once it is used up or cleared.
+    pub fn fault_remaining(&self, id: FaultId) -> Option<Option<u32>> {
+        self.shared.lock().faults.remaining(id)
+    }
+
     /// Removes one injected fault.
     pub fn clear_fault(&self, id: FaultId) {
         self.shared.lock().faults.clear(id);
@@ -325,6 +332,13 @@ impl Cluster {
         }
     }
 
+    /// Sets the rack Metadata reports for `node` (`None`: no rack).
+    pub fn set_rack(&self, node: i32, rack: Option<&str>) {
+        if let Some(n) = self.shared.lock().node_mut(node) {
+            n.rack = rack.map(str::to_owned);
+        }
+    }
+
     /// Narrows the versions served for `api` (advertised in ApiVersions and accepted;
     /// a request outside them closes its connection, as a broker does), or stops serving
     /// it (`None`), to test a client's version negotiation. Ranges wider than the
@@ -340,13 +354,14 @@ impl Cluster {
         self.shared.lock().api_overrides.insert(api as i16, range);
     }
 
-    /// Makes `node` the leader of a partition, with a new leader epoch.
+    /// Makes `node` the leader of a partition, with a new leader epoch; `-1` leaves it
+    /// without a leader (Metadata: LEADER_NOT_AVAILABLE; every node: NOT_LEADER_OR_FOLLOWER).
     ///
     /// # Errors
     /// UnknownTopicOrPartition, or BrokerNotAvailable for a node that does not exist.
     pub fn move_leader(&self, topic: &str, partition: i32, node: i32) -> Result<(), ResponseError> {
         let mut st = self.shared.lock();
-        if st.node(node).is_none() {
+        if node != -1 && st.node(node).is_none() {
             return Err(ResponseError::BrokerNotAvailable);
         }
         let p = st
@@ -354,7 +369,7 @@ impl Cluster {
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         p.leader = node;
         p.leader_epoch += 1;
-        if !p.replicas.contains(&node) {
+        if node != -1 && !p.replicas.contains(&node) {
             p.replicas.insert(0, node);
         }
         let epoch = p.leader_epoch;
@@ -487,6 +502,8 @@ pub(crate) struct NodeInfo {
     pub up: bool,
     /// Added before every response of the node (a slow link; librdkafka's broker RTT).
     pub latency: Duration,
+    /// The rack Metadata reports.
+    pub rack: Option<String>,
 }
 
 /// A topic.

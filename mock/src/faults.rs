@@ -121,7 +121,7 @@ impl Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultId(pub(crate) u64);
 
-/// A request the cluster received: at which node, which API, which version.
+/// A request the cluster received: at which node, which API, which version, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestRecord {
     /// The node it arrived at.
@@ -130,6 +130,8 @@ pub struct RequestRecord {
     pub api: ApiKey,
     /// Its version.
     pub version: i16,
+    /// When it arrived (for assertions on timing: backoffs, heartbeat intervals).
+    pub at: std::time::Instant,
 }
 
 /// The injected faults.
@@ -149,6 +151,15 @@ impl Faults {
 
     pub fn clear(&mut self, id: FaultId) {
         self.list.retain(|(i, _)| *i != id);
+    }
+
+    /// How many more requests fault `id` will affect: `Some(None)` until cleared,
+    /// `None` once used up (or cleared).
+    pub fn remaining(&self, id: FaultId) -> Option<Option<u32>> {
+        self.list
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, f)| f.remaining)
     }
 
     pub fn clear_all(&mut self) {

@@ -156,7 +156,12 @@ async fn handle_frame(
     if api == ApiKey::ApiVersions && supported.is_some_and(|(_, max)| version > max) {
         // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the versions we speak.
         let mut st = shared.lock();
-        st.requests.push(RequestRecord { node, api, version });
+        st.requests.push(RequestRecord {
+            node,
+            api,
+            version,
+            at: std::time::Instant::now(),
+        });
         let body = handlers::metadata::api_versions_unsupported(&st.served_all());
         return Some((api, 0, Outcome::Respond(body, None)));
     }
@@ -171,7 +176,12 @@ async fn handle_frame(
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).ok()?;
     let (faults, latency, users) = {
         let mut st = shared.lock();
-        st.requests.push(RequestRecord { node, api, version });
+        st.requests.push(RequestRecord {
+            node,
+            api,
+            version,
+            at: std::time::Instant::now(),
+        });
         let latency = st.node(node).filter(|n| n.up)?.latency;
         (st.faults.for_request(api, node), latency, st.sasl.clone())
     };

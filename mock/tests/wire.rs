@@ -800,3 +800,57 @@ async fn hostile_frames_close_only_their_connection() {
         .await;
     assert_eq!(md.topics.len(), 1);
 }
+
+#[tokio::test]
+async fn leaderless_partitions_racks_fault_counts_and_request_times() {
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .topic("t", 1)
+        .build()
+        .await
+        .unwrap();
+    cluster.set_rack(0, Some("rack-a"));
+    cluster.move_leader("t", 0, -1).unwrap();
+    let mut c = Conn::to(&cluster.node_address(0).unwrap()).await;
+    let md = c
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let rack0 = md
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 == 0)
+        .unwrap()
+        .rack
+        .clone();
+    assert_eq!(rack0.as_ref().map(|r| r.as_str()), Some("rack-a"));
+    let p = &md.topics[0].partitions[0];
+    assert_eq!(
+        (p.leader_id.0, p.error_code),
+        (-1, ResponseError::LeaderNotAvailable.code())
+    );
+    let (err, _, _) = produce(&mut c, "t", batch(&["x"], BatchOptions::default())).await;
+    assert_eq!(err, ResponseError::NotLeaderOrFollower.code());
+
+    let id = cluster.inject(
+        Fault::error(ApiKey::Metadata, ResponseError::UnknownServerError)
+            .on_topic("t")
+            .times(2),
+    );
+    assert_eq!(cluster.fault_remaining(id), Some(Some(2)));
+    let md = c
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    assert_eq!(
+        md.topics[0].error_code,
+        ResponseError::UnknownServerError.code()
+    );
+    assert_eq!(cluster.fault_remaining(id), Some(Some(1)));
+    cluster.clear_fault(id);
+    assert_eq!(cluster.fault_remaining(id), None);
+
+    let times: Vec<_> = cluster.requests().iter().map(|r| r.at).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "requests are recorded in arrival order"
+    );
+}

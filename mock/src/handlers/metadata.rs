@@ -56,6 +56,11 @@ pub(crate) async fn metadata(ctx: &mut Ctx, req: MetadataRequest) -> MetadataRes
                 .with_node_id(n.id.into())
                 .with_host(sb(&n.host))
                 .with_port(i32::from(n.port))
+                .with_rack(if v >= 1 {
+                    n.rack.as_deref().map(sb)
+                } else {
+                    None
+                })
         })
         .collect();
     let controller = st.nodes.iter().find(|n| n.up).map_or(-1, |n| n.id);
