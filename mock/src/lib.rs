@@ -32,6 +32,7 @@ mod handlers;
 mod log;
 mod sasl;
 mod server;
+mod state;
 mod versions;
 
 pub use cluster::{Cluster, ClusterBuilder};

@@ -20,8 +20,8 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use sha2::{Sha256, Sha512};
 
-use crate::cluster::random_u64;
 use crate::handlers::{encode, HandlerError};
+use crate::state::random_u64;
 
 /// Kafka's SCRAM iteration count (the minimum clients accept).
 const SCRAM_ITERATIONS: u32 = 4096;

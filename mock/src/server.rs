@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::cluster::Shared;
 use crate::faults::RequestRecord;
 use crate::handlers::{self, Ctx};
 use crate::sasl::SaslConn;
+use crate::state::Shared;
 
 /// Accepts connections for node `node` until the task is aborted (which drops, and so
 /// aborts, every connection task it spawned).

@@ -12,7 +12,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
 use super::{sb, Ctx};
-use crate::cluster::{State, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::state::{State, DEFAULT_MAX_MESSAGE_BYTES};
 
 pub(crate) async fn create_topics(ctx: &mut Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let v = ctx.version;

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{sb, Ctx};
-use crate::cluster::State;
+use crate::state::State;
 
 /// At most this many sessions are kept per cluster; the oldest goes first.
 const MAX_SESSIONS: usize = 1000;

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{sb, Ctx};
-use crate::cluster::{random_u64, State};
+use crate::state::{random_u64, State};
 
 /// How often the reaper looks for expired sessions and rebalance deadlines.
 pub(crate) const REAP_EVERY: Duration = Duration::from_millis(20);

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{encode, sb, Ctx};
-use crate::cluster::{valid_topic_name, State};
+use crate::state::{valid_topic_name, State};
 
 fn api_keys(served: &[(ApiKey, i16, i16)]) -> Vec<ApiVersion> {
     served

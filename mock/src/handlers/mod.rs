@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::cluster::Shared;
 use crate::faults::RequestFaults;
+use crate::state::Shared;
 
 /// What a handler knows about the request it serves.
 pub(crate) struct Ctx {

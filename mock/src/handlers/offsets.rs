@@ -20,8 +20,8 @@ use paperboy_protocol::records::{DecodeLimits, RecordBatch, TimestampType};
 
 use super::group::{CommittedOffset, Group};
 use super::{sb, Ctx};
-use crate::cluster::{Partition, State};
 use crate::log::StoredBatch;
+use crate::state::{Partition, State};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 use paperboy_protocol::records::{batches, DecodeLimits, RecordBatch};
 
 use super::{sb, Ctx};
-use crate::cluster::{now_ms, State};
+use crate::state::{now_ms, State};
 
 /// How many recent batches of a producer a partition remembers for duplicate detection.
 const DEDUP_WINDOW: usize = 5;
