@@ -17,9 +17,11 @@ use kafka_protocol::ResponseError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this error code. Partition-level APIs (Produce, Fetch, ListOffsets,
-    /// OffsetCommit, OffsetFetch, OffsetForLeaderEpoch, Metadata's topics) put it on each
-    /// matching partition, which is then not processed (a Produce is not appended);
-    /// the others put it in their top-level (or per-group, per-key) error code.
+    /// OffsetCommit, OffsetForLeaderEpoch) put it on each matching partition, which is
+    /// then not processed (a Produce is not appended); topic-level ones (Metadata's
+    /// topics, CreateTopics, DeleteTopics, CreatePartitions) on each matching topic; the
+    /// others (groups, OffsetFetch, InitProducerId, ApiVersions, ...) in their top-level,
+    /// per-group or per-key error code, and only when the fault has no topic filter.
     Error(i16),
     /// Process the request, then hold its response this long before sending it (and, as
     /// on a slow link, the responses after it on that connection).
