@@ -169,6 +169,12 @@ impl PartitionLog {
         best
     }
 
+    /// The leader epoch `offset` was written in (the current epoch for the log end).
+    pub fn epoch_of(&self, offset: i64) -> i32 {
+        let i = self.epochs.partition_point(|&(_, start)| start <= offset);
+        self.epochs[i.saturating_sub(1)].0
+    }
+
     /// For OffsetForLeaderEpoch: the largest epoch at or below `epoch` and the offset at
     /// which it ended (the start of the next epoch, or the log end for the current one).
     /// `None` when `epoch` is older than every epoch known.
@@ -290,5 +296,14 @@ mod tests {
         assert_eq!(log.end_offset_for_epoch(1), Some((0, 5)));
         assert_eq!(log.end_offset_for_epoch(2), Some((2, 10)));
         assert_eq!(log.end_offset_for_epoch(-1), None);
+        assert_eq!(
+            (
+                log.epoch_of(0),
+                log.epoch_of(4),
+                log.epoch_of(5),
+                log.epoch_of(10)
+            ),
+            (0, 0, 2, 2)
+        );
     }
 }

@@ -72,7 +72,16 @@ pub(crate) async fn list_offsets(ctx: &mut Ctx, req: ListOffsetsRequest) -> List
                     lp.partition_index,
                     lp.current_leader_epoch,
                 )
-                .map(|p| (lookup(p, lp.timestamp), p.leader_epoch)),
+                .map(|p| {
+                    let (offset, ts) = lookup(p, lp.timestamp);
+                    // The epoch the offset was written in (the current one at the end).
+                    let epoch = if offset >= 0 && offset < p.log.log_end() {
+                        p.log.epoch_of(offset)
+                    } else {
+                        p.leader_epoch
+                    };
+                    ((offset, ts), epoch)
+                }),
             };
             match found {
                 Ok(((offset, ts), epoch)) => {
