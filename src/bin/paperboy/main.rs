@@ -3,6 +3,7 @@
 //! ```text
 //! paperboy produce --bootstrap HOST:PORT --topic TOPIC [options] < lines
 //! paperboy consume --bootstrap HOST:PORT --topic TOPIC [options] > json-lines
+//! paperboy dev [--port PORT] [--nodes N] [--partitions N]
 //! ```
 //! See `paperboy help` for the options.
 
@@ -20,12 +21,15 @@ use paperboy::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecor
 use paperboy::OffsetSpec;
 use tokio::sync::{mpsc, Notify};
 
+mod dev;
+
 const USAGE: &str = "\
 paperboy: a pure-Rust Kafka client
 
 USAGE:
     paperboy produce --bootstrap HOST:PORT --topic TOPIC [OPTIONS]
     paperboy consume --bootstrap HOST:PORT --topic TOPIC [OPTIONS]
+    paperboy dev [OPTIONS]          a local Kafka in this process (no Java needed)
     paperboy help
 
 PRODUCE:
@@ -80,6 +84,10 @@ CONSUME:
     -X, --property KEY=VALUE  any consumer property (fetch.max.wait.ms, isolation.level,
                               ...); -X group.id=G is --group G
     -q, --quiet               no summary
+
+DEV:
+    Runs an in-process Kafka cluster on 127.0.0.1 (default port 9092) until SIGINT or
+    SIGTERM and prints its bootstrap address; see `paperboy dev --help`.
 ";
 
 struct ProduceArgs {
@@ -174,6 +182,14 @@ async fn main() -> ExitCode {
                 Ok(())
             }
             Err(e) => Err(format!("{e}\n\n{USAGE}")),
+        },
+        Some("dev") => match dev::parse(&args[1..]) {
+            Ok(Some(a)) => dev::run(a).await,
+            Ok(None) => {
+                print!("{}", dev::USAGE);
+                Ok(())
+            }
+            Err(e) => Err(format!("{e}\n\n{}", dev::USAGE)),
         },
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
