@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::faults::{Fault, FaultId, Faults, RequestRecord};
 use crate::handlers::fetch::FetchSessions;
 use crate::sasl::{SaslMechanism, SaslUsers};
-use crate::state::{now_ms, random_u64, NodeHandle, NodeInfo, Shared, State};
+use crate::state::{now_ms, random_u64, NodeInfo, Shared, State};
 
 /// Builds a [`Cluster`]; see [`Cluster::builder`].
 #[derive(Debug, Clone)]
@@ -111,14 +111,7 @@ impl ClusterBuilder {
             };
             let l = TcpListener::bind(("127.0.0.1", port)).await?;
             let port = l.local_addr()?.port();
-            nodes.push(NodeInfo {
-                id,
-                host: "127.0.0.1".to_owned(),
-                port,
-                up: true,
-                latency: Duration::ZERO,
-                rack: None,
-            });
+            nodes.push(NodeInfo::new(id, port));
             listeners.push(l);
         }
         let mut state = State {
@@ -146,27 +139,23 @@ impl ClusterBuilder {
                 .map_err(|code| io::Error::other(format!("topic {name}: error {code}")))?;
         }
         let (appended, _) = watch::channel(0u64);
-        let handles: Vec<NodeHandle> = (0..self.nodes)
-            .map(|_| NodeHandle {
-                kill: watch::channel(0u64).0,
-            })
-            .collect();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             appended,
             changed: watch::channel(0u64).0,
-            nodes: handles,
         });
-        let mut tasks = Vec::new();
+        let mut listener_tasks = HashMap::new();
         for (id, l) in listeners.into_iter().enumerate() {
-            tasks.push(tokio::spawn(crate::server::serve_node(
-                shared.clone(),
-                id as i32,
-                l,
-            )));
+            let task = tokio::spawn(crate::server::serve_node(shared.clone(), id as i32, l));
+            listener_tasks.insert(id as i32, task);
         }
-        tasks.push(tokio::spawn(housekeeping(shared.clone())));
-        Ok(Cluster { shared, tasks })
+        let housekeeping = tokio::spawn(housekeeping(shared.clone()));
+        Ok(Cluster {
+            shared,
+            listeners: Mutex::new(listener_tasks),
+            housekeeping,
+            first_port: self.first_port,
+        })
     }
 }
 
@@ -185,7 +174,10 @@ impl ClusterBuilder {
 #[derive(Debug)]
 pub struct Cluster {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each node's listener task (aborting it closes its connections too).
+    listeners: Mutex<HashMap<i32, JoinHandle<()>>>,
+    housekeeping: JoinHandle<()>,
+    first_port: u16,
 }
 
 impl Cluster {
@@ -222,12 +214,94 @@ impl Cluster {
 
     /// Stops every listener and connection.
     pub fn shutdown(&self) {
-        for t in &self.tasks {
+        for t in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             t.abort();
         }
-        for n in &self.shared.nodes {
-            n.kill.send_modify(|g| *g += 1);
+        self.housekeeping.abort();
+        for n in &self.shared.lock().nodes {
+            n.drop_connections();
         }
+    }
+
+    /// Adds a node (the next id; OS-assigned port, or `first_port + id` with
+    /// [`ClusterBuilder::port`]). It leads nothing until partitions move to it
+    /// ([`move_leader`](Self::move_leader), [`create_topic`](Self::create_topic)).
+    ///
+    /// # Errors
+    /// When its listener cannot be bound.
+    pub async fn add_node(&self) -> io::Result<i32> {
+        let id = self
+            .shared
+            .lock()
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .max()
+            .unwrap_or(-1)
+            + 1;
+        let port = match self.first_port {
+            0 => 0,
+            first => u16::try_from(i32::from(first) + id)
+                .map_err(|_| io::Error::other("port out of range"))?,
+        };
+        let l = TcpListener::bind(("127.0.0.1", port)).await?;
+        let port = l.local_addr()?.port();
+        self.shared.lock().nodes.push(NodeInfo::new(id, port));
+        let task = tokio::spawn(crate::server::serve_node(self.shared.clone(), id, l));
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, task);
+        Ok(id)
+    }
+
+    /// Removes a node for good: its listener and connections close, it leaves every
+    /// replica set, the partitions it led move to their first remaining replica (or the
+    /// first node) with a new leader epoch, and coordinators moved to it go back to the
+    /// hash (which now spreads over fewer nodes).
+    ///
+    /// # Errors
+    /// BrokerNotAvailable for an unknown node; InvalidRequest for the last one.
+    pub fn remove_node(&self, node: i32) -> Result<(), ResponseError> {
+        let mut st = self.shared.lock();
+        let Some(i) = st.nodes.iter().position(|n| n.id == node) else {
+            return Err(ResponseError::BrokerNotAvailable);
+        };
+        if st.nodes.len() == 1 {
+            return Err(ResponseError::InvalidRequest);
+        }
+        let removed = st.nodes.remove(i);
+        removed.drop_connections();
+        if let Some(t) = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node)
+        {
+            t.abort();
+        }
+        let fallback = st.nodes[0].id;
+        for t in st.topics.values_mut() {
+            for p in &mut t.partitions {
+                p.replicas.retain(|r| *r != node);
+                if p.leader == node {
+                    p.leader = p.replicas.first().copied().unwrap_or(fallback);
+                    if p.replicas.is_empty() {
+                        p.replicas.push(p.leader);
+                    }
+                    p.leader_epoch += 1;
+                    let epoch = p.leader_epoch;
+                    p.log.new_epoch(epoch);
+                }
+            }
+        }
+        st.coordinators.retain(|_, n| *n != node);
+        Ok(())
     }
 
     /// Creates a topic (as CreateTopics would, replication `min(3, nodes)`).
@@ -293,8 +367,8 @@ impl Cluster {
 
     /// Closes every open connection to `node` (it keeps accepting new ones).
     pub fn drop_connections(&self, node: i32) {
-        if let Some(n) = self.shared.nodes.get(node as usize) {
-            n.kill.send_modify(|g| *g += 1);
+        if let Some(n) = self.shared.lock().node(node) {
+            n.drop_connections();
         }
     }
 

@@ -60,7 +60,9 @@ pub(crate) enum Outcome {
 }
 
 async fn connection(shared: Arc<Shared>, node: i32, sock: TcpStream, peer: SocketAddr) {
-    let mut kill = shared.nodes[node as usize].kill.subscribe();
+    let Some(mut kill) = shared.lock().node(node).map(|n| n.kill.subscribe()) else {
+        return;
+    };
     let (mut rd, mut wr) = sock.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut sasl = SaslConn::default();

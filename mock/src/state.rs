@@ -30,7 +30,6 @@ pub(crate) struct Shared {
     pub appended: watch::Sender<u64>,
     /// Bumped after every request and housekeeping tick: [`Cluster::wait_until`] watches it.
     pub changed: watch::Sender<u64>,
-    pub nodes: Vec<NodeHandle>,
 }
 
 impl Shared {
@@ -40,14 +39,8 @@ impl Shared {
     }
 }
 
-/// Per-node controls held outside the state.
+/// A node.
 #[derive(Debug)]
-pub(crate) struct NodeHandle {
-    /// Bumped to close every connection of the node.
-    pub kill: watch::Sender<u64>,
-}
-
-#[derive(Debug, Clone)]
 pub(crate) struct NodeInfo {
     pub id: i32,
     pub host: String,
@@ -57,6 +50,27 @@ pub(crate) struct NodeInfo {
     pub latency: Duration,
     /// The rack Metadata reports.
     pub rack: Option<String>,
+    /// Bumped to close every connection of the node.
+    pub kill: watch::Sender<u64>,
+}
+
+impl NodeInfo {
+    pub fn new(id: i32, port: u16) -> NodeInfo {
+        NodeInfo {
+            id,
+            host: "127.0.0.1".to_owned(),
+            port,
+            up: true,
+            latency: Duration::ZERO,
+            rack: None,
+            kill: watch::channel(0u64).0,
+        }
+    }
+
+    /// Closes every open connection of the node.
+    pub fn drop_connections(&self) {
+        self.kill.send_modify(|g| *g += 1);
+    }
 }
 
 /// A topic.

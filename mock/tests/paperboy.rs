@@ -490,3 +490,33 @@ async fn a_group_follows_its_coordinator_when_it_moves() {
     );
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_added_and_removed_at_run_time() {
+    init_tracing();
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .topic("t", 2)
+        .build()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    let mut delivered = produce(&p, "t", 0..20).await;
+
+    let added = cluster.add_node().await.unwrap();
+    assert_eq!(added, 2);
+    cluster.move_leader("t", 0, added).unwrap();
+    delivered.extend(produce(&p, "t", 20..40).await);
+    assert!(cluster
+        .requests()
+        .iter()
+        .any(|r| r.api == ApiKey::Produce && r.node == added));
+
+    cluster.remove_node(0).unwrap();
+    assert_ne!(cluster.leader("t", 1), Some(0));
+    delivered.extend(produce(&p, "t", 40..60).await);
+    p.close().await;
+    assert!(cluster.bootstrap().split(',').count() == 2);
+    let read = read_all(&cluster, "t", 2, 60).await;
+    check_read_back(&delivered, &read);
+}
