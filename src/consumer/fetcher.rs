@@ -306,7 +306,13 @@ fn plan(
         if left < 1024.min(cfg.prefetch_budget) {
             break;
         }
-        let max_bytes = (cfg.fetch_max_bytes as usize).min(left) as i32;
+        // What the request can return: its partitions' limits added up (a broker returns
+        // no more, but for one batch over a partition's limit, KIP-74), within
+        // `fetch.max.bytes` and the budget left. Reserving `fetch.max.bytes` instead took
+        // a 64 MiB budget's room for two brokers' fetches, and a third broker's
+        // partitions were never fetched while the other two long-polled at their end.
+        let asked: usize = wants.iter().map(|w| w.max_bytes.max(0) as usize).sum();
+        let max_bytes = (cfg.fetch_max_bytes as usize).min(left).min(asked.max(1)) as i32;
         st.reserved += max_bytes as usize;
         for w in &wants {
             if let Some(p) = st.parts.get_mut(&w.tp) {

@@ -48,8 +48,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<DevArgs>, String> {
         };
         match flag.as_str() {
             "--port" => {
-                a.port = u16::try_from(number(flag)?)
-                    .map_err(|_| "--port: at most 65535".to_owned())?
+                a.port =
+                    u16::try_from(number(flag)?).map_err(|_| "--port: at most 65535".to_owned())?
             }
             "--nodes" => {
                 a.nodes = match number(flag)? {
