@@ -2,9 +2,13 @@
 //! consumes them, orders one at a time, clicks in bulk while they are backed up, and
 //! commits what it handled.
 //!
+//! With no broker given it starts an in-process Kafka cluster (`paperboy-mock`, three
+//! nodes on loopback ports), so it needs nothing but Rust; with one (an argument or
+//! `KAFKA_BOOTSTRAP`) it runs against that broker:
+//!
 //! ```sh
-//! scripts/kafka start
-//! cargo run --example quickstart          # or: cargo run --example quickstart -- HOST:PORT
+//! cargo run --example quickstart                      # in-process cluster
+//! cargo run --example quickstart -- 127.0.0.1:9092    # a real broker (scripts/kafka start)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,9 +109,27 @@ impl Observer for PrintEvents {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bootstrap = std::env::args()
+    // A broker given: use it. None: an in-process cluster, stopped at the end.
+    let given = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+        .or_else(|| std::env::var("KAFKA_BOOTSTRAP").ok());
+    let mock = match &given {
+        Some(_) => None,
+        None => Some(paperboy_mock::Cluster::builder().nodes(3).build().await?),
+    };
+    let bootstrap = match (&given, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(cluster)) => cluster.bootstrap(),
+        (None, None) => unreachable!("a cluster is started when no broker is given"),
+    };
+    println!(
+        "broker: {bootstrap} ({})",
+        if mock.is_some() {
+            "an in-process paperboy-mock cluster of 3 nodes"
+        } else {
+            "as given"
+        }
+    );
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let (orders_topic, clicks_topic) = (
         format!("quickstart-orders-{run}"),
@@ -216,6 +238,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client
         .delete_topics(&[orders_topic.as_str(), clicks_topic.as_str()])
         .await?;
+    if let Some(cluster) = mock {
+        cluster.shutdown();
+    }
     let complete = orders_done.load(Ordering::Relaxed) == n_orders
         && clicks_done.load(Ordering::Relaxed) == n_clicks;
     if !complete {
