@@ -83,3 +83,213 @@ async fn partitions_of_every_broker_are_fetched_with_the_default_budget() {
     consumer.close().await;
     cluster.shutdown();
 }
+
+async fn producer(cluster: &Cluster) -> Producer {
+    let mut cfg = ProducerConfig::new(&cluster.bootstrap()).with_linger(Duration::from_millis(1));
+    cfg.set("retry.backoff.ms", "10").unwrap();
+    Producer::new(cfg).await.unwrap()
+}
+
+/// Sends values `v{i}` for `range` to partition 0, each delivery awaited before the next
+/// (one batch each), and returns their offsets.
+async fn produce_one_by_one(p: &Producer, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    for i in range {
+        let d = p
+            .enqueue(
+                ProducerRecord::new(topic)
+                    .with_partition(0)
+                    .with_value(format!("v{i}")),
+            )
+            .await
+            .unwrap();
+        offsets.push(
+            tokio::time::timeout(DEADLINE, d)
+                .await
+                .unwrap()
+                .unwrap()
+                .offset,
+        );
+    }
+    offsets
+}
+
+fn consumer_config(cluster: &Cluster, reset: OffsetReset) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&cluster.bootstrap()).with_offset_reset(reset);
+    c.set("fetch.max.wait.ms", "50").unwrap();
+    c.set("retry.backoff.ms", "10").unwrap();
+    c
+}
+
+/// Reads partition 0 of `topic` until `n` records arrived; their values, in order.
+async fn read_values(consumer: &Consumer, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records",
+            got.len()
+        );
+        for r in consumer
+            .recv_batch(n - got.len(), Duration::from_millis(100))
+            .await
+            .unwrap()
+        {
+            got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    got
+}
+
+fn values(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("v{i}")).collect()
+}
+
+/// Each error a partition's fetch can answer with and that a consumer retries (with a
+/// metadata refresh where the error says the leader may have moved), injected twice:
+/// every record is still read exactly once, in order.
+#[tokio::test]
+async fn retriable_fetch_errors_lose_and_repeat_nothing() {
+    use paperboy_mock::{Fault, ResponseError};
+    for error in [
+        ResponseError::NotLeaderOrFollower,
+        ResponseError::ReplicaNotAvailable,
+        ResponseError::KafkaStorageError,
+        ResponseError::FencedLeaderEpoch,
+        ResponseError::UnknownLeaderEpoch,
+        ResponseError::UnknownTopicOrPartition,
+        ResponseError::OffsetNotAvailable,
+    ] {
+        let cluster = Cluster::builder()
+            .nodes(1)
+            .topic("t", 1)
+            .build()
+            .await
+            .unwrap();
+        let p = producer(&cluster).await;
+        produce_one_by_one(&p, "t", 0..20).await;
+        let consumer = Consumer::new(consumer_config(&cluster, OffsetReset::Earliest))
+            .await
+            .unwrap();
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        let first = read_values(&consumer, 10).await;
+        let fault = cluster.inject(
+            Fault::error(ApiKey::Fetch, error)
+                .on_partition("t", 0)
+                .times(2),
+        );
+        produce_one_by_one(&p, "t", 20..30).await;
+        let rest = read_values(&consumer, 20).await;
+        assert_eq!(
+            cluster.fault_remaining(fault),
+            None,
+            "{error:?}: both injected errors were answered"
+        );
+        let all: Vec<String> = first.into_iter().chain(rest).collect();
+        assert_eq!(all, values(0..30), "{error:?}");
+        let more = consumer
+            .recv_batch(10, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(more.is_empty(), "{error:?}: {} more records", more.len());
+        consumer.close().await;
+        p.close().await;
+        cluster.shutdown();
+    }
+}
+
+/// The leader goes down mid-stream and another node takes over (a new leader epoch):
+/// the consumer follows it, validates its position against the new leader's log
+/// (OffsetForLeaderEpoch, KIP-320), and reads on without loss or repetition.
+#[tokio::test]
+async fn a_leader_that_goes_down_mid_stream_is_followed_without_loss() {
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .topic("t", 1)
+        .build()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    produce_one_by_one(&p, "t", 0..50).await;
+    let consumer = Consumer::new(consumer_config(&cluster, OffsetReset::Earliest))
+        .await
+        .unwrap();
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    let first = read_values(&consumer, 30).await;
+
+    let old = cluster.leader("t", 0).unwrap();
+    let new = (old + 1) % 3;
+    cluster.clear_requests();
+    cluster.node_down(old);
+    cluster.move_leader("t", 0, new).unwrap();
+    produce_one_by_one(&p, "t", 50..80).await;
+    let rest = read_values(&consumer, 50).await;
+    let all: Vec<String> = first.into_iter().chain(rest).collect();
+    assert_eq!(all, values(0..80));
+    let validations: Vec<i32> = cluster
+        .requests()
+        .iter()
+        .filter(|r| r.api == ApiKey::OffsetForLeaderEpoch)
+        .map(|r| r.node)
+        .collect();
+    assert!(
+        !validations.is_empty() && validations.iter().all(|n| *n == new),
+        "the position validated against the new leader: {validations:?}"
+    );
+    consumer.close().await;
+    p.close().await;
+    cluster.shutdown();
+}
+
+/// Retention removes the start of the log under a consumer positioned there: with
+/// `auto.offset.reset=earliest` it goes on from the new log start, exactly the records
+/// still in the log; with `error` it gets a typed error instead of a silent jump.
+#[tokio::test]
+async fn offsets_removed_by_retention_reset_or_fail_as_configured() {
+    let cluster = Cluster::builder().nodes(1).build().await.unwrap();
+    cluster
+        .create_topic_with_configs("t", 1, &[("retention.bytes", "1000")])
+        .unwrap();
+    let p = producer(&cluster).await;
+    produce_one_by_one(&p, "t", 0..40).await;
+    let (start, end) = cluster.offsets("t", 0).unwrap();
+    assert!(
+        start > 0 && end == 40,
+        "retention removed the start: {start}..{end}"
+    );
+
+    let consumer = Consumer::new(consumer_config(&cluster, OffsetReset::Earliest))
+        .await
+        .unwrap();
+    let tp = TopicPartition::new("t", 0);
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer.seek(&tp, 0).unwrap();
+    let got = read_values(&consumer, (end - start) as usize).await;
+    assert_eq!(got, values(start as u32..40));
+    consumer.close().await;
+
+    let consumer = Consumer::new(consumer_config(&cluster, OffsetReset::Error))
+        .await
+        .unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer.seek(&tp, 0).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let err = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no error for offset 0 below log start {start}"
+        );
+        match consumer.recv_batch(10, Duration::from_millis(100)).await {
+            Ok(records) => assert!(records.is_empty(), "records handed out from offset 0"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&err, paperboy::Error::NoOffset(at) if at == "t[0] at 0"),
+        "{err:?}"
+    );
+    consumer.close().await;
+    p.close().await;
+    cluster.shutdown();
+}
