@@ -293,3 +293,51 @@ async fn offsets_removed_by_retention_reset_or_fail_as_configured() {
     p.close().await;
     cluster.shutdown();
 }
+
+/// After NOT_COORDINATOR, a group member looks its coordinator up over the group's own
+/// connection, not over the pooled one, where FindCoordinator waited behind a long-poll
+/// fetch for up to `fetch.max.wait.ms` (here 3 s; the commit took that long).
+#[tokio::test]
+async fn a_lost_coordinator_is_found_again_without_waiting_behind_a_fetch() {
+    use paperboy_mock::{Fault, ResponseError};
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .topic("t", 1)
+        .build()
+        .await
+        .unwrap();
+    let p = producer(&cluster).await;
+    produce_one_by_one(&p, "t", 0..10).await;
+    let mut cfg = consumer_config(&cluster, OffsetReset::Earliest)
+        .with_group_id("g")
+        .with_auto_commit(false);
+    cfg.set("fetch.max.wait.ms", "3000").unwrap();
+    let consumer = Consumer::new(cfg).await.unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    assert_eq!(read_values(&consumer, 10).await, values(0..10));
+    // Reading on: the fetcher long-polls the empty end of the log.
+    assert!(consumer
+        .recv_batch(1, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let fault =
+        cluster.inject(Fault::error(ApiKey::OffsetCommit, ResponseError::NotCoordinator).times(1));
+    let started = Instant::now();
+    consumer.commit_consumed().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        cluster.fault_remaining(fault),
+        None,
+        "the commit met NOT_COORDINATOR"
+    );
+    assert_eq!(cluster.committed("g", "t", 0), Some(10));
+    assert!(
+        took < Duration::from_millis(1500),
+        "the commit took {took:?}: the lookup waited behind a 3 s fetch"
+    );
+    consumer.close().await;
+    p.close().await;
+    cluster.shutdown();
+}

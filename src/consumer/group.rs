@@ -56,6 +56,11 @@ pub(crate) struct GroupClient {
     /// commits and heartbeats would queue behind long-poll fetches (a broker answers one
     /// request per connection at a time).
     coordinator: Mutex<Option<(i32, Arc<Connection>)>>,
+    /// The group's connection to a coordinator it lost (NOT_COORDINATOR, ...): the next
+    /// FindCoordinator goes there, not over the pooled connection, where it would wait
+    /// behind a long-poll fetch for up to `fetch.max.wait.ms`; and if the coordinator
+    /// is found on the same broker, it is used again.
+    previous: Mutex<Option<(i32, Arc<Connection>)>>,
 }
 
 /// Errors after which the coordinator must be looked up again.
@@ -91,6 +96,7 @@ impl GroupClient {
             group_id,
             instance_id,
             coordinator: Mutex::new(None),
+            previous: Mutex::new(None),
         }
     }
 
@@ -102,9 +108,29 @@ impl GroupClient {
         self.instance_id.as_deref().map(s)
     }
 
-    /// Forgets the coordinator, so the next call looks it up again.
+    /// Forgets the coordinator, so the next call looks it up again (over the lost
+    /// coordinator's connection while it is usable).
     pub(crate) fn coordinator_lost(&self) {
-        *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let lost = self
+            .coordinator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(lost) = lost.filter(|(_, c)| !c.is_poisoned()) {
+            *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(lost);
+        }
+    }
+
+    /// Drops the group's connections (the consumer is closing).
+    pub(crate) fn disconnect(&self) {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     async fn coordinator(&self) -> Result<Arc<Connection>> {
@@ -116,16 +142,34 @@ impl GroupClient {
         if let Some((_, conn)) = known.filter(|(_, c)| !c.is_poisoned()) {
             return Ok(conn);
         }
-        let conn = self.client.conn_to_any().await?;
+        let previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|(_, c)| !c.is_poisoned());
+        let conn = match &previous {
+            Some((_, c)) => c.clone(),
+            None => self.client.conn_to_any().await?,
+        };
         let version = conn.version_for::<FindCoordinatorRequest>()?;
         let req = if version >= 4 {
             FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
         } else {
             FindCoordinatorRequest::default().with_key(s(&self.group_id))
         };
-        let resp = conn
+        let resp = match conn
             .request_at(&req, version, self.client.config().request_timeout)
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The lost coordinator's connection did not answer: the next lookup
+                // goes over the pooled connections.
+                *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return Err(e);
+            }
+        };
         let (node, host, port) = if version >= 4 {
             let c = resp.coordinators.first().ok_or_else(|| {
                 Error::IncompleteResponse("find_coordinator: no coordinator in response".into())
@@ -141,11 +185,15 @@ impl GroupClient {
             (resp.node_id.0, resp.host.to_string(), resp.port)
         };
         debug!(group = %self.group_id, node, %host, port, "found coordinator");
-        let conn = Arc::new(
-            self.client
-                .open_connection(&format!("{host}:{port}"))
-                .await?,
-        );
+        let conn = match previous {
+            Some((was, c)) if was == node && !c.is_poisoned() => c,
+            _ => Arc::new(
+                self.client
+                    .open_connection(&format!("{host}:{port}"))
+                    .await?,
+            ),
+        };
+        *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, conn.clone()));
         Ok(conn)
     }

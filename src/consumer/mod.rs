@@ -1467,7 +1467,7 @@ impl Consumer {
             }
         }
         if let Some(g) = &self.inner.group {
-            g.coordinator_lost(); // closes the group's own connection
+            g.disconnect(); // closes the group's own connections
         }
         for t in self
             .inner
