@@ -1,4 +1,5 @@
-//! `paperboy produce` and `paperboy consume` against a real broker.
+//! `paperboy produce` and `paperboy consume` against a real broker, and `paperboy dev`
+//! (the in-process cluster as a server; those tests need no broker).
 
 mod common;
 
@@ -721,4 +722,221 @@ async fn consume_stops_cleanly_on_sigterm_and_commits_what_it_printed() {
         committed(&group, &topic, 2).await,
         end_offsets(&client, &topic, 2).await
     );
+}
+
+/// Whether kcat is on PATH. Missing: a failure when `CI` is set, else `false` with the
+/// reason printed (the caller skips its kcat step).
+fn kcat_available() -> bool {
+    let found = Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kcat is not installed, and CI is set: install kcat (Debian: apt-get install kcat)"
+        );
+        eprintln!(
+            "skipping the kcat step: kcat is not installed (set CI=1 to make this a failure)"
+        );
+    }
+    found
+}
+
+/// A running `paperboy dev`: the child, its bootstrap address (the first stdout line),
+/// and its stderr being drained. Killed on drop if the test did not stop it.
+struct Dev {
+    child: Child,
+    bootstrap: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    args: Vec<String>,
+}
+
+impl Dev {
+    /// Starts `paperboy dev args` and waits (at most 30 s) for its first stdout line.
+    fn start(args: &[&str]) -> Dev {
+        let mut all = vec!["dev".to_owned()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paperboy"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("paperboy dev runs");
+        let stderr = drain(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep reading, so that the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "paperboy {all:?} printed no bootstrap line ({other:?}); stderr: {}",
+                    stderr.join().unwrap()
+                );
+            }
+        };
+        Dev {
+            child,
+            bootstrap: first.trim().to_owned(),
+            stderr: Some(stderr),
+            args: all,
+        }
+    }
+
+    /// Sends SIGTERM; returns the exit status (at most `limit` later, else the test
+    /// fails) and everything printed on stderr.
+    fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let status = wait_or_kill(&mut self.child, limit, &args);
+        (status, self.stderr.take().unwrap().join().unwrap())
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn dev_serves_produce_consume_and_kcat_then_stops_on_sigterm() {
+    let mut dev = Dev::start(&["--port", "0", "--nodes", "2", "--partitions", "3"]);
+    let b = dev.bootstrap.clone();
+    let addrs: Vec<&str> = b.split(',').collect();
+    assert_eq!(addrs.len(), 2, "a bootstrap address per node: {b}");
+    for a in &addrs {
+        let a: std::net::SocketAddr = a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
+        assert!(a.ip().is_loopback() && a.port() != 0, "{a}");
+    }
+
+    // Keyed lines through `paperboy produce`; the topic is created on first use with
+    // --partitions 3.
+    let n = 300;
+    let lines: String = (0..n).map(|i| format!("key-{i}:value {i}\n")).collect();
+    let (ok, err) = paperboy(
+        &["produce", "-b", &b, "-t", "dev-orders", "-K", ":"],
+        &lines,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("{n} records")), "{err}");
+
+    // Read back, every partition to its end.
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            "dev-orders",
+            "--from-beginning",
+            "-e",
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let read = json_lines(&r.stdout);
+    assert_eq!(read.len(), n, "records read back: {}", r.stderr);
+    let mut by_partition: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut pairs = BTreeSet::new();
+    for v in &read {
+        assert_eq!(v["topic"], "dev-orders");
+        by_partition
+            .entry(v["partition"].as_i64().unwrap())
+            .or_default()
+            .push(v["offset"].as_i64().unwrap());
+        let key = v["key"].as_str().unwrap().to_owned();
+        let value = v["value"].as_str().unwrap().to_owned();
+        assert_eq!(
+            value,
+            format!("value {}", key.strip_prefix("key-").unwrap()),
+            "{v}"
+        );
+        assert!(pairs.insert(key), "read twice: {v}");
+    }
+    assert_eq!(pairs.len(), n, "each record once");
+    assert_eq!(
+        by_partition.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2],
+        "keys spread over the 3 partitions of an auto-created topic"
+    );
+    for (p, offsets) in &by_partition {
+        let want: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, &want, "partition {p}: offsets from 0, in order");
+    }
+
+    if kcat_available() {
+        let out = Command::new("kcat")
+            .args(["-b", &b, "-L", "-m", "10"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "kcat -L: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(" 2 brokers:"), "{text}");
+        for a in &addrs {
+            assert!(text.contains(a), "kcat lists {a}: {text}");
+        }
+        assert!(
+            text.contains("topic \"dev-orders\" with 3 partitions"),
+            "{text}"
+        );
+    }
+
+    let started = Instant::now();
+    let (status, stderr) = dev.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The listeners are gone.
+    for a in &addrs {
+        assert!(
+            std::net::TcpStream::connect(a).is_err(),
+            "{a} still accepts connections after the stop"
+        );
+    }
+}
+
+#[test]
+fn dev_refuses_an_unknown_flag() {
+    let r = run(&["dev", "--port", "0", "--bogus-flag"], "");
+    assert!(!r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains("--bogus-flag"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "no bootstrap line: {}", r.stdout);
+}
+
+#[test]
+fn dev_fails_naming_the_address_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let r = run(&["dev", "--port", &port], "");
+    assert!(!r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "no bootstrap line: {}", r.stdout);
+    drop(taken);
 }
