@@ -224,3 +224,94 @@ async fn a_fenced_static_member_fails_recv_with_fenced_instance_id_and_does_not_
     p.close().await;
     cluster.shutdown();
 }
+
+/// Two processes with the same `group.instance.id`: the newer one takes the instance
+/// over and every partition; the older one is fenced (FENCED_INSTANCE_ID, as a broker
+/// answers the old member id once the instance belongs to a new one) and stops, instead
+/// of the two taking the instance from each other in turn. The newer one's commits land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_of_two_processes_with_one_instance_id_is_fenced() {
+    let cluster = Cluster::builder().topic("t", 2).build().await.unwrap();
+    let p = producer(&cluster).await;
+    send_each(&p, 0..10).await;
+    let old = Consumer::new(static_config(&cluster, "inst-1"))
+        .await
+        .unwrap();
+    old.subscribe(&["t"]).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = 0;
+    while got < 10 {
+        assert!(Instant::now() < deadline, "only {got} of 10");
+        got += old
+            .recv_batch(10, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len();
+    }
+    let (first_generation, _) = cluster.group_members("g").unwrap();
+
+    let new = Consumer::new(static_config(&cluster, "inst-1"))
+        .await
+        .unwrap();
+    new.subscribe(&["t"]).unwrap();
+    // The newer process reads the partitions from the start (nothing was committed).
+    let reader = tokio::spawn(async move {
+        let deadline = Instant::now() + DEADLINE;
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "the new member read {} of 10",
+                got.len()
+            );
+            got.extend(
+                new.recv_batch(10, Duration::from_millis(100))
+                    .await
+                    .unwrap(),
+            );
+        }
+        new.commit_records(&got).await.unwrap();
+        (new, got.len())
+    });
+    let err = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match old.recv_batch(10, Duration::from_millis(100)).await {
+                Ok(r) => assert!(r.is_empty(), "nothing new was produced"),
+                Err(e) => break e,
+            }
+        }
+    })
+    .await
+    .expect("the older process is fenced in time");
+    assert_eq!(
+        err.kafka_code(),
+        Some(KafkaCode::FencedInstanceId),
+        "{err:?}"
+    );
+    let (new, read) = reader.await.unwrap();
+    assert_eq!(read, 10);
+    for p in 0..2 {
+        assert_eq!(
+            cluster.committed("g", "t", p).unwrap_or(0),
+            cluster.offsets("t", p).unwrap().1,
+            "the newer process committed partition {p} to its end"
+        );
+    }
+    let (generation, members) = cluster.group_members("g").unwrap();
+    assert_eq!(members.len(), 1, "one member: the newer process");
+    assert!(
+        generation <= first_generation + 2,
+        "no ping-pong between the two: generation {first_generation} -> {generation}"
+    );
+    // Still fenced, and the group stays put.
+    let again = tokio::time::timeout(DEADLINE, old.recv())
+        .await
+        .expect("answered at once")
+        .expect_err("still fenced");
+    assert_eq!(again.kafka_code(), Some(KafkaCode::FencedInstanceId));
+    assert_eq!(cluster.group_members("g").unwrap().0, generation);
+    new.close().await;
+    drop(old);
+    p.close().await;
+    cluster.shutdown();
+}

@@ -132,6 +132,17 @@ impl Group {
         }
     }
 
+    /// Kafka's static-membership check: a request naming an instance id that now
+    /// belongs to another member id (a newer process with the same
+    /// `group.instance.id` took it over) is fenced: FENCED_INSTANCE_ID.
+    pub fn fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
+        instance_id.is_some_and(|inst| {
+            self.members
+                .iter()
+                .any(|(id, m)| m.instance_id.as_deref() == Some(inst) && id != member_id)
+        })
+    }
+
     /// Whether an OffsetCommit from this member at this generation is accepted.
     pub fn check_commit(&self, member_id: &str, generation: i32) -> Result<(), i16> {
         if generation < 0 && member_id.is_empty() {
@@ -491,6 +502,8 @@ pub(crate) async fn join_group(ctx: &mut Ctx, req: JoinGroupRequest) -> JoinGrou
                     .insert(member_id.clone(), Instant::now() + session);
                 return join_error(ResponseError::MemberIdRequired.code(), &member_id);
             }
+        } else if g.fenced(instance_id.as_deref(), &member_id) {
+            return join_error(ResponseError::FencedInstanceId.code(), &member_id);
         } else if !g.members.contains_key(&member_id) && !g.pending.contains_key(&member_id) {
             return join_error(ResponseError::UnknownMemberId.code(), &member_id);
         }
@@ -594,6 +607,9 @@ pub(crate) async fn sync_group(ctx: &mut Ctx, req: SyncGroupRequest) -> SyncGrou
         let Some(g) = st.groups.get_mut(&group_id) else {
             return sync_answer(ResponseError::UnknownMemberId.code(), None, Bytes::new());
         };
+        if g.fenced(req.group_instance_id.as_deref(), &member_id) {
+            return sync_answer(ResponseError::FencedInstanceId.code(), None, Bytes::new());
+        }
         if !g.members.contains_key(&member_id) {
             return sync_answer(ResponseError::UnknownMemberId.code(), None, Bytes::new());
         }
@@ -682,6 +698,9 @@ pub(crate) async fn heartbeat(ctx: &mut Ctx, req: HeartbeatRequest) -> Heartbeat
             let Some(g) = st.groups.get_mut(&group_id) else {
                 return ResponseError::UnknownMemberId.code();
             };
+            if g.fenced(req.group_instance_id.as_deref(), req.member_id.as_str()) {
+                return ResponseError::FencedInstanceId.code();
+            }
             let Some(m) = g.members.get_mut(req.member_id.as_str()) else {
                 return ResponseError::UnknownMemberId.code();
             };

@@ -182,6 +182,9 @@ pub(crate) async fn offset_commit(ctx: &mut Ctx, req: OffsetCommitRequest) -> Of
         .or_else(|| super::group::coordinator_error(&st, ctx.node, &group_id))
         .or_else(|| {
             st.groups.get(&group_id).and_then(|g| {
+                if g.fenced(req.group_instance_id.as_deref(), req.member_id.as_str()) {
+                    return Some(ResponseError::FencedInstanceId.code());
+                }
                 g.check_commit(req.member_id.as_str(), req.generation_id_or_member_epoch)
                     .err()
             })
