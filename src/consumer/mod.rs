@@ -216,6 +216,8 @@ struct PartState {
     /// and added again must not match the answer to a fetch sent for its old state.
     gen: u64,
     paused: bool,
+    /// When the partition was last paused (see the fetcher's short waits after a pause).
+    paused_at: Option<Instant>,
     in_flight: bool,
     queue: VecDeque<Queued>,
     current: Option<Current>,
@@ -266,6 +268,7 @@ impl PartState {
             fetch_offset: 0,
             gen: next_gen(),
             paused: false,
+            paused_at: None,
             in_flight: false,
             queue: VecDeque::new(),
             current: None,
@@ -618,6 +621,9 @@ impl Consumer {
         let mut st = self.inner.lock();
         for tp in partitions {
             if let Some(p) = st.parts.get_mut(tp) {
+                if !p.paused {
+                    p.paused_at = Some(Instant::now());
+                }
                 p.paused = true;
             }
         }
