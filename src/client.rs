@@ -16,8 +16,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FindCoordinatorRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use paperboy_protocol::compression::Compression;
@@ -354,6 +354,53 @@ impl Client {
             }
         }
         Err(Error::NoBrokerAvailable(errors.join("; ")))
+    }
+
+    /// The address (`host:port`) of the coordinator of `key`: a group (`key_type` 0) or
+    /// a transactional id (1). One FindCoordinator request; the caller retries.
+    pub(crate) async fn find_coordinator(&self, key_type: i8, key: &str) -> Result<String> {
+        let what = || {
+            let kind = if key_type == 1 {
+                "transactional id"
+            } else {
+                "group"
+            };
+            format!("find coordinator of {kind} {key}")
+        };
+        let conn = self.conn_to_any().await?;
+        let version = conn.version_for::<FindCoordinatorRequest>()?;
+        let key = StrBytes::from_string(key.to_owned());
+        let req = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+        } else {
+            FindCoordinatorRequest::default().with_key(key)
+        }
+        .with_key_type(key_type);
+        let resp = conn
+            .request_at(&req, version, self.inner.config.request_timeout)
+            .await?;
+        let (code, message, host, port) = if version >= 4 {
+            let c = resp.coordinators.first().ok_or_else(|| {
+                Error::IncompleteResponse(format!("{}: no coordinator in the response", what()))
+            })?;
+            (
+                c.error_code,
+                c.error_message.clone(),
+                c.host.clone(),
+                c.port,
+            )
+        } else {
+            (
+                resp.error_code,
+                resp.error_message.clone(),
+                resp.host,
+                resp.port,
+            )
+        };
+        if let Some(e) = Error::from_code(code, message.as_deref(), what) {
+            return Err(e);
+        }
+        Ok(format!("{host}:{port}"))
     }
 
     /// Asks the cluster for metadata of `topics` (or of no topic, for just the brokers)

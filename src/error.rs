@@ -227,6 +227,32 @@ pub enum Error {
         message: String,
     },
 
+    /// A transactional producer was fenced: a newer producer with the same
+    /// `transactional.id` started (or the coordinator no longer accepts this one's id or
+    /// epoch, or it is not authorized for the id). The producer cannot be used any
+    /// more: every call fails with this error; close it. Not retriable.
+    #[error("producer with transactional.id {transactional_id} was fenced: {reason}")]
+    Fenced {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A transaction cannot go on as asked: the call does not fit the transaction's
+    /// state (a send outside a transaction, a commit with none begun), or the
+    /// transaction failed (one of its records failed, or the coordinator refused a
+    /// request) and can only be aborted. Records not yet sent when a transaction is
+    /// aborted fail with it too. The producer goes on after
+    /// [`abort_transaction`](crate::Producer::abort_transaction).
+    #[error("transaction: {message}{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Transaction {
+        /// What happened.
+        message: String,
+        /// The error that failed the transaction, when one did.
+        cause: Option<Box<Error>>,
+    },
+
     /// The client was closed.
     #[error("client is closed")]
     Closed,

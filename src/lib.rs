@@ -55,6 +55,7 @@ pub mod consumer;
 pub mod engine;
 mod error;
 pub mod metadata;
+mod offsets;
 pub mod phq;
 pub mod producer;
 pub mod security;
@@ -63,8 +64,9 @@ pub use client::{
     Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
 };
 pub use config::ClientConfig;
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};
 pub use error::{ConfigError, Error, KafkaCode, Result};
+pub use offsets::{ConsumerGroupMetadata, TopicPartition};
 pub use paperboy_protocol as protocol;
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};

@@ -71,30 +71,7 @@ use crate::client::{Client, IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
 use group::{GroupClient, Membership};
 
-/// A partition of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`, partition `partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}[{}]", self.topic, self.partition)
-    }
-}
+pub use crate::offsets::{ConsumerGroupMetadata, TopicPartition};
 
 /// One consumed record. Key, value and headers are slices of the fetched (or
 /// decompressed) batch: no copy per record.
@@ -1416,6 +1393,29 @@ impl Consumer {
         };
         debug!(?offsets, "committing");
         group.commit(membership.as_ref(), &offsets).await
+    }
+
+    /// This consumer's place in its group, for a transactional producer's
+    /// [`send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction):
+    /// the coordinator refuses offsets sent with it once the consumer is no longer the
+    /// member it names (it lost its partitions in a rebalance).
+    ///
+    /// # Errors
+    /// [`Error::Config`] without a `group.id`.
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let Some(group) = &self.inner.group else {
+            return Err(crate::config::invalid("group.id", "", "a group id").into());
+        };
+        let membership = self.inner.lock().membership.clone();
+        Ok(ConsumerGroupMetadata {
+            group_id: group.group_id().to_owned(),
+            member_id: membership
+                .as_ref()
+                .map(|m| m.member_id.clone())
+                .unwrap_or_default(),
+            generation_id: membership.as_ref().map_or(-1, |m| m.generation),
+            group_instance_id: self.inner.config.group_instance_id.clone(),
+        })
     }
 
     /// The committed offsets of `partitions` in this consumer's group.

@@ -165,12 +165,14 @@ impl Batch {
         compression: Compression,
         producer_id: i64,
         producer_epoch: i16,
+        transactional: bool,
     ) -> std::result::Result<Bytes, EncodeError> {
         let opts = BatchOptions {
             compression,
             producer_id,
             producer_epoch,
             base_sequence: self.base_seq,
+            transactional,
             ..BatchOptions::default()
         };
         let mut buf = BytesMut::new();
@@ -471,7 +473,9 @@ pub mod bench {
             producer_id: i64,
             producer_epoch: i16,
         ) -> Result<Bytes> {
-            Ok(self.0.encode(compression, producer_id, producer_epoch)?)
+            Ok(self
+                .0
+                .encode(compression, producer_id, producer_epoch, false)?)
         }
     }
 }

@@ -28,6 +28,8 @@ use crate::error::ConfigError;
 /// | `queue.buffering.max.messages` | 100000 | records buffered before `send` waits |
 /// | `max.block.ms` | 60000 | how long `enqueue`/`send` wait for the topic's metadata and buffer space before failing |
 /// | `max.in.flight.requests.per.connection` (`max.in.flight`) | 5 | requests in flight per broker (at most 5 with idempotence) |
+/// | `transactional.id` | (none) | makes the producer transactional: records are sent only within transactions ([`Producer::begin_transaction`](super::Producer::begin_transaction)); needs idempotence (turned on) and acks=all |
+/// | `transaction.timeout.ms` | 60000 | the coordinator aborts a transaction open longer than this (at most the broker's `transaction.max.timeout.ms`) |
 ///
 /// A Produce request waits for its answer `request.timeout.ms` (a [`ClientConfig`]
 /// property, which the broker is also given as its own `timeout_ms`), and is retried
@@ -68,6 +70,8 @@ pub struct ProducerConfig {
     pub(crate) buffer_records: usize,
     pub(crate) max_block: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) transactional_id: Option<String>,
+    pub(crate) transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -92,6 +96,8 @@ impl Default for ProducerConfig {
             buffer_records: 100_000,
             max_block: Duration::from_secs(60),
             max_in_flight: 5,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -171,6 +177,11 @@ impl ProducerConfig {
             "max.in.flight.requests.per.connection" | "max.in.flight" => {
                 self.max_in_flight = parse_num(key, value, 1)?
             }
+            "transactional.id" => {
+                let id = value.trim();
+                self.transactional_id = (!id.is_empty()).then(|| id.to_owned());
+            }
+            "transaction.timeout.ms" => self.transaction_timeout = parse_ms(key, value, 1)?,
             _ => return self.client.try_set(key, value),
         }
         Ok(true)
@@ -239,6 +250,23 @@ impl ProducerConfig {
         self
     }
 
+    /// Sets `transactional.id`, which makes the producer transactional.
+    pub fn with_transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// `transactional.id`, when set.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.transactional_id.as_deref()
+    }
+
+    /// Sets `transaction.timeout.ms`.
+    pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
     /// Sets a client property (see [`ClientConfig`]) through the typed builder.
     ///
     /// # Errors
@@ -252,6 +280,19 @@ impl ProducerConfig {
     /// quietly by acks=0/1 unless it was asked for explicitly, which is an error.
     pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
         self.client.validate()?;
+        if self.transactional_id.is_some() {
+            if self.idempotence_set && !self.idempotence {
+                return Err(ConfigError::Invalid(
+                    "transactional.id needs enable.idempotence=true".into(),
+                ));
+            }
+            if self.acks != Acks::All {
+                return Err(ConfigError::Invalid(
+                    "transactional.id needs acks=all".into(),
+                ));
+            }
+            self.idempotence = true;
+        }
         if self.idempotence && self.acks != Acks::All {
             if self.idempotence_set {
                 return Err(ConfigError::Invalid(

@@ -44,6 +44,8 @@ pub(crate) mod accumulator;
 mod config;
 mod partitioner;
 mod sender;
+mod txn;
+mod txn_coordinator;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -59,6 +61,7 @@ pub use partitioner::{murmur2, murmur2_partition, DefaultPartitioner, Partitione
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::offsets::{ConsumerGroupMetadata, TopicPartition};
 
 /// A record to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -280,9 +283,83 @@ impl Producer {
     /// and none is left pending. Closing the connections then waits for a connection
     /// being opened, at most `socket.connection.setup.timeout.ms`.
     pub async fn close(&self) {
+        self.shared.abort_open_transaction().await;
         self.shared.begin_close();
         self.shared.flush().await;
         self.shared.client().close().await;
+    }
+
+    /// Opens a transaction (a producer with `transactional.id`): records sent from now
+    /// on, and offsets given to [`Producer::send_offsets_to_transaction`], are committed
+    /// or aborted together. Local only: nothing goes to the broker until the first
+    /// record or offsets.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] without `transactional.id` or with a transaction already
+    /// open; [`Error::Fenced`] once the producer was fenced.
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.shared.begin_transaction()
+    }
+
+    /// Adds a consumer's offsets to the open transaction (KIP-447): they are committed
+    /// to `group`'s coordinator when the transaction commits, and never if it aborts.
+    /// `offsets` are the positions to commit: the offset of the next record to read,
+    /// one past the last one handled. `group` comes from
+    /// [`Consumer::group_metadata`](crate::Consumer::group_metadata); the coordinator
+    /// refuses the offsets (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID)
+    /// once that consumer has lost its partitions to a rebalance.
+    ///
+    /// Waits at most `max.block.ms` for each of its two requests (AddOffsetsToTxn to the
+    /// transaction coordinator, TxnOffsetCommit to the group coordinator), retrying
+    /// coordinator moves within it. Cancelling it leaves the transaction unable to say
+    /// whether the offsets are in it: abort it then.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] outside an open transaction; the coordinators' errors,
+    /// after which the transaction can only be aborted; [`Error::Fenced`].
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        self.shared
+            .send_offsets_to_transaction(offsets, group)
+            .await
+    }
+
+    /// Commits the open transaction: sends every buffered record, waits until all of
+    /// the transaction's records are acknowledged, then has the coordinator commit the
+    /// records and offsets together (EndTxn). Consumers with
+    /// `isolation.level=read_committed` see the records only from then on.
+    ///
+    /// Waits at most `delivery.timeout.ms` for the records, then `max.block.ms` for the
+    /// coordinator. A commit that timed out may be called again; one that failed
+    /// otherwise leaves the transaction to be aborted.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] when no transaction is open, or when a record or request
+    /// of it failed (the cause inside): call [`Producer::abort_transaction`];
+    /// [`Error::Timeout`]; [`Error::Fenced`].
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.shared.commit_transaction().await
+    }
+
+    /// Aborts the open transaction: records not sent yet fail (with
+    /// [`Error::Transaction`]), those in flight are waited for, and the coordinator
+    /// writes abort markers, so read_committed consumers never see any record of it.
+    /// After an error that left the producer's sequence state unknown (a record timed
+    /// out, the transaction passed `transaction.timeout.ms`), the producer's epoch is
+    /// bumped instead (KIP-588), which aborts the transaction too. The producer is then
+    /// ready for the next transaction.
+    ///
+    /// Waits at most `delivery.timeout.ms` for records in flight, then `max.block.ms`
+    /// for the coordinator.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] when no transaction is open; [`Error::Timeout`] (abort may
+    /// be called again); [`Error::Fenced`].
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.shared.abort_transaction().await
     }
 
     /// Records buffered or in flight, not yet acknowledged or failed.

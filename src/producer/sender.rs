@@ -45,12 +45,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, error, info, warn, Instrument};
 
 use super::accumulator::{admit, choose, now_ms, Accumulator, Batch, Tp};
+use super::txn::{self, Phase, Txn};
+use super::txn_coordinator::{Coordinator, MAX_PRODUCE_VERSION};
 use super::{Delivery, Partitioner, ProducerConfig, ProducerRecord};
 use crate::client::{jitter, Acks, Client};
 use crate::error::{Error, KafkaCode, Result};
@@ -58,16 +60,18 @@ use crate::error::{Error, KafkaCode, Result};
 /// A Produce request stops taking partitions past this many bytes.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
-struct State {
-    acc: Accumulator,
+pub(super) struct State {
+    pub(super) acc: Accumulator,
     /// Per broker, the write turn of the request planned last (see [`Turn`]).
     turns: HashMap<i32, oneshot::Receiver<()>>,
     in_flight: HashMap<i32, usize>,
     total_in_flight: usize,
     flushing: usize,
     closing: bool,
-    producer_id: i64,
-    producer_epoch: i16,
+    pub(super) producer_id: i64,
+    pub(super) producer_epoch: i16,
+    /// A transactional producer's transaction (`transactional.id`).
+    pub(super) txn: Option<Txn>,
     /// The producer's sequence state is broken (a batch with a sequence failed in an
     /// unknown state): bump the epoch once nothing is in flight.
     need_bump: bool,
@@ -84,11 +88,15 @@ impl State {
 
 pub(crate) struct Shared {
     client: Client,
-    cfg: ProducerConfig,
+    pub(super) cfg: ProducerConfig,
+    /// The transaction coordinator of a transactional producer.
+    pub(super) coordinator: Option<Coordinator>,
     partitioner: Arc<dyn Partitioner>,
     state: Mutex<State>,
     /// Wakes the sender loop.
-    wake: Notify,
+    pub(super) wake: Notify,
+    /// Wakes a transaction's commit or abort waiting for AddPartitionsToTxn to end.
+    pub(super) txn_change: Notify,
     /// Wakes `enqueue` callers waiting for buffer space.
     space: Notify,
     /// Wakes `flush` callers when nothing is pending.
@@ -103,15 +111,28 @@ impl Shared {
         partitioner: Arc<dyn Partitioner>,
         deadline: Instant,
     ) -> Result<Arc<Shared>> {
-        let (producer_id, producer_epoch) = if cfg.idempotence {
-            init_producer_id(&client, -1, -1, deadline).await?
-        } else {
-            (-1, -1)
+        let coordinator = cfg
+            .transactional_id
+            .clone()
+            .map(|id| Coordinator::new(client.clone(), id, cfg.transaction_timeout));
+        let (producer_id, producer_epoch) = match &coordinator {
+            Some(c) => {
+                c.init_producer_id(None, deadline)
+                    .await
+                    .map_err(|e| match txn::is_fatal(&e) {
+                        true => txn::fenced(&c.id, &e),
+                        false => e,
+                    })?
+            }
+            None if cfg.idempotence => init_producer_id(&client, -1, -1, deadline).await?,
+            None => (-1, -1),
         };
+        let txn = cfg.transactional_id.clone().map(Txn::new);
         let seed = (now_ms() as u64) ^ (std::process::id() as u64).rotate_left(32) | 1;
         let shared = Arc::new(Shared {
             client,
             cfg,
+            coordinator,
             partitioner,
             state: Mutex::new(State {
                 acc: Accumulator::new(seed),
@@ -122,12 +143,14 @@ impl Shared {
                 closing: false,
                 producer_id,
                 producer_epoch,
+                txn,
                 need_bump: false,
                 bumping: false,
                 refreshing: false,
                 stopped: false,
             }),
             wake: Notify::new(),
+            txn_change: Notify::new(),
             space: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
@@ -140,7 +163,7 @@ impl Shared {
         &self.client
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -196,6 +219,9 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if let Some(t) = &self.lock().txn {
+            t.check_send()?;
+        }
         let size = admit(&record, &self.cfg)?;
         // max.block.ms bounds the whole wait: for the topic's metadata, then for room.
         let deadline = tokio::time::Instant::now() + self.cfg.max_block;
@@ -227,6 +253,9 @@ impl Shared {
                 let st = self.lock();
                 if st.closing {
                     return Err(Error::Closed);
+                }
+                if let Some(t) = &st.txn {
+                    t.check_send()?;
                 }
                 if st.acc.has_room(size, &self.cfg) {
                     break st;
@@ -264,6 +293,9 @@ impl Shared {
     /// its records have their answer and leave the buffer now.
     fn expire_in_flight(&self, st: &mut State, tp: &Tp, batch: &mut Batch) {
         let err = delivery_timeout(tp, batch, true, self.cfg.delivery_timeout);
+        if let Some(t) = st.txn.as_mut() {
+            t.failed(&err);
+        }
         warn!(topic = %tp.0, partition = tp.1, records = batch.len(), "batch expired in flight: {err}");
         self.release(st, batch);
         batch.expired = true;
@@ -272,7 +304,10 @@ impl Shared {
         }
     }
 
-    fn fail(&self, st: &mut State, batch: Batch, err: Error) {
+    pub(super) fn fail(&self, st: &mut State, batch: Batch, err: Error) {
+        if let Some(t) = st.txn.as_mut() {
+            t.failed(&err);
+        }
         self.release(st, &batch);
         for reply in batch.replies {
             let _ = reply.send(Err(err.clone()));
@@ -348,6 +383,8 @@ struct Work {
     batches: Vec<(Tp, Batch)>,
     producer_id: i64,
     producer_epoch: i16,
+    /// Its batches belong to a transaction.
+    transactional: bool,
     turn: Turn,
 }
 
@@ -458,8 +495,32 @@ impl Shared {
             self.fail(st, b, err);
         }
 
+        // A transactional producer: an unknown sequence state waits for the abort to bump
+        // the epoch, and nothing is sent in a transaction that cannot commit.
+        if let Some(t) = st.txn.as_mut() {
+            if std::mem::take(&mut st.need_bump) {
+                t.bump_needed = true;
+            }
+        }
+        if let Some(refused) = st.txn.as_ref().and_then(Txn::unsendable) {
+            let mut dropped = Vec::new();
+            for (tp, part) in st.acc.parts.iter_mut() {
+                dropped.extend(part.open.take().map(|b| (tp.clone(), b)));
+                dropped.extend(part.ready.drain(..).map(|b| (tp.clone(), b)));
+            }
+            for (tp, b) in dropped {
+                if b.base_seq >= 0 {
+                    if let Some(t) = st.txn.as_mut() {
+                        t.bump_needed = true;
+                    }
+                }
+                debug!(topic = %tp.0, partition = tp.1, records = b.len(), error = %refused, "batch not sent");
+                self.fail(st, b, refused.clone());
+            }
+        }
+
         // Epoch bump: wait for quiet, then re-init the producer id.
-        if st.need_bump || st.bumping {
+        if st.txn.is_none() && (st.need_bump || st.bumping) {
             if st.total_in_flight == 0 && !st.bumping {
                 st.bumping = true;
                 let shared = self.clone();
@@ -500,7 +561,15 @@ impl Shared {
             .filter(|(_, p)| !p.held && !p.ready.is_empty())
             .map(|(tp, _)| tp.clone())
             .collect();
+        let mut to_add = Vec::new();
         for tp in keys {
+            if let Some(t) = &st.txn {
+                if !t.added.contains(&tp) {
+                    // Added to the transaction first (AddPartitionsToTxn).
+                    to_add.push(tp);
+                    continue;
+                }
+            }
             let leader = match cluster.leader_for(&tp.0, tp.1) {
                 Ok(b) => b.node_id,
                 Err(_) => {
@@ -538,6 +607,9 @@ impl Shared {
             entry.1 += batch.bytes;
             entry.0.push((tp, batch));
         }
+        if !to_add.is_empty() {
+            self.add_partitions_soon(st, to_add);
+        }
         if missing_leader {
             self.refresh_soon(st);
             soonest(now + cfg.client.retry_backoff);
@@ -556,6 +628,7 @@ impl Shared {
                 batches,
                 producer_id: st.producer_id,
                 producer_epoch: st.producer_epoch,
+                transactional: st.txn.is_some(),
                 turn: Turn {
                     prev,
                     next: Some(next),
@@ -590,6 +663,37 @@ impl Shared {
         });
     }
 
+    /// Adds `tps` to the transaction (unless a request for others is out: they are
+    /// picked up after it), then wakes the sender.
+    fn add_partitions_soon(self: &Arc<Self>, st: &mut State, tps: Vec<Tp>) {
+        let Some(t) = st.txn.as_mut() else { return };
+        if t.adding || t.phase != Phase::Open {
+            return;
+        }
+        t.adding = true;
+        let ids = (st.producer_id, st.producer_epoch);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + shared.cfg.max_block;
+            let result = match &shared.coordinator {
+                Some(c) => c.add_partitions(ids, &tps, deadline).await,
+                None => Ok(()),
+            };
+            if let Some(t) = shared.lock().txn.as_mut() {
+                t.adding = false;
+                match result {
+                    Ok(()) => t.added.extend(tps),
+                    Err(e) => {
+                        warn!(error = %e, "adding partitions to the transaction failed");
+                        t.failed(&e);
+                    }
+                }
+            }
+            shared.txn_change.notify_waiters();
+            shared.wake.notify_one();
+        });
+    }
+
     async fn bump(self: Arc<Self>, pid: i64, epoch: i16) {
         let deadline = Instant::now() + self.client.config().default_api_timeout;
         let result = init_producer_id(&self.client, pid, epoch, deadline).await;
@@ -610,24 +714,7 @@ impl Shared {
                     // under the new one, the broker would write it a second time, and it
                     // would be acknowledged. It fails instead, with the error that left
                     // it in doubt.
-                    let mut in_doubt = Vec::new();
-                    for (tp, part) in st.acc.parts.iter_mut() {
-                        part.next_seq = 0;
-                        part.confirmed = false;
-                        part.held = false;
-                        part.resume_seq = None;
-                        let mut renumbered = VecDeque::with_capacity(part.ready.len());
-                        for mut b in part.ready.drain(..) {
-                            if b.in_doubt {
-                                in_doubt.push((tp.clone(), b));
-                            } else {
-                                b.base_seq = -1;
-                                renumbered.push_back(b);
-                            }
-                        }
-                        part.ready = renumbered;
-                    }
-                    for (tp, b) in in_doubt {
+                    for (tp, b) in restart_sequences(&mut st) {
                         let err = b.last_error.clone().unwrap_or_else(|| Error::Timeout {
                             what: format!("Produce request for {}[{}]", tp.0, tp.1),
                             after: self.cfg.client.request_timeout,
@@ -655,6 +742,7 @@ impl Shared {
             batches,
             producer_id,
             producer_epoch,
+            transactional,
             turn,
         } = work;
         let cfg = &self.cfg;
@@ -662,7 +750,7 @@ impl Shared {
         let mut ok_batches = Vec::with_capacity(batches.len());
         let mut bad = Vec::new();
         for (tp, batch) in batches {
-            match batch.encode(cfg.compression, producer_id, producer_epoch) {
+            match batch.encode(cfg.compression, producer_id, producer_epoch, transactional) {
                 Ok(bytes) => {
                     encoded.push(bytes);
                     ok_batches.push((tp, batch));
@@ -799,6 +887,11 @@ impl Shared {
         // (`timeout_ms`), and the client waits request.timeout.ms for the answer, once.
         let timeout = cfg.client.request_timeout;
         let req = ProduceRequest::default()
+            .with_transactional_id(
+                cfg.transactional_id
+                    .as_deref()
+                    .map(|id| TransactionalId(StrBytes::from_string(id.to_owned()))),
+            )
             .with_acks(cfg.acks.wire())
             .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(topics);
@@ -807,6 +900,8 @@ impl Shared {
             Err(e) => return Outcome::Unsent(e),
         };
         let version = match conn.version_for::<ProduceRequest>() {
+            // A transactional producer speaks the first transaction protocol (txn.rs).
+            Ok(v) if cfg.transactional_id.is_some() => v.min(MAX_PRODUCE_VERSION),
             Ok(v) => v,
             Err(e) => return Outcome::Unsent(e),
         };
@@ -975,6 +1070,30 @@ impl Shared {
         self.fail(st, batch, err);
         stale
     }
+}
+
+/// Starts every partition's sequence again from 0, after the producer's epoch changed.
+/// Batches never sent are renumbered; those sent without an answer (which may be in the
+/// log under the old epoch) are returned, to be failed.
+pub(super) fn restart_sequences(st: &mut State) -> Vec<(Tp, Batch)> {
+    let mut in_doubt = Vec::new();
+    for (tp, part) in st.acc.parts.iter_mut() {
+        part.next_seq = 0;
+        part.confirmed = false;
+        part.held = false;
+        part.resume_seq = None;
+        let mut renumbered = VecDeque::with_capacity(part.ready.len());
+        for mut b in part.ready.drain(..) {
+            if b.in_doubt {
+                in_doubt.push((tp.clone(), b));
+            } else {
+                b.base_seq = -1;
+                renumbered.push_back(b);
+            }
+        }
+        part.ready = renumbered;
+    }
+    in_doubt
 }
 
 async fn run(shared: Arc<Shared>) {
