@@ -85,6 +85,7 @@
 //! # }
 //! ```
 
+mod exactly_once;
 mod handler;
 mod observe;
 mod worker;
@@ -108,6 +109,7 @@ use crate::consumer::{
 };
 use crate::error::{ConfigError, Error, Result};
 use crate::producer::{Producer, ProducerConfig};
+use exactly_once::ExactlyOnce;
 use handler::Dispatch;
 use worker::Unit;
 
@@ -229,6 +231,7 @@ pub struct EngineBuilder {
     handlers: Vec<(Vec<String>, Arc<dyn Dispatch>)>,
     observer: Option<Arc<dyn Observer>>,
     dead_letter_producer: Option<ProducerConfig>,
+    exactly_once: Option<Producer>,
 }
 
 impl EngineBuilder {
@@ -258,13 +261,83 @@ impl EngineBuilder {
         self
     }
 
+    /// Exactly-once processing through `producer`, a transactional producer (with
+    /// `transactional.id`) that the handlers write their output with: the records they
+    /// produce and the offsets of the records they handled are committed in one
+    /// transaction, per bulk batch in bulk mode and every `commit_interval_ms` in single
+    /// mode (and before a revocation, and at the stop). Consumers of the output with
+    /// `isolation.level=read_committed` then see each input's output exactly once,
+    /// whatever crashes, restarts or rebalances happen.
+    ///
+    /// - A handler that fails aborts the transaction: every partition goes back to its
+    ///   last commit and its records are handled again (after `retry_backoff_ms`, which
+    ///   pauses every partition, not only the failing one). A unit that failed
+    ///   `max_retries + 1` times gets the usual treatment: the dead-letter topic
+    ///   (written in the same transaction), skipped, or the engine stops.
+    /// - A commit waits for the units being handled; the handlers' records must be sent
+    ///   from within the hooks (sent or enqueued there; the commit flushes them).
+    /// - The consumer reads with `isolation.level=read_committed` (set here).
+    /// - Give each running instance its own `transactional.id`, the same across its
+    ///   restarts (a pod name, say): a restart then aborts what the crashed instance left
+    ///   open at once, instead of after `transaction.timeout.ms`. Two live instances with
+    ///   one id fence each other.
+    ///
+    /// ```no_run
+    /// use paperboy::engine::{BoxError, Engine, EngineConfig, Handler, Message};
+    /// use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
+    /// use paperboy::ConsumerConfig;
+    ///
+    /// struct Upper(Producer);
+    ///
+    /// impl Handler for Upper {
+    ///     type Payload = String;
+    ///     type Context = ();
+    ///
+    ///     fn topics(&self) -> Vec<String> {
+    ///         vec!["words".into()]
+    ///     }
+    ///
+    ///     async fn on_message(&self, msg: &Message<String>, _: &mut ()) -> Result<(), BoxError> {
+    ///         let upper = msg.value.as_deref().unwrap_or_default().to_uppercase();
+    ///         // Enqueued in the engine's transaction: committed with this record's offset.
+    ///         let _ = self.0.enqueue(ProducerRecord::new("shouted").with_value(upper)).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> paperboy::Result<()> {
+    /// let producer = Producer::new(ProducerConfig::from_properties([
+    ///     ("bootstrap.servers", "127.0.0.1:9092"),
+    ///     ("transactional.id", "shouter-0"),
+    /// ])?)
+    /// .await?;
+    /// let consumer = ConsumerConfig::from_properties([
+    ///     ("bootstrap.servers", "127.0.0.1:9092"),
+    ///     ("group.id", "shouter"),
+    ///     ("enable.auto.commit", "false"),
+    /// ])?;
+    /// let engine = Engine::builder(consumer)
+    ///     .handler(Upper(producer.clone()))
+    ///     .exactly_once(producer)
+    ///     .build()
+    ///     .await?;
+    /// engine.run().await
+    /// # }
+    /// ```
+    pub fn exactly_once(mut self, producer: Producer) -> Self {
+        self.exactly_once = Some(producer);
+        self
+    }
+
     /// Checks the settings and connects.
     ///
     /// # Errors
     /// [`Error::Config`] when auto-commit is on (`enable.auto.commit`), without a
-    /// `group.id`, without handlers, with a topic claimed by two handlers or by none, or
-    /// with a bad [`EngineConfig`] value; connection errors.
-    pub async fn build(self) -> Result<Engine> {
+    /// `group.id`, without handlers, with a topic claimed by two handlers or by none,
+    /// with a bad [`EngineConfig`] value, or for [`exactly_once`](Self::exactly_once)
+    /// with a producer without `transactional.id` or with `with_commit` off; connection
+    /// errors.
+    pub async fn build(mut self) -> Result<Engine> {
         if self.consumer.auto_commit() {
             return Err(invalid(
                 "enable.auto.commit",
@@ -278,6 +351,23 @@ impl EngineBuilder {
             return Err(invalid("group.id", "", "a consumer group id, for the engine").into());
         }
         self.config.validate()?;
+        if let Some(p) = &self.exactly_once {
+            if p.transactional_id().is_none() {
+                return Err(ConfigError::Invalid(
+                    "exactly-once processing needs a producer with a transactional.id".into(),
+                )
+                .into());
+            }
+            if !self.config.with_commit {
+                return Err(invalid(
+                    "with_commit",
+                    "false",
+                    "true: exactly-once processing commits offsets in its transactions",
+                )
+                .into());
+            }
+            self.consumer.set("isolation.level", "read_committed")?;
+        }
         if self.handlers.is_empty() {
             return Err(
                 ConfigError::Invalid("the engine needs at least one handler".into()).into(),
@@ -302,6 +392,11 @@ impl EngineBuilder {
         }
         let dlq = match &self.config.dead_letter_topic {
             None => None,
+            // With exactly-once, dead letters go in the transaction too.
+            Some(topic) if self.exactly_once.is_some() => Some(DeadLetter {
+                topic: topic.clone(),
+                producer: self.exactly_once.clone().expect("checked"),
+            }),
             Some(topic) => {
                 let cfg = self.dead_letter_producer.clone().unwrap_or_else(|| {
                     let mut cfg = ProducerConfig::default();
@@ -329,6 +424,7 @@ impl EngineBuilder {
                 fatal_wake: Notify::new(),
                 concurrency,
                 dlq,
+                eos: self.exactly_once.map(ExactlyOnce::new),
                 observer: self.observer,
                 health: Health::new(),
             }),
@@ -386,6 +482,7 @@ impl Engine {
             handlers: Vec::new(),
             observer: None,
             dead_letter_producer: None,
+            exactly_once: None,
         }
     }
 
@@ -438,7 +535,10 @@ impl Engine {
         let topics = self.topics();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
-        info!(?topics, config = ?shared.config, "engine started");
+        if let Some(eos) = &shared.eos {
+            eos.producer.begin_transaction()?;
+        }
+        info!(?topics, config = ?shared.config, exactly_once = shared.eos.is_some(), "engine started");
 
         let mut running = Running {
             shared: shared.clone(),
@@ -466,9 +566,15 @@ impl Engine {
         if let Err(e) = shared.commit_done(None).await {
             warn!(error = %e, "final commit failed");
         }
+        if let Some(eos) = &shared.eos {
+            // What the last commit did not take (nothing, or what a failure left).
+            if let Err(e) = eos.producer.abort_transaction().await {
+                debug!(error = %e, "no transaction left to abort");
+            }
+        }
         shared.lock().clear();
         consumer.close().await;
-        if let Some(d) = &shared.dlq {
+        if let (Some(d), None) = (&shared.dlq, &shared.eos) {
             d.producer.close().await;
         }
         let fatal = shared
@@ -545,6 +651,9 @@ struct DeadLetter {
 /// One partition the engine has records of.
 struct Part {
     mode: Option<Mode>,
+    /// The first offset the engine got of it (where a rewind goes back to when nothing
+    /// was committed yet).
+    start: Option<i64>,
     /// The offset after the last record handled: what may be committed.
     done: Option<i64>,
     /// What was last committed.
@@ -555,7 +664,8 @@ struct Part {
     forming: Vec<ConsumerRecord>,
     forming_since: Option<Instant>,
     paused: bool,
-    tx: Option<mpsc::UnboundedSender<Unit>>,
+    /// The worker's queue: units with the exactly-once generation they were sent in.
+    tx: Option<mpsc::UnboundedSender<(u64, Unit)>>,
     cancel: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
@@ -576,6 +686,8 @@ struct Shared {
     fatal_wake: Notify,
     concurrency: Semaphore,
     dlq: Option<DeadLetter>,
+    /// Exactly-once processing, when asked for.
+    eos: Option<ExactlyOnce>,
     observer: Option<Arc<dyn Observer>>,
     health: Health,
 }
@@ -672,15 +784,69 @@ impl Shared {
             // `recv_batch` is cancel-safe: a call dropped here by a stop or a failure
             // leaves the records it took for the next call (there is none: the engine
             // stops, and they were never handled, so never committed).
+            let rewind = async {
+                match &self.eos {
+                    Some(eos) => eos.rewind_wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let records = tokio::select! {
                 biased;
                 _ = &mut stop => return Ok(()),
                 _ = self.fatal_wake.notified() => return Ok(()),
+                _ = rewind => {
+                    self.rewind().await;
+                    continue;
+                }
                 r = self.consumer.recv_batch(max, timeout) => r?,
             };
             self.health.polled();
             self.dispatch(records);
             self.flush_due();
+        }
+    }
+
+    /// Exactly-once: aborts the transaction and moves every partition back to its last
+    /// commit, so that its records are handled again (in the poll loop, so that no
+    /// records taken before the move are handed out after it). A failed abort stops the
+    /// engine.
+    async fn rewind(&self) {
+        let Some(eos) = &self.eos else { return };
+        let Some(request) = eos.take_rewind() else {
+            return;
+        };
+        let _turn = self.commit_lock.lock().await;
+        let _gate = eos.exclusive().await;
+        if let Err(e) = eos.abort(&request.error).await {
+            warn!(error = %e, "aborting the transaction failed: stopping the engine");
+            self.fail(e);
+            return;
+        }
+        {
+            let mut parts = self.lock();
+            let mut resume = Vec::new();
+            for (tp, p) in parts.iter_mut() {
+                if let Some(back) = p.committed.or(p.start) {
+                    if let Err(e) = self.consumer.seek(tp, back) {
+                        debug!(%tp, error = %e, "rewind: partition no longer assigned");
+                    }
+                }
+                p.done = p.committed;
+                p.pending = 0;
+                p.forming.clear();
+                p.forming_since = None;
+                if p.paused {
+                    p.paused = false;
+                    resume.push(tp.clone());
+                }
+            }
+            if !resume.is_empty() {
+                self.consumer.resume(&resume);
+            }
+        }
+        tokio::time::sleep(request.backoff).await;
+        if let Err(e) = eos.resume() {
+            self.fail(e);
         }
     }
 
@@ -704,6 +870,7 @@ impl Shared {
                 _ => runs.push((r.topic_partition(), r.offset, 1)),
             }
         }
+        let generation = self.generation();
         let mut records = records.into_iter();
         let mut events = Vec::new();
         let mut to_pause = Vec::new();
@@ -730,9 +897,10 @@ impl Shared {
             let p = parts
                 .entry(tp.clone())
                 .or_insert_with(|| self.spawn_worker(&tp, handler.clone()));
+            p.start.get_or_insert(first);
             if p.mode != Some(mode) {
                 if p.mode == Some(Mode::Bulk) {
-                    flush(p);
+                    flush(p, generation);
                 }
                 p.mode = Some(mode);
                 events.push(Event::Mode {
@@ -746,7 +914,7 @@ impl Shared {
                 Mode::Single => {
                     if let Some(tx) = &p.tx {
                         for r in recs {
-                            let _ = tx.send(Unit::Single(r));
+                            let _ = tx.send((generation, Unit::Single(r)));
                         }
                     }
                 }
@@ -754,7 +922,7 @@ impl Shared {
                     for r in recs {
                         p.forming.push(r);
                         if p.forming.len() >= cfg.bulk_mode_max_records {
-                            flush(p); // and the next batch starts gathering
+                            flush(p, generation); // and the next batch starts gathering
                         }
                     }
                     if !p.forming.is_empty() && p.forming_since.is_none() {
@@ -780,11 +948,17 @@ impl Shared {
     /// Sends the bulk batches whose time is up.
     fn flush_due(&self) {
         let bulk_timeout = Duration::from_millis(self.config.bulk_mode_timeout_ms);
+        let generation = self.generation();
         for p in self.lock().values_mut() {
             if p.forming_since.is_some_and(|t| t.elapsed() >= bulk_timeout) {
-                flush(p);
+                flush(p, generation);
             }
         }
+    }
+
+    /// The exactly-once generation units are sent in now (0 without exactly-once).
+    fn generation(&self) -> u64 {
+        self.eos.as_ref().map_or(0, ExactlyOnce::generation)
     }
 
     fn spawn_worker(self: &Arc<Self>, tp: &TopicPartition, handler: Arc<dyn Dispatch>) -> Part {
@@ -799,6 +973,7 @@ impl Shared {
         ));
         Part {
             mode: None,
+            start: None,
             done: None,
             committed: None,
             pending: 0,
@@ -848,6 +1023,16 @@ impl Shared {
             return Ok(());
         }
         let _turn = self.commit_lock.lock().await;
+        // Exactly-once: one transaction holds every partition's output, so it commits
+        // every partition's offsets, with no unit being handled meanwhile.
+        let gate = match &self.eos {
+            Some(eos) => Some(eos.exclusive().await),
+            None => None,
+        };
+        let only = if self.eos.is_some() { None } else { only };
+        if self.eos.as_ref().is_some_and(|e| e.rewind_pending()) {
+            return Ok(());
+        }
         let offsets: Vec<(TopicPartition, i64)> = self
             .lock()
             .iter()
@@ -860,7 +1045,17 @@ impl Shared {
         if offsets.is_empty() {
             return Ok(());
         }
-        self.consumer.commit(&offsets).await?;
+        match &self.eos {
+            Some(eos) => {
+                let group = self.consumer.group_metadata()?;
+                eos.commit(&offsets, &group).await?;
+                for (tp, o) in &offsets {
+                    eos.forget_before(tp, *o);
+                }
+            }
+            None => self.consumer.commit(&offsets).await?,
+        }
+        drop(gate);
         {
             let mut parts = self.lock();
             for (tp, o) in &offsets {
@@ -876,14 +1071,14 @@ impl Shared {
 }
 
 /// Moves a partition's gathered bulk batch to its worker.
-fn flush(p: &mut Part) {
+fn flush(p: &mut Part, generation: u64) {
     p.forming_since = None;
     if p.forming.is_empty() {
         return;
     }
     let batch = std::mem::take(&mut p.forming);
     if let Some(tx) = &p.tx {
-        let _ = tx.send(Unit::Bulk(batch));
+        let _ = tx.send((generation, Unit::Bulk(batch)));
     }
 }
 

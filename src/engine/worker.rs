@@ -52,6 +52,9 @@ enum Handled {
     /// The partition is being given up (or the engine stops) before the unit finished:
     /// it is not done, and not committed.
     Abandoned,
+    /// Exactly-once: an attempt failed; the transaction is to be aborted and the
+    /// partitions rewound (after the backoff), so that the unit is handled again.
+    Rewind(Error, Duration),
 }
 
 /// The worker task of `tp`: takes units in order until its sender is dropped or it is
@@ -60,7 +63,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     tp: TopicPartition,
     handler: Arc<dyn Dispatch>,
-    rx: mpsc::UnboundedReceiver<Unit>,
+    rx: mpsc::UnboundedReceiver<(u64, Unit)>,
     cancel: Arc<AtomicBool>,
 ) {
     let slot = shared.health.busy_slot(&tp);
@@ -94,14 +97,14 @@ async fn work(
     shared: &Shared,
     tp: &TopicPartition,
     handler: &dyn Dispatch,
-    mut rx: mpsc::UnboundedReceiver<Unit>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Unit)>,
     cancel: &AtomicBool,
     slot: &super::observe::BusySlot,
     done: &mut Finished,
 ) {
     let observed = shared.observer.is_some();
     loop {
-        let unit = match rx.try_recv() {
+        let (generation, unit) = match rx.try_recv() {
             Ok(u) => u,
             Err(_) => {
                 // Nothing else at hand: say what is done before waiting.
@@ -115,6 +118,16 @@ async fn work(
         if cancel.load(Ordering::Acquire) {
             return;
         }
+        // Exactly-once: handled and reported done within the gate, so that a commit
+        // takes either both its output and its offsets or neither; a unit from before a
+        // rewind is dropped (its records come again).
+        let gate = match &shared.eos {
+            Some(eos) => match eos.enter(generation).await {
+                Some(gate) => Some(gate),
+                None => continue,
+            },
+            None => None,
+        };
         let records = unit.records();
         let (first, last, n) = (
             records[0].offset,
@@ -161,12 +174,22 @@ async fn work(
                 if unit.mode() == Mode::Bulk {
                     done.report(shared, tp);
                     shared.commit_wake.notify_one();
-                } else if done.records >= REPORT_EVERY {
+                } else if done.records >= REPORT_EVERY || gate.is_some() {
                     done.report(shared, tp);
                 }
                 continue;
             }
             Handled::Abandoned => return,
+            Handled::Rewind(error, backoff) => {
+                drop(gate);
+                shared.health.inner.retried.fetch_add(1, Ordering::Relaxed);
+                warn!(%tp, offset = first, records = n, %error, ?backoff,
+                    "handling failed: the transaction is aborted and the records handled again");
+                if let Some(eos) = &shared.eos {
+                    eos.request_rewind(error, backoff);
+                }
+                continue;
+            }
             Handled::Failed(e) => (e, false),
             Handled::Fatal(e) => (e, true),
         };
@@ -228,6 +251,51 @@ async fn handle(
                 info_span!("paperboy.batch", topic = %tp.topic, partition = tp.partition, offset = rs[0].offset, records = rs.len())
             }
         };
+        if let Some(eos) = &shared.eos {
+            let key = (tp.clone(), records[0].offset, matches!(unit, Unit::Bulk(_)));
+            match eos.attempts(&key) {
+                // Failed for good before (its output was aborted then): not tried again.
+                Some((n, error)) if n > cfg.max_retries => {
+                    return give_up(shared, tp, handler, unit, cancel, error).await;
+                }
+                _ => {}
+            }
+            let outcome = {
+                let Ok(_permit) = shared.concurrency.acquire().await else {
+                    return Handled::Abandoned;
+                };
+                if cancel.load(Ordering::Acquire) {
+                    return Handled::Abandoned;
+                }
+                let call = match unit {
+                    Unit::Single(r) => handler.single(r),
+                    Unit::Bulk(rs) => handler.bulk(rs),
+                };
+                CatchUnwind(call).instrument(span.clone()).await
+            };
+            let error = match outcome {
+                Ok(Outcome::Done) => return Handled::Done,
+                Ok(Outcome::Failed(e)) => e,
+                Err(panic) => super::handler::handler_error(
+                    "a hook panicked in",
+                    records,
+                    format!("panic: {panic}").into(),
+                ),
+            };
+            let attempt = eos.note_failure(key, &error);
+            if attempt > cfg.max_retries {
+                return Handled::Rewind(error, Duration::ZERO);
+            }
+            let backoff = backoff(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms, attempt);
+            shared.emit(Event::Retrying {
+                partition: tp.clone(),
+                offset: records[0].offset,
+                attempt,
+                backoff,
+                error: error.clone(),
+            });
+            return Handled::Rewind(error, backoff);
+        }
         let mut attempt: u32 = 0;
         let error = loop {
             attempt += 1;
@@ -276,6 +344,25 @@ async fn handle(
                 tokio::time::sleep(left.min(Duration::from_millis(50))).await;
             }
         };
+        give_up(shared, tp, handler, unit, cancel, error).await
+    }
+}
+
+/// What happens to a unit that failed for good with `error`: a bulk batch is first
+/// handled again record by record (so that only its failing records are treated so);
+/// then the dead-letter topic, or [`Handled::Failed`] for the engine's
+/// `fail_on_exception` to decide.
+async fn give_up(
+    shared: &Shared,
+    tp: &TopicPartition,
+    handler: &dyn Dispatch,
+    unit: &Unit,
+    cancel: &AtomicBool,
+    error: Error,
+) -> Handled {
+    {
+        let cfg = &shared.config;
+        let records = unit.records();
         // A bulk batch that failed for good is handled again record by record, so that
         // only its failing records go to the dead-letter topic or are skipped.
         if let Unit::Bulk(rs) = unit {

@@ -230,6 +230,11 @@ impl Producer {
         })
     }
 
+    /// `transactional.id`, for a transactional producer.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.shared.cfg.transactional_id.as_deref()
+    }
+
     /// The client underneath (for metadata and administration).
     pub fn client(&self) -> &Client {
         self.shared.client()
