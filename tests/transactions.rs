@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paperboy::consumer::{Consumer, ConsumerConfig};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
-use paperboy::{ConsumerGroupMetadata, Error, OffsetSpec, TopicPartition};
+use paperboy::{ConsumerGroupMetadata, Error, TopicPartition};
 
 fn txn_producer_config(id: &str) -> ProducerConfig {
     ProducerConfig::from_properties([
@@ -24,60 +23,6 @@ fn txn_producer_config(id: &str) -> ProducerConfig {
 
 async fn txn_producer(id: &str) -> Producer {
     Producer::new(txn_producer_config(id)).await.unwrap()
-}
-
-/// Every record of `topic` that a consumer with `isolation.level=isolation` reads, as
-/// `(partition, value)`, once its position has reached the end of every partition.
-async fn read_all(topic: &str, partitions: i32, isolation: &str) -> Vec<(i32, String)> {
-    let client = common::client().await;
-    let mut ends = BTreeMap::new();
-    for p in 0..partitions {
-        let end = client
-            .list_offset(topic, p, OffsetSpec::Latest)
-            .await
-            .unwrap();
-        ends.insert(TopicPartition::new(topic, p), end);
-    }
-    let consumer = Consumer::new(
-        ConsumerConfig::from_properties([
-            ("bootstrap.servers", common::bootstrap().as_str()),
-            ("isolation.level", isolation),
-            ("auto.offset.reset", "earliest"),
-        ])
-        .unwrap(),
-    )
-    .await
-    .unwrap();
-    let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
-    consumer.assign(&tps).unwrap();
-    for tp in &tps {
-        consumer.seek(tp, 0).unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    loop {
-        let done = ends
-            .iter()
-            .all(|(tp, end)| consumer.position(tp).is_some_and(|p| p >= *end));
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{isolation} consumer did not reach the end of {topic} in 30 s: read {} records",
-            out.len()
-        );
-        for r in consumer
-            .recv_batch(1000, Duration::from_millis(200))
-            .await
-            .unwrap()
-        {
-            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            out.push((r.partition, v));
-        }
-    }
-    consumer.close().await;
-    out
 }
 
 fn values(records: &[(i32, String)]) -> Vec<String> {
@@ -135,13 +80,13 @@ async fn read_committed_sees_committed_transactions_and_never_aborted_ones() {
     producer.commit_transaction().await.unwrap();
     producer.close().await;
 
-    let committed = read_all(&topic, 3, "read_committed").await;
+    let committed = common::read_all(&topic, 3, "read_committed").await;
     let mut want = expected("committed1", 300);
     want.extend(expected("committed2", 100));
     want.sort();
     assert_eq!(values(&committed), want);
 
-    let all = read_all(&topic, 3, "read_uncommitted").await;
+    let all = common::read_all(&topic, 3, "read_uncommitted").await;
     let aborted: Vec<_> = all
         .iter()
         .filter(|(_, v)| v.starts_with("aborted"))
@@ -226,7 +171,7 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     first.close().await;
     second.close().await;
 
-    let committed = read_all(&topic, 1, "read_committed").await;
+    let committed = common::read_all(&topic, 1, "read_committed").await;
     assert_eq!(values(&committed), expected("live", 20));
 }
 
@@ -388,6 +333,6 @@ async fn closing_with_an_open_transaction_aborts_it() {
     producer.close().await;
     // The abort markers are written: a read_committed consumer reaches the end at once
     // (an open transaction would hold the last stable offset back for 60 s).
-    let committed = read_all(&topic, 1, "read_committed").await;
+    let committed = common::read_all(&topic, 1, "read_committed").await;
     assert!(committed.is_empty(), "{committed:?}");
 }

@@ -142,3 +142,57 @@ impl Rng {
         (z ^ (z >> 31)) % n
     }
 }
+
+/// Every record of `topic` that a consumer with `isolation.level=isolation` reads, as
+/// `(partition, value)`, once its position has reached the end of every partition.
+pub async fn read_all(topic: &str, partitions: i32, isolation: &str) -> Vec<(i32, String)> {
+    let client = client().await;
+    let mut ends = std::collections::BTreeMap::new();
+    for p in 0..partitions {
+        let end = client
+            .list_offset(topic, p, paperboy::OffsetSpec::Latest)
+            .await
+            .unwrap();
+        ends.insert(paperboy::TopicPartition::new(topic, p), end);
+    }
+    let consumer = paperboy::Consumer::new(
+        paperboy::ConsumerConfig::from_properties([
+            ("bootstrap.servers", bootstrap().as_str()),
+            ("isolation.level", isolation),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let tps: Vec<paperboy::TopicPartition> = ends.keys().cloned().collect();
+    consumer.assign(&tps).unwrap();
+    for tp in &tps {
+        consumer.seek(tp, 0).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    loop {
+        let done = ends
+            .iter()
+            .all(|(tp, end)| consumer.position(tp).is_some_and(|p| p >= *end));
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{isolation} consumer did not reach the end of {topic} in 30 s: read {} records",
+            out.len()
+        );
+        for r in consumer
+            .recv_batch(1000, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            out.push((r.partition, v));
+        }
+    }
+    consumer.close().await;
+    out
+}
