@@ -585,7 +585,7 @@ mod tests {
         let part = &acc.parts[&(Arc::from("t"), p)];
         assert_eq!((part.ready.len(), part.open.is_none()), (1, true));
         assert!(acc.sticky.is_empty());
-        let encoded = part.ready[0].encode(Compression::Lz4, 7, 0).unwrap();
+        let encoded = part.ready[0].encode(Compression::Lz4, 7, 0, false).unwrap();
         let batch = records::batches(encoded, Default::default())
             .next()
             .unwrap()
