@@ -590,3 +590,106 @@ async fn records_that_do_not_decode_fail_skip_or_go_to_a_callback() {
     assert_eq!(committed(&c, &topic).await, Some(4));
     c.close().await;
 }
+
+#[tokio::test]
+async fn exactly_once_batches_abort_a_failed_handlers_output_and_commit_each_output_once() {
+    let client = common::client().await;
+    let input = common::new_topic(&client, "phqc-eos-in", 1).await;
+    let output = common::new_topic(&client, "phqc-eos-out", 1).await;
+    let group = common::unique_topic("g-eos");
+    let upstream = Producer::new("phq-test-svc", &[common::bootstrap()])
+        .await
+        .unwrap();
+    upstream
+        .produce_batch(&input, &messages("m-", 0..6))
+        .await
+        .unwrap();
+    let txn_id = common::unique_topic("phq-eos");
+    let producer = Producer::with_config(
+        "phq-eos-svc",
+        &[common::bootstrap()],
+        [("transactional.id", txn_id.as_str())],
+    )
+    .await
+    .unwrap();
+    let eos_consumer = || async {
+        let mut overrides = OVERRIDES.to_vec();
+        overrides.push(("isolation.level", "read_committed"));
+        Consumer::with_config(
+            &[common::bootstrap()],
+            &[&input],
+            &group,
+            100,
+            Duration::from_secs(2),
+            overrides,
+        )
+        .await
+        .unwrap()
+        .exactly_once(&producer)
+        .unwrap()
+    };
+
+    // The handler writes its output (acknowledged), then fails: aborted, nothing committed.
+    let a = eos_consumer().await;
+    let p = producer.clone();
+    let out = output.clone();
+    let result = tokio::time::timeout(
+        LIMIT,
+        a.process(move |batch: Vec<Message>| {
+            let (p, out) = (p.clone(), out.clone());
+            async move {
+                p.produce_batch(&out, &batch).await?;
+                Err::<(), Error>(Error::Json("fails after producing".into()))
+            }
+        }),
+    )
+    .await
+    .expect("in time");
+    assert!(matches!(result, Err(Error::Handler { .. })), "{result:?}");
+    assert_eq!(committed(&a, &input).await, None);
+    a.close().await;
+
+    // Handled again, successfully: the output and the offsets commit together.
+    let b = eos_consumer().await;
+    let stop = b.stop_handle();
+    let p = producer.clone();
+    let out = output.clone();
+    tokio::time::timeout(
+        LIMIT,
+        b.process(move |batch: Vec<Message>| {
+            let (p, out, stop) = (p.clone(), out.clone(), stop.clone());
+            async move {
+                p.produce_batch(&out, &batch).await?;
+                stop.stop();
+                Ok::<(), Error>(())
+            }
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("process ends cleanly");
+    assert_eq!(committed(&b, &input).await, Some(6));
+    b.close().await;
+
+    let committed_output = common::read_all(&output, 1, "read_committed").await;
+    assert_eq!(
+        committed_output.len(),
+        6,
+        "each output once: {committed_output:?}"
+    );
+    let all = common::read_all(&output, 1, "read_uncommitted").await;
+    assert_eq!(
+        all.len(),
+        12,
+        "the failed batch's output was written, then aborted"
+    );
+
+    // Without read_committed, or without a transactional producer, it is refused.
+    let plain = consumer(&input, &group, Duration::from_secs(1)).await;
+    let err = plain.exactly_once(&producer).unwrap_err();
+    assert!(err.to_string().contains("isolation.level"), "{err}");
+    let err = eos_consumer().await.exactly_once(&upstream).unwrap_err();
+    assert!(err.to_string().contains("transactional.id"), "{err}");
+    producer.close().await;
+    upstream.close().await;
+}

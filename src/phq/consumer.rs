@@ -91,6 +91,9 @@ pub struct Consumer {
     batch_size: usize,
     timeout: Duration,
     undecodable: Undecodable,
+    /// Exactly-once: the transactional producer whose transactions carry each batch's
+    /// output and offsets.
+    transactional: Option<crate::producer::Producer>,
     stop: StopHandle,
     /// Held so that the signal task of [`Consumer::shutdown_on_signals`] sees when the
     /// last clone of the consumer is gone.
@@ -222,6 +225,7 @@ impl Consumer {
             batch_size,
             timeout,
             undecodable: Undecodable::Fail,
+            transactional: None,
             stop: StopHandle { tx: Arc::new(tx) },
             stopped,
         })
@@ -240,6 +244,66 @@ impl Consumer {
     pub fn on_undecodable(mut self, policy: Undecodable) -> Self {
         self.undecodable = policy;
         self
+    }
+
+    /// Exactly-once batches: each batch is one transaction of `producer` (a PHQ
+    /// [`Producer`](super::Producer) made with a `transactional.id`), holding what the
+    /// handler produced with it and the batch's offsets. A handler that fails aborts it:
+    /// none of its output becomes visible to read_committed consumers, nothing is
+    /// committed, and `process` returns the error as before. A batch whose partitions
+    /// moved to another member while it was handled is aborted too (the new owner
+    /// handles it again), so each input's output is committed once.
+    ///
+    /// The handler must produce only through `producer`, from within the handler
+    /// (`produce_batch` waits for its messages). The consumer must read
+    /// `isolation.level=read_committed` (an override to [`Consumer::with_config`]), so
+    /// that it never handles records of aborted transactions upstream.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use paperboy::phq::{Consumer, Message, Producer};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let servers = ["127.0.0.1:9092"];
+    /// let producer =
+    ///     Producer::with_config("enricher", &servers, [("transactional.id", "enricher-0")]).await?;
+    /// let consumer = Consumer::with_config(
+    ///     &servers, &["events"], "enricher", 100, Duration::from_secs(1),
+    ///     [("isolation.level", "read_committed")],
+    /// )
+    /// .await?
+    /// .exactly_once(&producer)?;
+    /// consumer
+    ///     .process(|messages: Vec<Message>| {
+    ///         let producer = producer.clone();
+    ///         async move { producer.produce_batch("events-enriched", &messages).await }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a producer without `transactional.id` or a consumer that
+    /// does not read committed records only.
+    pub fn exactly_once(mut self, producer: &super::Producer) -> Result<Self> {
+        if producer.producer().transactional_id().is_none() {
+            return Err(ConfigError::Invalid(
+                "exactly-once batches need a PHQ Producer with a transactional.id".into(),
+            )
+            .into());
+        }
+        if self.inner.config().isolation != crate::client::IsolationLevel::ReadCommitted {
+            return Err(crate::config::invalid(
+                "isolation.level",
+                "read_uncommitted",
+                "read_committed, for exactly-once batches (records of aborted transactions \
+                 upstream must not be handled)",
+            )
+            .into());
+        }
+        self.transactional = Some(producer.producer().clone());
+        Ok(self)
     }
 
     /// The consumer underneath (assignment, lag, committed offsets).
@@ -430,12 +494,20 @@ impl Consumer {
         if latest_only {
             messages = keep_latest(messages);
         }
+        if let Some(p) = &self.transactional {
+            p.begin_transaction()?;
+        }
         if !messages.is_empty() {
             let count = messages.len();
             if let Err(e) = handler(messages).await {
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                 let batch = batch_ref(records);
                 error!("[{batch}] Encountered exception in the handler; nothing of the batch is committed: {e}");
+                if let Some(p) = &self.transactional {
+                    if let Err(abort) = p.abort_transaction().await {
+                        warn!(%batch, error = %abort, "aborting the batch's transaction failed");
+                    }
+                }
                 return Err(Error::Handler {
                     batch,
                     source: Arc::from(e),
@@ -443,7 +515,49 @@ impl Consumer {
             }
             debug!(messages = count, records = records.len(), "batch handled");
         }
-        self.commit(records).await
+        match &self.transactional {
+            Some(p) => self.commit_transaction(p, records).await,
+            None => self.commit(records).await,
+        }
+    }
+
+    /// Exactly-once: commits the batch's offsets with its output, in its transaction. A
+    /// batch whose partitions moved meanwhile is aborted (their new owner handles it).
+    async fn commit_transaction(
+        &self,
+        producer: &crate::producer::Producer,
+        records: &[ConsumerRecord],
+    ) -> Result<()> {
+        let mut next: HashMap<TopicPartition, i64> = HashMap::new();
+        for r in records {
+            let e = next.entry(r.topic_partition()).or_insert(r.offset + 1);
+            *e = (*e).max(r.offset + 1);
+        }
+        let offsets: Vec<(TopicPartition, i64)> = next.into_iter().collect();
+        let result = async {
+            let group = self.inner.group_metadata()?;
+            producer
+                .send_offsets_to_transaction(&offsets, &group)
+                .await?;
+            producer.commit_transaction().await
+        }
+        .await;
+        let Err(e) = result else {
+            return Ok(());
+        };
+        if let Err(abort) = producer.abort_transaction().await {
+            warn!(batch = %batch_ref(records), error = %abort, "aborting the batch's transaction failed");
+        }
+        if lost_to_rebalance(&e) || matches!(e.kafka_code(), Some(KafkaCode::FencedInstanceId)) {
+            warn!(
+                batch = %batch_ref(records),
+                error = %e,
+                "the group rebalanced while the batch was handled: its transaction is \
+                 aborted, and its records are handled again by their partitions' owners"
+            );
+            return Ok(());
+        }
+        Err(e)
     }
 
     /// Commits `records` of the partitions still assigned; a commit refused because the
