@@ -940,3 +940,129 @@ fn dev_fails_naming_the_address_when_its_port_is_taken() {
     assert!(r.stdout.is_empty(), "no bootstrap line: {}", r.stdout);
     drop(taken);
 }
+
+/// `consume -e` from the beginning of partition 0 with `isolation.level`: the values.
+fn consume_values(topic: &str, isolation: &str) -> Vec<String> {
+    let b = common::bootstrap();
+    let prop = format!("isolation.level={isolation}");
+    let r = run(
+        &[
+            "consume",
+            "-b",
+            &b,
+            "-t",
+            topic,
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-X",
+            &prop,
+        ],
+        "",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    json_lines(&r.stdout)
+        .iter()
+        .map(|v| v["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn produce_with_a_transactional_id_commits_its_input_in_transactions() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-txn", 1).await;
+    let b = common::bootstrap();
+    let id = common::unique_topic("cli-txn");
+    let txn = format!("transactional.id={id}");
+    let lines: String = (0..250).map(|i| format!("v{i}\n")).collect();
+    let (ok, err) = paperboy(
+        &[
+            "produce",
+            "-b",
+            &b,
+            "-t",
+            &topic,
+            "-X",
+            &txn,
+            "--transaction-records",
+            "100",
+        ],
+        &lines,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("250 records committed in 3 transactions"),
+        "{err}"
+    );
+    let want: Vec<String> = (0..250).map(|i| format!("v{i}")).collect();
+    assert_eq!(consume_values(&topic, "read_committed"), want);
+}
+
+#[tokio::test]
+async fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-txn-sig", 1).await;
+    let b = common::bootstrap();
+    let id = common::unique_topic("cli-txn-sig");
+    let txn = format!("transactional.id={id}");
+    let args = [
+        "produce",
+        "-b",
+        &b,
+        "-t",
+        &topic,
+        "-X",
+        &txn,
+        "--transaction-records",
+        "10",
+        "--transaction-ms",
+        "600000",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paperboy"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("paperboy runs");
+    let stderr = drain(child.stderr.take().unwrap());
+    // 25 lines: two transactions of 10 commit, 5 records stay in the open one; stdin
+    // stays open.
+    let mut stdin = child.stdin.take().unwrap();
+    let lines: String = (0..25).map(|i| format!("v{i}\n")).collect();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // In the log: 25 records and two commit markers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .list_offset(&topic, 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        < 27
+    {
+        assert!(Instant::now() < deadline, "the records did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = wait_or_kill(&mut child, Duration::from_secs(30), &args);
+    drop(stdin);
+    let stderr = stderr.join().unwrap();
+    assert!(
+        !status.success(),
+        "a signal is a failure of the input: {stderr}"
+    );
+    assert!(
+        stderr.contains("stopped by signal")
+            && stderr.contains("the open transaction (5 records) was aborted")
+            && stderr.contains("20 records were committed"),
+        "{stderr}"
+    );
+    let committed: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    assert_eq!(consume_values(&topic, "read_committed"), committed);
+    let all: Vec<String> = (0..25).map(|i| format!("v{i}")).collect();
+    assert_eq!(consume_values(&topic, "read_uncommitted"), all);
+}

@@ -336,3 +336,27 @@ async fn closing_with_an_open_transaction_aborts_it() {
     let committed = common::read_all(&topic, 1, "read_committed").await;
     assert!(committed.is_empty(), "{committed:?}");
 }
+
+#[tokio::test]
+async fn a_commit_right_after_enqueueing_sends_the_records_first() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "txn-enqueue-commit", 3).await;
+    let producer = txn_producer(&common::unique_topic("txn-enqueue")).await;
+    producer.begin_transaction().unwrap();
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let r = ProducerRecord::new(&topic).with_value(format!("now-{i:04}"));
+        pending.push(producer.enqueue(r).await.unwrap());
+    }
+    // Not awaited: the commit sends them (adding their partitions) and waits for them.
+    tokio::time::timeout(Duration::from_secs(30), producer.commit_transaction())
+        .await
+        .expect("the commit does not wait for the delivery timeout")
+        .unwrap();
+    for d in pending {
+        d.await.unwrap();
+    }
+    producer.close().await;
+    let committed = common::read_all(&topic, 3, "read_committed").await;
+    assert_eq!(values(&committed), expected("now", 50));
+}

@@ -667,7 +667,8 @@ impl Shared {
     /// picked up after it), then wakes the sender.
     fn add_partitions_soon(self: &Arc<Self>, st: &mut State, tps: Vec<Tp>) {
         let Some(t) = st.txn.as_mut() else { return };
-        if t.adding || t.phase != Phase::Open {
+        // (Committing too: a commit flushes records whose partitions are not added yet.)
+        if t.adding || !matches!(t.phase, Phase::Open | Phase::Committing) {
             return;
         }
         t.adding = true;

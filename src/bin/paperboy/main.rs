@@ -39,7 +39,16 @@ PRODUCE:
                               Python's json.dumps writes it, every number kept
         --count N             send N generated records instead of reading stdin
         --size BYTES          size of each generated value (default 100)
-    -X, --property KEY=VALUE  any producer property (linger.ms, batch.size, ...)
+    -X, --property KEY=VALUE  any producer property (linger.ms, batch.size, ...); with
+                              -X transactional.id=ID the input is written in transactions
+                              (read_committed consumers see only committed ones): each
+                              commits after --transaction-records records or
+                              --transaction-ms after its first, and at the end of the
+                              input; a failure or SIGINT/SIGTERM aborts the open one
+                              (exit non-zero), those committed before stay
+        --transaction-records N   records per transaction at most (default 10000)
+        --transaction-ms MS       a transaction commits this long after its first record
+                              at the latest (default 1000)
     -q, --quiet               no summary
 
 CONSUME:

@@ -2,12 +2,14 @@
 //! `transactional.id`, in transactions.
 
 use std::io::{BufRead, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use paperboy::phq::envelope;
 use paperboy::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::mpsc;
+
+use crate::signal::StopSignal;
 
 pub(crate) struct ProduceArgs {
     bootstrap: Option<String>,
@@ -19,6 +21,8 @@ pub(crate) struct ProduceArgs {
     size: usize,
     properties: Vec<(String, String)>,
     quiet: bool,
+    transaction_records: usize,
+    transaction_time: Duration,
 }
 
 /// `Ok(None)` for `--help`.
@@ -33,6 +37,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ProduceArgs>, String> {
         size: 100,
         properties: Vec::new(),
         quiet: false,
+        transaction_records: 10_000,
+        transaction_time: Duration::from_millis(1000),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -73,6 +79,22 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ProduceArgs>, String> {
                     .ok_or_else(|| format!("-X {v}: expected KEY=VALUE"))?;
                 a.properties.push((k.to_owned(), val.to_owned()));
             }
+            "--transaction-records" => {
+                let v = value(flag)?;
+                a.transaction_records =
+                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--transaction-records {v}: not a positive number")
+                    })?;
+            }
+            "--transaction-ms" => {
+                let v = value(flag)?;
+                a.transaction_time = Duration::from_millis(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--transaction-ms {v}: not a positive number"))?,
+                );
+            }
             "-q" | "--quiet" => a.quiet = true,
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other}")),
@@ -87,16 +109,120 @@ struct Tally {
     first_error: Option<String>,
 }
 
+/// One record of the input: `(key, value)`.
+type Input = (Option<Bytes>, Bytes);
+
+/// The input, read on a thread of its own (reading stdin blocks): generated records
+/// (`--count`) or stdin's lines, split at `--key-separator`, packed in the envelope of
+/// `--envelope`. An `Err` ends it: what is wrong with the input.
+fn spawn_input(a: &ProduceArgs) -> mpsc::Receiver<Result<Input, String>> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (count, size) = (a.count, a.size);
+    let key_separator = a.key_separator.clone();
+    let service = a.envelope.clone();
+    std::thread::spawn(move || {
+        if let Some(n) = count {
+            let value = Bytes::from(
+                (0..size)
+                    .map(|i| b'a' + (i % 26) as u8)
+                    .collect::<Vec<u8>>(),
+            );
+            for i in 0..n {
+                let record = (Some(Bytes::from(i.to_string())), value.clone());
+                if tx.blocking_send(Ok(record)).is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let dt = envelope::now_dt();
+        let stdin = std::io::stdin();
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let record = line
+                .map_err(|e| format!("reading stdin: {e}"))
+                .and_then(|line| {
+                    parse_line(
+                        &line,
+                        n as u64,
+                        key_separator.as_deref(),
+                        service.as_deref(),
+                        &dt,
+                    )
+                });
+            let failed = record.is_err();
+            if tx.blocking_send(record).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// One line of input as a record: split at the key separator, packed in the envelope.
+fn parse_line(
+    line: &str,
+    n: u64,
+    key_separator: Option<&str>,
+    service: Option<&str>,
+    dt: &str,
+) -> Result<Input, String> {
+    let (key, value) = match key_separator.and_then(|sep| line.split_once(sep)) {
+        Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
+        None => (None, line.to_owned()),
+    };
+    let Some(svc) = service else {
+        return Ok((key.map(Bytes::from), Bytes::from(value)));
+    };
+    // From the line's text, as Python's json.loads/json.dumps would: every number kept
+    // (integers of any size, floats to the bit).
+    let packed = envelope::pack_json(svc, dt, &value, &[]).map_err(|e| {
+        let e = match e {
+            paperboy::Error::Json(m) => m,
+            other => other.to_string(),
+        };
+        format!("line {}: {e}", n + 1)
+    })?;
+    let id = key.unwrap_or_else(|| generated_id(svc, n));
+    Ok((Some(Bytes::from(id)), Bytes::from(packed)))
+}
+
 pub(crate) async fn run(a: ProduceArgs) -> Result<(), String> {
-    let bootstrap = a.bootstrap.ok_or("--bootstrap is required")?;
-    let topic = a.topic.ok_or("--topic is required")?;
+    let bootstrap = a.bootstrap.clone().ok_or("--bootstrap is required")?;
+    let topic = a.topic.clone().ok_or("--topic is required")?;
     let mut cfg = ProducerConfig::new(&bootstrap);
     for (k, v) in &a.properties {
         cfg.set(k, v).map_err(|e| e.to_string())?;
     }
+    let transactional = cfg.transactional_id().is_some();
+    // Before connecting, so a signal during a slow start is a clean stop too.
+    let stop = if transactional {
+        Some(StopSignal::install()?)
+    } else {
+        None
+    };
     let producer = Producer::new(cfg).await.map_err(|e| e.to_string())?;
+    let input = spawn_input(&a);
+    let record_for = |(key, value): Input| {
+        let mut r = ProducerRecord::new(&topic);
+        r.key = key;
+        r.value = Some(value);
+        r.partition = a.partition;
+        r
+    };
+    match stop {
+        Some(stop) => in_transactions(&a, &producer, input, record_for, &stop).await,
+        None => plain(&a, &producer, input, record_for).await,
+    }
+}
 
-    // Deliveries are awaited in order by a second task, so sending never waits on them.
+/// Sends every record, with a second task awaiting the deliveries in order (so sending
+/// never waits on them).
+async fn plain(
+    a: &ProduceArgs,
+    producer: &Producer,
+    mut input: mpsc::Receiver<Result<Input, String>>,
+    record_for: impl Fn(Input) -> ProducerRecord,
+) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel::<DeliveryFuture>(100_000);
     let waiter = tokio::spawn(async move {
         let mut t = Tally {
@@ -120,87 +246,24 @@ pub(crate) async fn run(a: ProduceArgs) -> Result<(), String> {
     let mut bytes = 0u64;
     let mut sent = 0u64;
     let mut local_error = None;
-    let dt = envelope::now_dt();
-    let record_for = |key: Option<Bytes>, value: Bytes| {
-        let mut r = ProducerRecord::new(&topic);
-        r.key = key;
-        r.value = Some(value);
-        r.partition = a.partition;
-        r
-    };
-    if let Some(n) = a.count {
-        let value = Bytes::from(
-            (0..a.size)
-                .map(|i| b'a' + (i % 26) as u8)
-                .collect::<Vec<u8>>(),
-        );
-        for i in 0..n {
-            let record = record_for(Some(Bytes::from(i.to_string())), value.clone());
-            match producer.enqueue(record).await {
-                Ok(d) => {
-                    sent += 1;
-                    bytes += value.len() as u64;
-                    let _ = tx.send(d).await;
-                }
-                Err(e) => {
-                    local_error = Some(e.to_string());
-                    break;
-                }
+    while let Some(next) = input.recv().await {
+        let record = match next {
+            Ok(r) => r,
+            Err(e) => {
+                local_error = Some(e);
+                break;
             }
-        }
-    } else {
-        let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
-        let mut n = 0u64;
-        loop {
-            // Reading stdin blocks; a line at a time is fine next to the network work.
-            let line = match tokio::task::block_in_place(|| lines.next()) {
-                None => break,
-                Some(Ok(l)) => l,
-                Some(Err(e)) => {
-                    local_error = Some(format!("reading stdin: {e}"));
-                    break;
-                }
-            };
-            let (key, value) = match &a.key_separator {
-                Some(sep) => match line.split_once(sep.as_str()) {
-                    Some((k, v)) => (Some(k.to_owned()), v.to_owned()),
-                    None => (None, line.clone()),
-                },
-                None => (None, line.clone()),
-            };
-            let (key, value) = match &a.envelope {
-                None => (key.map(Bytes::from), Bytes::from(value)),
-                Some(svc) => {
-                    // From the line's text, as Python's json.loads/json.dumps would:
-                    // every number kept (integers of any size, floats to the bit).
-                    let packed = match envelope::pack_json(svc, &dt, &value, &[]) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let e = match e {
-                                paperboy::Error::Json(m) => m,
-                                other => other.to_string(),
-                            };
-                            local_error = Some(format!("line {}: {e}", n + 1));
-                            break;
-                        }
-                    };
-                    let id = key.unwrap_or_else(|| generated_id(svc, n));
-                    (Some(Bytes::from(id)), Bytes::from(packed))
-                }
-            };
-            n += 1;
-            let len = value.len() as u64;
-            match producer.enqueue(record_for(key, value)).await {
-                Ok(d) => {
-                    sent += 1;
-                    bytes += len;
-                    let _ = tx.send(d).await;
-                }
-                Err(e) => {
-                    local_error = Some(e.to_string());
-                    break;
-                }
+        };
+        let len = record.1.len() as u64;
+        match producer.enqueue(record_for(record)).await {
+            Ok(d) => {
+                sent += 1;
+                bytes += len;
+                let _ = tx.send(d).await;
+            }
+            Err(e) => {
+                local_error = Some(e.to_string());
+                break;
             }
         }
     }
@@ -233,6 +296,117 @@ pub(crate) async fn run(a: ProduceArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// With `transactional.id`: the input in transactions of at most
+/// `--transaction-records` records, each committed within `--transaction-ms` of its
+/// first record and at the end of the input. A failure (a record, a commit, bad input)
+/// or a signal aborts the open transaction: read_committed consumers never see any of
+/// it. Transactions committed before stay.
+async fn in_transactions(
+    a: &ProduceArgs,
+    producer: &Producer,
+    mut input: mpsc::Receiver<Result<Input, String>>,
+    record_for: impl Fn(Input) -> ProducerRecord,
+    stop: &StopSignal,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let (mut committed, mut transactions, mut bytes) = (0u64, 0u64, 0u64);
+    let (mut open, mut open_bytes) = (0u64, 0u64);
+    let mut due: Option<tokio::time::Instant> = None;
+    let summary = |committed: u64, transactions: u64, bytes: u64| {
+        if !a.quiet {
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "paperboy produce: {committed} records committed in {transactions} transactions, {bytes} value bytes, {secs:.1}s, {:.0} records/s",
+                committed as f64 / secs
+            );
+        }
+    };
+    let result: Result<(), String> = loop {
+        enum Next {
+            Record(Input),
+            Commit,
+            End,
+            Failed(String),
+            Signal,
+        }
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait() => Next::Signal,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => Next::Commit,
+            r = input.recv() => match r {
+                Some(Ok(record)) => Next::Record(record),
+                Some(Err(e)) => Next::Failed(e),
+                None => Next::End,
+            },
+        };
+        let commit = match next {
+            Next::Record(record) => {
+                if due.is_none() {
+                    if let Err(e) = producer.begin_transaction() {
+                        break Err(e.to_string());
+                    }
+                    due = Some(tokio::time::Instant::now() + a.transaction_time);
+                }
+                let len = record.1.len() as u64;
+                match producer.enqueue(record_for(record)).await {
+                    // Its outcome counts in the commit, which fails if it failed.
+                    Ok(delivery) => drop(delivery),
+                    Err(e) => break Err(e.to_string()),
+                }
+                open += 1;
+                open_bytes += len;
+                open >= a.transaction_records as u64
+            }
+            Next::Commit => true,
+            Next::End => {
+                if due.is_some() {
+                    if let Err(e) = producer.commit_transaction().await {
+                        break Err(format!("committing the last transaction: {e}"));
+                    }
+                    committed += open;
+                    bytes += open_bytes;
+                    transactions += 1;
+                    open = 0;
+                }
+                break Ok(());
+            }
+            Next::Failed(e) => break Err(e),
+            Next::Signal => break Err("stopped by signal".to_owned()),
+        };
+        if commit && due.is_some() {
+            if let Err(e) = producer.commit_transaction().await {
+                break Err(format!("committing a transaction: {e}"));
+            }
+            committed += std::mem::take(&mut open);
+            bytes += std::mem::take(&mut open_bytes);
+            transactions += 1;
+            due = None;
+        }
+    };
+    let result = match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // What the open transaction holds is aborted.
+            let aborted = if open > 0 || due.is_some() {
+                match producer.abort_transaction().await {
+                    Ok(()) => format!("; the open transaction ({open} records) was aborted"),
+                    Err(abort) => {
+                        format!("; aborting the open transaction ({open} records) failed: {abort}")
+                    }
+                }
+            } else {
+                String::new()
+            };
+            Err(format!(
+                "{e}{aborted}; {committed} records were committed before"
+            ))
+        }
+    };
+    producer.close().await;
+    summary(committed, transactions, bytes);
+    result
 }
 
 fn generated_id(svc: &str, n: u64) -> String {
