@@ -146,7 +146,17 @@ impl Rng {
 /// Every record of `topic` that a consumer with `isolation.level=isolation` reads, as
 /// `(partition, value)`, once its position has reached the end of every partition.
 pub async fn read_all(topic: &str, partitions: i32, isolation: &str) -> Vec<(i32, String)> {
-    let client = client().await;
+    read_all_from(&bootstrap(), topic, partitions, isolation).await
+}
+
+/// [`read_all`] from the cluster at `servers`.
+pub async fn read_all_from(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+) -> Vec<(i32, String)> {
+    let client = Client::connect(ClientConfig::new(servers)).await.unwrap();
     let mut ends = std::collections::BTreeMap::new();
     for p in 0..partitions {
         let end = client
@@ -157,7 +167,7 @@ pub async fn read_all(topic: &str, partitions: i32, isolation: &str) -> Vec<(i32
     }
     let consumer = paperboy::Consumer::new(
         paperboy::ConsumerConfig::from_properties([
-            ("bootstrap.servers", bootstrap().as_str()),
+            ("bootstrap.servers", servers),
             ("isolation.level", isolation),
             ("auto.offset.reset", "earliest"),
         ])
