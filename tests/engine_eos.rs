@@ -150,6 +150,15 @@ impl Handler for Transform {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_handler_aborts_its_output_and_everything_is_written_exactly_once() {
+    failed_handler_run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_bulk_mode_a_failed_batch_aborts_its_output_and_everything_is_written_exactly_once() {
+    failed_handler_run(true).await;
+}
+
+async fn failed_handler_run(bulk: bool) {
     let client = common::client().await;
     let input = common::new_topic(&client, "eos-in", 2).await;
     let output = common::new_topic(&client, "eos-out", 2).await;
@@ -164,6 +173,10 @@ async fn a_failed_handler_aborts_its_output_and_everything_is_written_exactly_on
             max_retries: 1,
             retry_backoff_ms: 10,
             dead_letter_topic: Some("{topic}.dlq".into()),
+            with_bulk_mode: bulk,
+            bulk_mode_threshold: None,
+            bulk_mode_max_records: 30,
+            bulk_mode_timeout_ms: 50,
             ..EngineConfig::default()
         })
         .handler(Transform {

@@ -360,3 +360,38 @@ async fn a_commit_right_after_enqueueing_sends_the_records_first() {
     let committed = common::read_all(&topic, 3, "read_committed").await;
     assert_eq!(values(&committed), expected("now", 50));
 }
+
+#[tokio::test]
+async fn a_transaction_open_past_its_timeout_is_aborted_by_the_coordinator() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "txn-timeout", 1).await;
+    let id = common::unique_topic("txn-timeout");
+    let producer = Producer::new(
+        txn_producer_config(&id)
+            .with("transaction.timeout.ms", "1000")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    producer.begin_transaction().unwrap();
+    send_all(&producer, &topic, "late", 5).await;
+    // The coordinator aborts it: a read_committed consumer then reaches the end (the
+    // abort marker) with nothing to read.
+    let committed = common::read_all(&topic, 1, "read_committed").await;
+    assert!(committed.is_empty(), "{committed:?}");
+    // Too late to commit: the coordinator has moved the id to a new epoch.
+    let err = producer.commit_transaction().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Fenced { .. } | Error::Transaction { .. }),
+        "{err}"
+    );
+    producer.close().await;
+    // A new producer with the id goes on.
+    let next = txn_producer(&id).await;
+    next.begin_transaction().unwrap();
+    send_all(&next, &topic, "on-time", 3).await;
+    next.commit_transaction().await.unwrap();
+    next.close().await;
+    let committed = common::read_all(&topic, 1, "read_committed").await;
+    assert_eq!(values(&committed), expected("on-time", 3));
+}
