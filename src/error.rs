@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-pub use kafka_protocol::error::ResponseError as KafkaCode;
-use kafka_protocol::messages::ApiKey;
+pub use crate::kafka_code::KafkaCode;
 use paperboy_protocol::frame::FrameError;
 
 /// A `Result` whose error is Paperboy's [`Error`].
@@ -140,12 +139,12 @@ pub enum Error {
     },
 
     /// The broker does not support any version of an API this client speaks.
-    #[error("broker {broker} supports no version of {api:?} that Paperboy speaks")]
+    #[error("broker {broker} supports no version of {api} that Paperboy speaks")]
     UnsupportedVersion {
         /// `host:port` of the broker.
         broker: String,
-        /// The API.
-        api: ApiKey,
+        /// The API, by Kafka's name for it (`Produce`, `ConsumerGroupHeartbeat`, ...).
+        api: String,
     },
 
     /// No broker could be reached (every bootstrap address and known broker failed).

@@ -54,6 +54,7 @@ mod conn;
 pub mod consumer;
 pub mod engine;
 mod error;
+mod kafka_code;
 pub mod metadata;
 mod offsets;
 pub mod phq;
