@@ -54,6 +54,7 @@ mod conn;
 pub mod consumer;
 pub mod engine;
 mod error;
+mod group_protocol;
 mod kafka_code;
 pub mod metadata;
 mod offsets;
