@@ -287,31 +287,40 @@ async fn an_engine_killed_at_random_points_writes_every_output_exactly_once() {
     println!("seed {seed}");
     let mut rng = common::Rng(seed);
 
-    let total = |c: &[Option<i64>]| c.iter().map(|o| o.unwrap_or(0)).sum::<i64>();
+    // Progress is watched on the output's log end (committed offsets cannot be read
+    // between a kill and the next start: the killed run's transaction holds them
+    // unstable until the next run's producer aborts it).
+    let output_end = || async {
+        let mut end = 0;
+        for p in 0..2 {
+            end += client
+                .list_offset(&output, p, paperboy::OffsetSpec::Latest)
+                .await
+                .unwrap();
+        }
+        end
+    };
     let mut kills_mid_stream = 0;
     for round in 0..4 {
-        let before = total(&committed(&group, &input, 2).await);
+        let before = output_end().await;
         let mut child = spawn_child(&input, &output, &group, &txn_id);
-        // Killed once it has handled (and committed) something more, at a random point
-        // of a commit interval.
+        // Killed once it is writing, at a random point.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while total(&committed(&group, &input, 2).await) == before {
+        while output_end().await < before + 20 {
             assert!(
                 Instant::now() < deadline,
-                "round {round}: nothing committed in 60 s"
+                "round {round}: no output in 60 s"
             );
             assert!(child.try_wait().unwrap().is_none(), "the child exited");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
-        let after = total(&committed(&group, &input, 2).await);
-        println!(
-            "round {round}: killed with {after} of {} committed",
-            2 * PER_PARTITION
-        );
-        if after < 2 * PER_PARTITION as i64 {
+        let end = output_end().await;
+        println!("round {round}: killed with {end} records in the output's log");
+        // Fewer than one per input (aborted ones and markers included): mid-stream.
+        if end < 2 * PER_PARTITION as i64 {
             kills_mid_stream += 1;
         }
     }

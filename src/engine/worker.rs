@@ -181,13 +181,16 @@ async fn work(
             }
             Handled::Abandoned => return,
             Handled::Rewind(error, backoff) => {
-                drop(gate);
                 shared.health.inner.retried.fetch_add(1, Ordering::Relaxed);
                 warn!(%tp, offset = first, records = n, %error, ?backoff,
                     "handling failed: the transaction is aborted and the records handled again");
+                // Asked for while the gate is still held: a commit that takes the gate
+                // next must see it, or it would commit this unit's output without its
+                // offsets.
                 if let Some(eos) = &shared.eos {
                     eos.request_rewind(error, backoff);
                 }
+                drop(gate);
                 continue;
             }
             Handled::Failed(e) => (e, false),

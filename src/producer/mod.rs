@@ -353,9 +353,10 @@ impl Producer {
     /// [`Error::Transaction`]), those in flight are waited for, and the coordinator
     /// writes abort markers, so read_committed consumers never see any record of it.
     /// After an error that left the producer's sequence state unknown (a record timed
-    /// out, the transaction passed `transaction.timeout.ms`), the producer's epoch is
-    /// bumped instead (KIP-588), which aborts the transaction too. The producer is then
-    /// ready for the next transaction.
+    /// out), the producer's epoch is then bumped (KIP-360), so that its sequences start
+    /// again. The producer is then ready for the next transaction. (A transaction the
+    /// coordinator aborted at `transaction.timeout.ms` fences the producer, as Kafka 4.x
+    /// does: [`Error::Fenced`]; make a new one.)
     ///
     /// Waits at most `delivery.timeout.ms` for records in flight, then `max.block.ms`
     /// for the coordinator.

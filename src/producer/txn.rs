@@ -376,20 +376,23 @@ impl Shared {
         };
         let deadline = self.coordinator_deadline();
         let mut bump = bump;
-        if touched && !bump {
+        // EndTxn first, always, as the Java client does: InitProducerId while the
+        // transaction is still open on the coordinator would have it bump the epoch and
+        // answer CONCURRENT_TRANSACTIONS, and the retry with the old epoch would be fenced.
+        if touched {
             if let Err(e) = c.end(ids, false, deadline).await {
                 if is_fatal(&e) || e.is_timeout() {
                     return Err(self.txn_failed(e));
                 }
-                // The coordinator no longer knows this epoch (it aborted the transaction
-                // at its timeout): bumping the epoch recovers, unless fenced.
+                // The coordinator refused this epoch: a bump tells whether another
+                // producer took the id (then PRODUCER_FENCED) or not.
                 warn!(error = %e, "ending the aborted transaction failed; bumping the producer epoch");
                 bump = true;
             }
         }
         if bump {
-            // InitProducerId with the current id and epoch (KIP-588): aborts whatever
-            // the coordinator still has open, and starts a new epoch.
+            // Then InitProducerId with the current id and epoch (KIP-360/588): a new
+            // epoch, so that every partition's sequence starts again from 0.
             match c.init_producer_id(Some(ids), deadline).await {
                 Ok((pid, epoch)) => {
                     info!(
