@@ -314,7 +314,9 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
             .with_partition_index(fp.partition)
             .with_high_watermark(-1)
             .with_last_stable_offset(-1)
-            .with_log_start_offset(-1);
+            .with_log_start_offset(-1)
+            // Null but for read_committed answers, as Kafka sends it.
+            .with_aborted_transactions(None);
         let p = st.partition(&fp.topic, fp.partition);
         let error = if fp.topic.is_empty() {
             Some(ResponseError::UnknownTopicId.code())

@@ -216,9 +216,7 @@ fn append(
     if batch.is_transactional() {
         super::txn::verify_produce(st, version, transactional_id, &batch, topic, partition)?;
     }
-    let p = st
-        .partition_mut(topic, partition)
-        .expect("checked above");
+    let p = st.partition_mut(topic, partition).expect("checked above");
     // Idempotence.
     let pid = batch.producer_id();
     let mut duplicate_of = None;

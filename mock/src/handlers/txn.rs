@@ -22,7 +22,9 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
-use paperboy_protocol::records::{encode_batch, BatchOptions, DecodeLimits, NewRecord, RecordBatch};
+use paperboy_protocol::records::{
+    encode_batch, BatchOptions, DecodeLimits, NewRecord, RecordBatch,
+};
 use tokio::time::Instant;
 
 use super::group::CommittedOffset;
@@ -93,11 +95,15 @@ impl PartitionTxns {
     /// The aborted transactions a read of `[from, upper)` must report: those whose
     /// marker is at or after `from` and whose data starts before `upper`.
     pub fn aborted_in(&self, from: i64, upper: i64) -> Vec<(i64, i64)> {
-        self.aborted
+        let mut found: Vec<(i64, i64)> = self
+            .aborted
             .iter()
             .filter(|(_, first, last)| *last >= from && *first < upper)
             .map(|(pid, first, _)| (*pid, *first))
-            .collect()
+            .collect();
+        // By first offset, as consumers walk them alongside the batches.
+        found.sort_by_key(|(_, first)| *first);
+        found
     }
 }
 
