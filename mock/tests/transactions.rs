@@ -553,6 +553,66 @@ async fn a_transaction_left_open_past_its_timeout_is_aborted_and_its_producer_fe
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_right_after_enqueueing_sends_the_records_first() {
+    init_tracing();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .topic("e", 3)
+        .build()
+        .await
+        .unwrap();
+    let producer = txn_producer(&cluster, "txn-enqueue").await;
+    producer.begin_transaction().unwrap();
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let r = ProducerRecord::new("e").with_value(format!("now-{i:04}"));
+        pending.push(producer.enqueue(r).await.unwrap());
+    }
+    // Not awaited: the commit sends them (adding their partitions) and waits for them.
+    tokio::time::timeout(DEADLINE, producer.commit_transaction())
+        .await
+        .expect("the commit does not wait for the delivery timeout")
+        .unwrap();
+    for d in pending {
+        d.await.unwrap();
+    }
+    producer.close().await;
+    assert!(stable(&cluster, "e", 3));
+    assert_eq!(
+        values(&read_all(&cluster, "e", 3, "read_committed").await),
+        expected("now", 50)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_outside_a_transaction_get_clear_errors() {
+    init_tracing();
+    let cluster = Cluster::builder().topic("st", 1).build().await.unwrap();
+    let producer = txn_producer(&cluster, "txn-state").await;
+    let err = producer
+        .send(ProducerRecord::new("st").with_value("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transaction { .. }), "{err}");
+    assert!(err.to_string().contains("begin_transaction"), "{err}");
+    assert!(matches!(
+        producer.commit_transaction().await.unwrap_err(),
+        Error::Transaction { .. }
+    ));
+    producer.begin_transaction().unwrap();
+    assert!(matches!(
+        producer.begin_transaction().unwrap_err(),
+        Error::Transaction { .. }
+    ));
+    cluster.clear_requests();
+    // An empty transaction commits without asking the coordinator anything.
+    producer.commit_transaction().await.unwrap();
+    assert!(!cluster.requests().iter().any(|r| r.api == ApiKey::EndTxn));
+    producer.close().await;
+    assert_eq!(cluster.offsets("st", 0), Some((0, 0)));
+}
+
 /// Writes `out-{n}` for each input `in-{n}`, to the same partition of `output`; fails
 /// (after its output was written) once on `flaky`, and always on `poison`.
 struct Transform {

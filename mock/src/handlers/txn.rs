@@ -614,3 +614,47 @@ pub(crate) fn verify_produce(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lso_is_the_earliest_open_transaction_and_aborts_are_reported_where_read() {
+        let mut t = PartitionTxns::default();
+        assert_eq!(t.last_stable_offset(10), 10);
+        t.open.insert(7, 4);
+        t.open.insert(8, 2);
+        assert_eq!(t.last_stable_offset(10), 2);
+        t.open.remove(&8);
+        assert_eq!(t.last_stable_offset(10), 4);
+        // (pid, first offset, abort marker offset), in marker order.
+        t.aborted = vec![(1, 5, 9), (2, 0, 12), (3, 20, 21)];
+        assert_eq!(t.aborted_in(0, 15), vec![(2, 0), (1, 5)], "by first offset");
+        assert_eq!(t.aborted_in(10, 15), vec![(2, 0)], "marker before the read");
+        assert_eq!(t.aborted_in(0, 5), vec![(2, 0)], "data after the read");
+        assert_eq!(t.aborted_in(13, 30), vec![(3, 20)]);
+    }
+
+    #[test]
+    fn a_marker_is_a_transactional_control_batch() {
+        let b = marker_batch(42, 3, true);
+        b.verify_crc().unwrap();
+        assert!(b.is_control() && b.is_transactional());
+        assert_eq!(
+            (b.producer_id(), b.producer_epoch(), b.base_sequence()),
+            (42, 3, -1)
+        );
+        assert_eq!(
+            b.control_marker().unwrap(),
+            Some(paperboy_protocol::records::ControlMarker::Commit)
+        );
+        let r = b.records().unwrap().next().unwrap().unwrap();
+        assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 0][..]));
+        let abort = marker_batch(42, 3, false);
+        assert_eq!(
+            abort.control_marker().unwrap(),
+            Some(paperboy_protocol::records::ControlMarker::Abort)
+        );
+    }
+}
