@@ -613,6 +613,47 @@ async fn calls_outside_a_transaction_get_clear_errors() {
     assert_eq!(cluster.offsets("st", 0), Some((0, 0)));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_follows_its_coordinator_and_retries_concurrent_transactions() {
+    init_tracing();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .topic("m", 2)
+        .build()
+        .await
+        .unwrap();
+    let producer = txn_producer(&cluster, "txn-move").await;
+    producer.begin_transaction().unwrap();
+    send_all(&producer, "m", "moved", 20).await;
+    let old = cluster.coordinator("txn-move");
+    let new = (old + 1) % 3;
+    cluster.move_coordinator("txn-move", new);
+    let fault = cluster
+        .inject(Fault::error(ApiKey::EndTxn, ResponseError::ConcurrentTransactions).times(2));
+    cluster.clear_requests();
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(cluster.fault_remaining(fault), None, "both faults were met");
+    let ends: Vec<i32> = cluster
+        .requests()
+        .iter()
+        .filter(|r| r.api == ApiKey::EndTxn)
+        .map(|r| r.node)
+        .collect();
+    assert!(ends.len() >= 3, "{ends:?}");
+    assert_eq!(
+        ends.last(),
+        Some(&new),
+        "committed at the new coordinator: {ends:?}"
+    );
+    assert!(ends.contains(&old), "{ends:?}");
+    producer.close().await;
+    assert!(stable(&cluster, "m", 2));
+    assert_eq!(
+        values(&read_all(&cluster, "m", 2, "read_committed").await),
+        expected("moved", 20)
+    );
+}
+
 /// Writes `out-{n}` for each input `in-{n}`, to the same partition of `output`; fails
 /// (after its output was written) once on `flaky`, and always on `poison`.
 struct Transform {
@@ -1201,5 +1242,97 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
         cluster.offsets("x", 0),
         Some((0, 1)),
         "a commit marker alone"
+    );
+}
+
+#[tokio::test]
+async fn transactional_offsets_are_pending_until_the_transaction_ends() {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    init_tracing();
+    let cluster = Cluster::builder().topic("o", 1).build().await.unwrap();
+    let (id, group) = ("wire-offsets", "wire-group");
+    assert_eq!(
+        cluster.coordinator(id),
+        cluster.coordinator(group),
+        "one node"
+    );
+    let mut c = Conn::to(&cluster.bootstrap()).await;
+    let r = c.call(4, &init_req(id, 60_000, None)).await;
+    let pe = (r.producer_id.0, r.producer_epoch);
+    let commit_req = |offset: i64| {
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(s(id).into())
+            .with_group_id(s(group).into())
+            .with_producer_id(pe.0.into())
+            .with_producer_epoch(pe.1)
+            .with_generation_id(-1)
+            .with_member_id(s(""))
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(s("o").into())
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(-1)])])
+    };
+    let code = |r: &TxnOffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    // The group was not added to a transaction (AddOffsetsToTxn).
+    assert_eq!(
+        code(&c.call(3, &commit_req(4)).await),
+        ResponseError::InvalidTxnState.code()
+    );
+    assert_eq!(
+        code(&c.call(4, &commit_req(4)).await),
+        ResponseError::TransactionAbortable.code()
+    );
+    let r = c
+        .call(
+            4,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(s(id).into())
+                .with_producer_id(pe.0.into())
+                .with_producer_epoch(pe.1)
+                .with_group_id(s(group).into()),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    assert!(
+        cluster.transaction(id).unwrap().2,
+        "offsets alone open a transaction"
+    );
+    assert_eq!(code(&c.call(4, &commit_req(4)).await), 0);
+    let fetch = |stable: bool| {
+        OffsetFetchRequest::default()
+            .with_require_stable(stable)
+            .with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(s(group).into())
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(s("o").into())
+                    .with_partition_indexes(vec![0])]))])
+    };
+    let partition = |r: &OffsetFetchResponse| {
+        let p = &r.groups[0].topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    assert_eq!(
+        partition(&c.call(8, &fetch(true)).await),
+        (ResponseError::UnstableOffsetCommit.code(), -1)
+    );
+    assert_eq!(
+        partition(&c.call(8, &fetch(false)).await),
+        (0, -1),
+        "not committed yet"
+    );
+    assert_eq!(c.call(4, &end_req(id, pe, true)).await.error_code, 0);
+    assert_eq!(partition(&c.call(8, &fetch(true)).await), (0, 4));
+    assert_eq!(cluster.committed(group, "o", 0), Some(4));
+    assert_eq!(
+        cluster.offsets("o", 0),
+        Some((0, 0)),
+        "no marker where nothing was added"
     );
 }
