@@ -974,6 +974,21 @@ async fn fetch(
     (p.high_watermark, p.last_stable_offset, aborted, out)
 }
 
+/// A read_committed fetch of partition 0 of `topic` from `offset`, without waiting.
+fn raw_fetch(topic: &str, offset: i64) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(s(topic).into())
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
 #[tokio::test]
 async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire() {
     init_tracing();
@@ -1127,21 +1142,7 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
     assert_eq!(fetch(&mut l, "w", 3, 1).await.2, Some(vec![]));
     assert_eq!(fetch(&mut l, "w", 0, 0).await.2, None);
     {
-        let raw = l
-            .call(12, &{
-                use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-                FetchRequest::default()
-                    .with_max_bytes(1 << 20)
-                    .with_isolation_level(1)
-                    .with_session_epoch(-1)
-                    .with_topics(vec![FetchTopic::default()
-                        .with_topic(s("w").into())
-                        .with_partitions(vec![FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(2)
-                            .with_partition_max_bytes(1 << 20)])])
-            })
-            .await;
+        let raw = l.call(12, &raw_fetch("w", 2)).await;
         let records = raw.responses[0].partitions[0].records.clone().unwrap();
         let marker = batches(records, DecodeLimits::default())
             .next()
@@ -1200,21 +1201,64 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
             .0,
         ResponseError::InvalidProducerEpoch.code()
     );
-    // A new InitProducerId aborts the transaction left open (markers before it answers).
+    // A new InitProducerId with a transaction open: the epoch is bumped, the transaction
+    // aborted with it (markers written), and the answer CONCURRENT_TRANSACTIONS; the
+    // retry bumps the epoch again, as Kafka's coordinator does.
     assert_eq!(
         produce(&mut l, 11, id, "w", 0, txn_batch(&["d"], pe, 0)).await,
         (0, 5)
     );
     assert!(cluster.transaction(id).unwrap().2);
     let r = c.call(4, &init_req(id, 60_000, None)).await;
-    assert_eq!((r.error_code, r.producer_epoch), (0, 3));
+    assert_eq!(r.error_code, ResponseError::ConcurrentTransactions.code());
+    assert_eq!(cluster.transaction(id), Some((pe.0, 3, false)));
     let (hw, lso, aborted, got) = fetch(&mut l, "w", 5, 1).await;
     assert_eq!((hw, lso), (7, 7));
     assert_eq!(aborted, Some(vec![(pe.0, 5)]));
     assert_eq!(got[1].1, Some(ControlMarker::Abort));
+    let marker = batches(
+        l.call(12, &raw_fetch("w", 6)).await.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap(),
+        DecodeLimits::default(),
+    )
+    .next()
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        marker.producer_epoch(),
+        3,
+        "the abort carries the fencing epoch"
+    );
+    let r = c.call(4, &init_req(id, 60_000, None)).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, 4));
+
+    // KIP-588's bump with the current epoch while the transaction is still open: the
+    // same fencing abort, and the retry with that (now older) epoch is PRODUCER_FENCED,
+    // as in Kafka (a client must end the transaction before bumping its epoch).
+    let pe = (pe.0, 4);
+    c.call(3, &add_partitions_req(id, pe, "w", vec![0])).await;
+    assert_eq!(
+        c.call(4, &init_req(id, 60_000, Some(pe))).await.error_code,
+        ResponseError::ConcurrentTransactions.code()
+    );
+    assert_eq!(
+        c.call(4, &init_req(id, 60_000, Some(pe))).await.error_code,
+        ResponseError::ProducerFenced.code()
+    );
+    // Half an id/epoch pair is not a request.
+    assert_eq!(
+        c.call(4, &init_req(id, 60_000, Some((pe.0, -1))))
+            .await
+            .error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let r = c.call(4, &init_req(id, 60_000, None)).await;
+    assert_eq!((r.error_code, r.producer_epoch), (0, 6));
 
     // Faults apply to the transaction APIs like to any other.
-    let pe = (pe.0, 3);
+    let pe = (pe.0, 6);
     cluster.inject(Fault::error(
         ApiKey::EndTxn,
         ResponseError::ConcurrentTransactions,

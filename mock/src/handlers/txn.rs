@@ -235,8 +235,16 @@ fn init_error(code: i16) -> InitProducerIdResponse {
         .with_producer_epoch(-1)
 }
 
-/// InitProducerId with a transactional id (the caller checked faults). Returns the
-/// response and whether markers were appended.
+/// InitProducerId with a transactional id (the caller checked faults), as Kafka's
+/// coordinator answers it. Returns the response and whether markers were appended.
+///
+/// - A transaction open: the epoch is bumped (fencing its producer), the transaction
+///   aborted with the new epoch, and the answer is CONCURRENT_TRANSACTIONS; the retry
+///   bumps the epoch once more (a new producer ends up two epochs further).
+/// - Otherwise, without a producer id/epoch: a new epoch. With them (KIP-360/588): the
+///   current epoch is bumped; the epoch it was bumped from (a retry) gets the current
+///   one again; any other epoch, or another producer id, is PRODUCER_FENCED (after a
+///   fencing bump, by a new producer or a timeout, no older epoch is accepted).
 pub(crate) fn init_producer_id(
     st: &mut State,
     node: i32,
@@ -259,8 +267,14 @@ pub(crate) fn init_producer_id(
             false,
         );
     }
-    let expected = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
-    let Some(t) = st.transactions.get(&id) else {
+    let expected = match (req.producer_id.0, req.producer_epoch) {
+        (-1, -1) => None,
+        (pid, epoch) if pid < 0 || epoch < 0 => {
+            return (init_error(ResponseError::InvalidRequest.code()), false)
+        }
+        (pid, epoch) => Some((pid, epoch)),
+    };
+    let Some(t) = st.transactions.get_mut(&id) else {
         let pid = super::produce::new_producer_id(st);
         st.transactions.insert(
             id,
@@ -283,61 +297,44 @@ pub(crate) fn init_producer_id(
             false,
         );
     };
-    // KIP-360: with the producer's id and epoch, only its current epoch (or the one just
-    // bumped from, for a retry) is accepted.
-    let mut retry = false;
-    if let Some((pid, epoch)) = expected {
-        if pid != t.producer_id {
-            return (init_error(ResponseError::ProducerFenced.code()), false);
-        }
-        if epoch != t.epoch {
-            if t.last_epoch >= 0 && epoch == t.last_epoch {
-                retry = true;
-            } else {
-                return (init_error(ResponseError::ProducerFenced.code()), false);
-            }
-        }
+    if expected.is_some_and(|(pid, _)| pid != t.producer_id) {
+        return (init_error(ResponseError::ProducerFenced.code()), false);
     }
-    let timeout_ms = req.transaction_timeout_ms;
-    let t = st.transactions.get_mut(&id).expect("looked up above");
-    t.timeout_ms = timeout_ms;
-    if retry && t.phase != TxnPhase::Ongoing {
-        let (pid, epoch) = (t.producer_id, t.epoch);
+    if t.phase == TxnPhase::Ongoing {
+        // Fence the producer of the open transaction and abort it with the new epoch.
+        t.epoch = t.epoch.saturating_add(1);
+        t.last_epoch = -1;
+        let appended = complete(st, &id, false);
         return (
-            InitProducerIdResponse::default()
-                .with_producer_id(pid.into())
-                .with_producer_epoch(epoch),
-            false,
+            init_error(ResponseError::ConcurrentTransactions.code()),
+            appended,
         );
     }
-    // Fence the older producer: a new epoch, and its open transaction aborted with it.
-    let old_epoch = t.epoch;
     let exhausted = t.epoch >= i16::MAX - 1;
-    t.epoch = t.epoch.saturating_add(1).min(i16::MAX - 1);
-    t.last_epoch = if expected.is_some() { old_epoch } else { -1 };
-    let appended = if t.phase == TxnPhase::Ongoing {
-        complete(st, &id, false)
-    } else {
-        false
-    };
-    if exhausted {
-        // Out of epochs: a new producer id, epoch 0.
-        let pid = super::produce::new_producer_id(st);
-        if let Some(t) = st.transactions.get_mut(&id) {
-            t.producer_id = pid;
-            t.epoch = 0;
-            t.last_epoch = -1;
+    let (pid, epoch, last) = match expected {
+        _ if exhausted && expected.is_none_or(|(_, e)| e == t.epoch) => {
+            // Out of epochs: a new producer id, epoch 0.
+            let last = if expected.is_some() { t.epoch } else { -1 };
+            (super::produce::new_producer_id(st), 0, last)
         }
-    }
-    let t = st.transactions.get_mut(&id).expect("still there");
+        _ if exhausted => return (init_error(ResponseError::ProducerFenced.code()), false),
+        None => (t.producer_id, t.epoch + 1, -1),
+        Some((_, e)) if e == t.epoch => (t.producer_id, t.epoch + 1, t.epoch),
+        Some((_, e)) if e == t.last_epoch => (t.producer_id, t.epoch, t.last_epoch),
+        Some(_) => return (init_error(ResponseError::ProducerFenced.code()), false),
+    };
+    let t = st.transactions.get_mut(&id).expect("looked up above");
+    t.producer_id = pid;
+    t.epoch = epoch;
+    t.last_epoch = last;
+    t.timeout_ms = req.transaction_timeout_ms;
     t.phase = TxnPhase::Empty;
-    let (pid, epoch) = (t.producer_id, t.epoch);
     st.producer_epochs.insert(pid, epoch);
     (
         InitProducerIdResponse::default()
             .with_producer_id(pid.into())
             .with_producer_epoch(epoch),
-        appended,
+        false,
     )
 }
 
