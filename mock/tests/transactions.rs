@@ -1129,7 +1129,7 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
     assert_eq!(cluster.last_stable_offset("w", 0), Some(0));
     // read_committed reads nothing past the LSO; ListOffsets latest says the LSO.
     assert!(fetch(&mut l, "w", 0, 1).await.3.is_empty());
-    let list = |isolation: i8| {
+    let list = |isolation: i8, timestamp: i64| {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
@@ -1139,10 +1139,16 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
                 .with_name(s("w").into())
                 .with_partitions(vec![ListOffsetsPartition::default()
                     .with_partition_index(0)
-                    .with_timestamp(-1)])])
+                    .with_timestamp(timestamp)])])
     };
-    assert_eq!(l.call(5, &list(1)).await.topics[0].partitions[0].offset, 0);
-    assert_eq!(l.call(5, &list(0)).await.topics[0].partitions[0].offset, 2);
+    let offset = |r: ListOffsetsResponse| r.topics[0].partitions[0].offset;
+    assert_eq!(offset(l.call(5, &list(1, -1)).await), 0);
+    assert_eq!(offset(l.call(5, &list(0, -1)).await), 2);
+    // By timestamp (the records' is 1000) or max timestamp: nothing at or past the LSO
+    // for read_committed.
+    assert_eq!(offset(l.call(7, &list(1, 0)).await), -1);
+    assert_eq!(offset(l.call(7, &list(1, -3)).await), -1);
+    assert_eq!(offset(l.call(7, &list(0, 0)).await), 0);
     assert_eq!(c.call(4, &end_req(id, pe, false)).await.error_code, 0);
     // A retried abort is answered the same; a commit of it is not.
     assert_eq!(c.call(4, &end_req(id, pe, false)).await.error_code, 0);

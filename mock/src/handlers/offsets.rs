@@ -104,11 +104,22 @@ pub(crate) async fn list_offsets(ctx: &mut Ctx, req: ListOffsetsRequest) -> List
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp) for a ListOffsets query; latest is the last stable offset for
-/// read_committed.
+/// (offset, timestamp) for a ListOffsets query. read_committed sees only what is below
+/// the last stable offset: latest is the LSO, and a lookup by timestamp finding an offset
+/// at or past it finds nothing (as Kafka's `lastFetchableOffset`).
 fn lookup(p: &Partition, timestamp: i64, read_committed: bool) -> (i64, i64) {
+    let lso = p.txns.last_stable_offset(p.log.log_end());
+    let found = lookup_uncommitted(p, timestamp);
     match timestamp {
-        LATEST if read_committed => (p.txns.last_stable_offset(p.log.log_end()), -1),
+        LATEST if read_committed => (lso, -1),
+        MAX_TIMESTAMP if read_committed && found.0 >= lso => (-1, -1),
+        ts if ts >= 0 && read_committed && found.0 >= lso => (-1, -1),
+        _ => found,
+    }
+}
+
+fn lookup_uncommitted(p: &Partition, timestamp: i64) -> (i64, i64) {
+    match timestamp {
         LATEST => (p.log.log_end(), -1),
         EARLIEST | EARLIEST_LOCAL => (p.log.log_start(), -1),
         MAX_TIMESTAMP => match p.log.max_timestamp_batch() {
