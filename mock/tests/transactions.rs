@@ -1046,6 +1046,19 @@ async fn the_coordinator_answers_epochs_fencing_markers_and_errors_on_the_wire()
     let mut l = Conn::to(&cluster.node_address(leader).unwrap()).await;
     let mut o = Conn::to(&cluster.node_address(other).unwrap()).await;
 
+    // The transaction APIs are advertised, at transaction protocol version 1's versions.
+    let versions = o.call(3, &ApiVersionsRequest::default()).await;
+    let range = |api: ApiKey| {
+        versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == api as i16)
+            .map(|k| (k.min_version, k.max_version))
+    };
+    assert_eq!(range(ApiKey::AddPartitionsToTxn), Some((0, 3)));
+    assert_eq!(range(ApiKey::AddOffsetsToTxn), Some((0, 4)));
+    assert_eq!(range(ApiKey::EndTxn), Some((0, 4)));
+    assert_eq!(range(ApiKey::TxnOffsetCommit), Some((0, 4)));
     // FindCoordinator for a transactional id (key type 1).
     let r = o
         .call(
