@@ -122,6 +122,8 @@ impl ClusterBuilder {
             coordinators: HashMap::new(),
             next_producer_id: 1000,
             producer_epochs: HashMap::new(),
+            transactions: HashMap::new(),
+            txn_offsets: HashMap::new(),
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             retention_bytes: self.retention_bytes,
@@ -444,8 +446,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Makes `node` the coordinator of `group` (FindCoordinator answers it; the others
-    /// answer NOT_COORDINATOR to the group's requests).
+    /// Makes `node` the coordinator of `group`, or of a transactional id (FindCoordinator
+    /// answers it; the others answer NOT_COORDINATOR to the group's or the id's requests).
     pub fn move_coordinator(&self, group: &str, node: i32) {
         self.shared
             .lock()
@@ -506,6 +508,27 @@ impl Cluster {
             .map(|p| (p.log.log_start(), p.log.log_end()))
     }
 
+    /// A partition's last stable offset: the first offset of its earliest open
+    /// transaction, else its high watermark.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let st = self.shared.lock();
+        st.partition(topic, partition)
+            .map(|p| p.txns.last_stable_offset(p.log.log_end()))
+    }
+
+    /// The producer id and epoch of a transactional id, and whether a transaction of it
+    /// is open (partitions or offsets added, not ended yet).
+    pub fn transaction(&self, transactional_id: &str) -> Option<(i64, i16, bool)> {
+        let st = self.shared.lock();
+        st.transactions.get(transactional_id).map(|t| {
+            (
+                t.producer_id,
+                t.epoch,
+                t.phase == crate::handlers::txn::TxnPhase::Ongoing,
+            )
+        })
+    }
+
     /// The offset `group` committed for a partition.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         let st = self.shared.lock();
@@ -539,8 +562,9 @@ fn error_of(code: i16) -> ResponseError {
 /// How often housekeeping enforces `retention.ms`.
 const RETENTION_CHECK_EVERY: Duration = Duration::from_millis(100);
 
-/// Expires group sessions and rebalances (every tick) and old batches (every
-/// [`RETENTION_CHECK_EVERY`]), until the cluster stops.
+/// Expires group sessions and rebalances and aborts transactions past their timeout
+/// (every tick), and drops old batches (every [`RETENTION_CHECK_EVERY`]), until the
+/// cluster stops.
 async fn housekeeping(shared: Arc<Shared>) {
     let tick_every = crate::handlers::group::REAP_EVERY;
     let mut tick = tokio::time::interval(tick_every);
@@ -551,11 +575,15 @@ async fn housekeeping(shared: Arc<Shared>) {
         let now = tokio::time::Instant::now();
         let mut st = shared.lock();
         crate::handlers::group::reap(&mut st, now);
+        let aborted = crate::handlers::txn::expire(&mut st, now);
         if now.duration_since(last_retention) >= RETENTION_CHECK_EVERY {
             last_retention = now;
             st.enforce_retention_time(now_ms());
         }
         drop(st);
+        if aborted {
+            shared.appended.send_modify(|g| *g += 1);
+        }
         shared.changed.send_modify(|g| *g += 1);
     }
 }

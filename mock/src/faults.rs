@@ -17,11 +17,14 @@ use kafka_protocol::ResponseError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this error code. Partition-level APIs (Produce, Fetch, ListOffsets,
-    /// OffsetCommit, OffsetForLeaderEpoch) put it on each matching partition, which is
-    /// then not processed (a Produce is not appended); topic-level ones (Metadata's
-    /// topics, CreateTopics, DeleteTopics, CreatePartitions) on each matching topic; the
-    /// others (groups, OffsetFetch, InitProducerId, ApiVersions, ...) in their top-level,
-    /// per-group or per-key error code, and only when the fault has no topic filter.
+    /// OffsetCommit, OffsetForLeaderEpoch, AddPartitionsToTxn, TxnOffsetCommit) put it on
+    /// each matching partition, which is then not processed (a Produce is not appended,
+    /// a partition not added); topic-level ones (Metadata's topics, CreateTopics,
+    /// DeleteTopics, CreatePartitions) on each matching topic; the others (groups,
+    /// OffsetFetch, InitProducerId, AddOffsetsToTxn, EndTxn, ApiVersions, ...) in their
+    /// top-level, per-group or per-key error code, and only when the fault has no topic
+    /// filter (a fault without a filter also fails every partition of the
+    /// partition-level APIs).
     Error(i16),
     /// Process the request, then hold its response this long before sending it (and, as
     /// on a slow link, the responses after it on that connection).

@@ -2,7 +2,9 @@
 //!
 //! A [`Cluster`] of 1 to N nodes listens on loopback ports and speaks the real Kafka wire
 //! protocol, at the versions Kafka 4.x accepts (negotiated through ApiVersions), so any
-//! client (Paperboy, kcat, the Java client) can talk to it. It keeps everything in
+//! client (Paperboy, kcat, the Java client) can talk to it: produce and fetch, consumer
+//! groups and their offsets, and transactions (protocol version 1: transactional
+//! producers, read_committed consumers, offsets committed in a transaction). It keeps everything in
 //! memory, and a test can inject faults: errors, delays, dropped connections, nodes down,
 //! leaders and coordinators moved, and see which requests arrived.
 //!

@@ -140,17 +140,36 @@ impl PartitionLog {
 
     /// Batches from the one holding `offset`, up to `max_bytes` in total, but always the
     /// first when `at_least_one` (KIP-74: a batch larger than the limit still goes out).
+    #[cfg(test)]
     pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Vec<Bytes> {
+        self.read_below(offset, max_bytes, at_least_one, i64::MAX).0
+    }
+
+    /// As [`read`](Self::read), but only batches that start below `upper` (a read_committed
+    /// fetch stops at the last stable offset). Also returns the offset after the last
+    /// batch returned (`offset` when none).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        upper: i64,
+    ) -> (Vec<Bytes>, i64) {
         let mut out = Vec::new();
         let mut total = 0usize;
+        let mut next = offset;
         for b in self.batches.range(self.index_of(offset)..) {
+            if b.base_offset >= upper {
+                break;
+            }
             if total + b.bytes.len() > max_bytes && !(out.is_empty() && at_least_one) {
                 break;
             }
             total += b.bytes.len();
             out.push(b.bytes.clone());
+            next = b.last_offset + 1;
         }
-        out
+        (out, next)
     }
 
     /// The first batch whose max timestamp is at or after `ts`.

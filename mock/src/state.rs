@@ -16,6 +16,7 @@ use crate::faults::{Faults, RequestRecord};
 use crate::handlers::fetch::FetchSessions;
 use crate::handlers::group::Group;
 use crate::handlers::produce::ProducerEntry;
+use crate::handlers::txn::{PartitionTxns, PendingOffsets, Transaction};
 use crate::log::PartitionLog;
 use crate::sasl::SaslUsers;
 
@@ -120,6 +121,8 @@ pub(crate) struct Partition {
     pub log: PartitionLog,
     /// Idempotent producers' state, by producer id.
     pub producers: HashMap<i64, ProducerEntry>,
+    /// Open and aborted transactions on the partition.
+    pub txns: PartitionTxns,
 }
 
 /// The whole cluster's state, behind one mutex, never held across an await.
@@ -134,6 +137,10 @@ pub(crate) struct State {
     pub next_producer_id: i64,
     /// The current epoch of each producer id handed out.
     pub producer_epochs: HashMap<i64, i16>,
+    /// Transactions, by transactional id.
+    pub transactions: HashMap<String, Transaction>,
+    /// Offsets sent to transactions (TxnOffsetCommit), until they end.
+    pub txn_offsets: PendingOffsets,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub retention_bytes: Option<usize>,
@@ -240,6 +247,7 @@ impl State {
                 replicas,
                 log: PartitionLog::new(0),
                 producers: HashMap::new(),
+                txns: PartitionTxns::default(),
             });
         }
         Ok(())
@@ -288,6 +296,7 @@ impl State {
                     replicas,
                     log: PartitionLog::new(0),
                     producers: HashMap::new(),
+                    txns: PartitionTxns::default(),
                 }
             })
             .collect();

@@ -27,6 +27,12 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    // Transactions, protocol version 1: the client-facing versions (AddPartitionsToTxn
+    // v4+ is broker-to-broker; EndTxn v5 and TxnOffsetCommit v5 are version 2's).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
 ];
 
 /// The range served for `api`, if it is served.

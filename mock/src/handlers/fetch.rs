@@ -1,6 +1,8 @@
 //! Fetch: incremental fetch sessions (KIP-227), `max.wait.ms` and `min.bytes` (a waiting
 //! fetch wakes on every append), per-partition and total byte limits, and at least one
-//! batch for the first partition with data (KIP-74).
+//! batch for the first partition with data (KIP-74); the last stable offset, and
+//! read_committed (isolation level 1) reading up to it with the aborted transactions of
+//! what it read.
 //!
 //! Sessions: a request with session id 0 and epoch 0 opens a session holding its
 //! partitions (answered in full, with the new id); later requests in it carry only the
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
@@ -36,8 +38,9 @@ pub(crate) struct FetchPart {
     fetch_offset: i64,
     max_bytes: i32,
     current_leader_epoch: i32,
-    /// What the session last reported: (high watermark, log start offset).
-    reported: Option<(i64, i64)>,
+    /// What the session last reported: (high watermark, last stable offset, log start
+    /// offset).
+    reported: Option<(i64, i64, i64)>,
 }
 
 /// An incremental fetch session.
@@ -242,7 +245,11 @@ fn finish(ctx: &Ctx, mode: &Mode, built: Built) -> FetchResponse {
                         .iter_mut()
                         .find(|p| p.topic == *topic && p.partition == pd.partition_index)
                     {
-                        p.reported = Some((pd.high_watermark, pd.log_start_offset));
+                        p.reported = Some((
+                            pd.high_watermark,
+                            pd.last_stable_offset,
+                            pd.log_start_offset,
+                        ));
                     }
                 }
             }
@@ -278,6 +285,7 @@ fn finish(ctx: &Ctx, mode: &Mode, built: Built) -> FetchResponse {
 /// The response as the log stands.
 fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
     let v = ctx.version;
+    let read_committed = req.isolation_level == 1;
     let st = ctx.shared.lock();
     let (parts, incremental): (Vec<FetchPart>, bool) = match mode {
         Mode::Sessionless(parts) => (parts.clone(), false),
@@ -306,7 +314,9 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
             .with_partition_index(fp.partition)
             .with_high_watermark(-1)
             .with_last_stable_offset(-1)
-            .with_log_start_offset(-1);
+            .with_log_start_offset(-1)
+            // Null but for read_committed answers, as Kafka sends it.
+            .with_aborted_transactions(None);
         let p = st.partition(&fp.topic, fp.partition);
         let error = if fp.topic.is_empty() {
             Some(ResponseError::UnknownTopicId.code())
@@ -335,7 +345,7 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
         if let Some(p) = p {
             pd = pd
                 .with_high_watermark(p.log.log_end())
-                .with_last_stable_offset(p.log.log_end());
+                .with_last_stable_offset(p.txns.last_stable_offset(p.log.log_end()));
             if v >= 5 {
                 pd = pd.with_log_start_offset(p.log.log_start());
             }
@@ -369,15 +379,42 @@ fn build(ctx: &mut Ctx, req: &FetchRequest, mode: &Mode) -> Built {
         let p = p.expect("checked above");
         let room = max_total.saturating_sub(out.bytes);
         let limit = (fp.max_bytes.max(0) as usize).min(room);
-        let batches = p.log.read(fp.fetch_offset, limit, out.bytes == 0);
+        // read_committed reads up to the last stable offset, and learns which producers'
+        // transactions in what it read were aborted.
+        let upper = if read_committed {
+            pd.last_stable_offset
+        } else {
+            i64::MAX
+        };
+        let (batches, next) = p
+            .log
+            .read_below(fp.fetch_offset, limit, out.bytes == 0, upper);
         let mut records = BytesMut::new();
         for b in &batches {
             records.extend_from_slice(b);
         }
         out.bytes += records.len();
-        let changed = fp.reported != Some((pd.high_watermark, pd.log_start_offset));
+        let changed = fp.reported
+            != Some((
+                pd.high_watermark,
+                pd.last_stable_offset,
+                pd.log_start_offset,
+            ));
         if incremental && records.is_empty() && !changed {
             continue;
+        }
+        if read_committed {
+            let aborted = p
+                .txns
+                .aborted_in(fp.fetch_offset, next)
+                .into_iter()
+                .map(|(pid, first)| {
+                    AbortedTransaction::default()
+                        .with_producer_id(pid.into())
+                        .with_first_offset(first)
+                })
+                .collect();
+            pd = pd.with_aborted_transactions(Some(aborted));
         }
         pd = pd.with_records(Some(Bytes::from(records)));
         out.parts.push((fp.topic.clone(), fp.topic_id, pd));

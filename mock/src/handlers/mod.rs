@@ -6,6 +6,7 @@ pub(crate) mod group;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod txn;
 
 use std::sync::Arc;
 
@@ -100,6 +101,12 @@ pub(crate) async fn dispatch(
         ApiKey::OffsetFetch => serve!(OffsetFetchRequest, offsets::offset_fetch),
         ApiKey::ListGroups => serve!(ListGroupsRequest, group::list_groups),
         ApiKey::DescribeGroups => serve!(DescribeGroupsRequest, group::describe_groups),
+        ApiKey::AddPartitionsToTxn => {
+            serve!(AddPartitionsToTxnRequest, txn::add_partitions_to_txn)
+        }
+        ApiKey::AddOffsetsToTxn => serve!(AddOffsetsToTxnRequest, txn::add_offsets_to_txn),
+        ApiKey::EndTxn => serve!(EndTxnRequest, txn::end_txn),
+        ApiKey::TxnOffsetCommit => serve!(TxnOffsetCommitRequest, txn::txn_offset_commit),
         other => Err(HandlerError(format!("{other:?} is not served"))),
     }
 }

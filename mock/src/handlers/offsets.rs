@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use paperboy_protocol::records::{DecodeLimits, RecordBatch, TimestampType};
 
 use super::group::{CommittedOffset, Group};
+use super::txn::unstable;
 use super::{sb, Ctx};
 use crate::log::StoredBatch;
 use crate::state::{Partition, State};
@@ -73,7 +74,7 @@ pub(crate) async fn list_offsets(ctx: &mut Ctx, req: ListOffsetsRequest) -> List
                     lp.current_leader_epoch,
                 )
                 .map(|p| {
-                    let (offset, ts) = lookup(p, lp.timestamp);
+                    let (offset, ts) = lookup(p, lp.timestamp, req.isolation_level == 1);
                     // The epoch the offset was written in (the current one at the end).
                     let epoch = if offset >= 0 && offset < p.log.log_end() {
                         p.log.epoch_of(offset)
@@ -103,8 +104,21 @@ pub(crate) async fn list_offsets(ctx: &mut Ctx, req: ListOffsetsRequest) -> List
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp) for a ListOffsets query.
-fn lookup(p: &Partition, timestamp: i64) -> (i64, i64) {
+/// (offset, timestamp) for a ListOffsets query. read_committed sees only what is below
+/// the last stable offset: latest is the LSO, and a lookup by timestamp finding an offset
+/// at or past it finds nothing (as Kafka's `lastFetchableOffset`).
+fn lookup(p: &Partition, timestamp: i64, read_committed: bool) -> (i64, i64) {
+    let lso = p.txns.last_stable_offset(p.log.log_end());
+    let found = lookup_uncommitted(p, timestamp);
+    match timestamp {
+        LATEST if read_committed => (lso, -1),
+        MAX_TIMESTAMP if read_committed && found.0 >= lso => (-1, -1),
+        ts if ts >= 0 && read_committed && found.0 >= lso => (-1, -1),
+        _ => found,
+    }
+}
+
+fn lookup_uncommitted(p: &Partition, timestamp: i64) -> (i64, i64) {
     match timestamp {
         LATEST => (p.log.log_end(), -1),
         EARLIEST | EARLIEST_LOCAL => (p.log.log_start(), -1),
@@ -279,6 +293,9 @@ pub(crate) async fn offset_fetch(ctx: &mut Ctx, req: OffsetFetchRequest) -> Offs
     let v = ctx.version;
     let st = ctx.shared.lock();
     let request_error = ctx.faults.request_error();
+    // KIP-447: a partition with offsets pending in a transaction answers
+    // UNSTABLE_OFFSET_COMMIT (retriable) until the transaction ends.
+    let require_stable = v >= 7 && req.require_stable;
     if v >= 8 {
         let groups = req
             .groups
@@ -305,6 +322,15 @@ pub(crate) async fn offset_fetch(ctx: &mut Ctx, req: OffsetFetchRequest) -> Offs
                                 parts
                                     .into_iter()
                                     .map(|(p, c)| {
+                                        if require_stable && unstable(&st, &id, &t, p) {
+                                            return OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(-1)
+                                                .with_committed_leader_epoch(-1)
+                                                .with_error_code(
+                                                    ResponseError::UnstableOffsetCommit.code(),
+                                                );
+                                        }
                                         let c = c.unwrap_or_default();
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
@@ -369,6 +395,12 @@ pub(crate) async fn offset_fetch(ctx: &mut Ctx, req: OffsetFetchRequest) -> Offs
                     parts
                         .into_iter()
                         .map(|(p, c)| {
+                            if require_stable && unstable(&st, &id, &t, p) {
+                                return OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                            }
                             let c = c.unwrap_or_default();
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)

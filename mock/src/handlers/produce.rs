@@ -1,6 +1,8 @@
 //! InitProducerId and Produce: batch checks (v2, CRC-32C, records decodable in every
 //! codec, size), offsets and log append time, acks, and idempotent producers' sequence
-//! and epoch checks with duplicate detection over the last five batches.
+//! and epoch checks with duplicate detection over the last five batches; transactional
+//! batches checked against the producer's transaction (`txn.rs`), InitProducerId with a
+//! transactional id served there too.
 
 use std::collections::VecDeque;
 
@@ -43,11 +45,11 @@ pub(crate) async fn init_producer_id(
             .with_producer_epoch(-1);
     }
     if req.transactional_id.is_some() {
-        // Transactions are not served yet.
-        return InitProducerIdResponse::default()
-            .with_error_code(ResponseError::InvalidRequest.code())
-            .with_producer_id((-1).into())
-            .with_producer_epoch(-1);
+        let (resp, appended) = super::txn::init_producer_id(&mut ctx.shared.lock(), ctx.node, &req);
+        if appended {
+            ctx.shared.appended.send_modify(|g| *g += 1);
+        }
+        return resp;
     }
     let mut st = ctx.shared.lock();
     let (id, epoch) = match (req.producer_id.0, req.producer_epoch) {
@@ -70,7 +72,7 @@ pub(crate) async fn init_producer_id(
         .with_producer_epoch(epoch)
 }
 
-fn new_producer_id(st: &mut State) -> i64 {
+pub(crate) fn new_producer_id(st: &mut State) -> i64 {
     st.next_producer_id += 1;
     st.next_producer_id
 }
@@ -79,6 +81,7 @@ fn new_producer_id(st: &mut State) -> i64 {
 pub(crate) async fn produce(ctx: &mut Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
     let v = ctx.version;
     let acks = req.acks;
+    let transactional_id = req.transactional_id.map(|t| t.0.as_str().to_owned());
     let mut appended = false;
     let mut responses = Vec::new();
     let mut endpoints: Vec<NodeEndpoint> = Vec::new();
@@ -108,7 +111,8 @@ pub(crate) async fn produce(ctx: &mut Ctx, req: ProduceRequest) -> Option<Produc
                         } else {
                             append(
                                 &mut st,
-                                ctx.node,
+                                (ctx.node, v),
+                                transactional_id.as_deref(),
                                 name,
                                 pd.index,
                                 pd.records.unwrap_or_default(),
@@ -186,31 +190,33 @@ struct Appended {
     duplicate: bool,
 }
 
-/// Checks and appends one partition's record set.
+/// Checks and appends one partition's record set (`at`: the node the request came to,
+/// and the request's version).
 fn append(
     st: &mut State,
-    node: i32,
+    (node, version): (i32, i16),
+    transactional_id: Option<&str>,
     topic: &str,
     partition: i32,
     records: Bytes,
 ) -> Result<Appended, i16> {
     let retention_default = st.retention_bytes;
-    let Some(t) = st.topics.get_mut(topic) else {
+    let Some(t) = st.topics.get(topic) else {
         return Err(ResponseError::UnknownTopicOrPartition.code());
     };
     let max_message_bytes = t.max_message_bytes();
     let log_append_time = t.log_append_time();
     let retention = t.retention_bytes(retention_default);
-    let Some(p) = usize::try_from(partition)
-        .ok()
-        .and_then(|i| t.partitions.get_mut(i))
-    else {
-        return Err(ResponseError::UnknownTopicOrPartition.code());
-    };
-    if p.leader != node {
-        return Err(ResponseError::NotLeaderOrFollower.code());
+    match st.partition(topic, partition) {
+        None => return Err(ResponseError::UnknownTopicOrPartition.code()),
+        Some(p) if p.leader != node => return Err(ResponseError::NotLeaderOrFollower.code()),
+        Some(_) => {}
     }
     let batch = validate(records, max_message_bytes)?;
+    if batch.is_transactional() {
+        super::txn::verify_produce(st, version, transactional_id, &batch, topic, partition)?;
+    }
+    let p = st.partition_mut(topic, partition).expect("checked above");
     // Idempotence.
     let pid = batch.producer_id();
     let mut duplicate_of = None;
@@ -250,6 +256,10 @@ fn append(
     let base = p
         .log
         .append(&batch, p.leader_epoch, log_append_time.then_some(now));
+    if batch.is_transactional() {
+        // The first batch of the producer's transaction here holds the LSO back.
+        p.txns.open.entry(pid).or_insert(base);
+    }
     if pid >= 0 {
         let e = p.producers.entry(pid).or_default();
         if batch.producer_epoch() != e.epoch {
@@ -302,7 +312,9 @@ fn validate(records: Bytes, max_message_bytes: usize) -> Result<RecordBatch, i16
     batch
         .verify_crc()
         .map_err(|_| ResponseError::CorruptMessage.code())?;
-    if batch.is_transactional() || batch.is_control() {
+    // Control batches come from coordinators only; a transactional batch needs a
+    // producer id.
+    if batch.is_control() || (batch.is_transactional() && batch.producer_id() < 0) {
         return Err(ResponseError::InvalidRecord.code());
     }
     let mut count = 0i32;
