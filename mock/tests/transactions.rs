@@ -662,7 +662,6 @@ async fn a_transaction_follows_its_coordinator_and_retries_concurrent_transactio
 /// PRODUCER_FENCED, so the producer is fenced for good although no other producer took
 /// over. The Java client ends the transaction (EndTxn abort) first, then bumps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "client bug: abort_transaction bumps the epoch without ending the open transaction (src/producer/txn.rs)"]
 async fn an_abort_after_a_record_needing_an_epoch_bump_is_not_fenced() {
     init_tracing();
     let cluster = Cluster::builder().topic("b", 1).build().await.unwrap();

@@ -11,7 +11,7 @@ paperboy dev [OPTIONS]
     Runs an in-process Kafka cluster (paperboy-mock: the real wire protocol, everything
     in memory) on 127.0.0.1 until SIGINT or SIGTERM. Prints its bootstrap address on the
     first line of stdout. Any Kafka client can use it (kcat, the Java tools, Paperboy).
-    Not a replacement for a real broker: no persistence, no transactions yet.
+    Not a replacement for a real broker: no persistence.
 
         --port PORT           node i listens on PORT + i (default 9092; 0: ports the OS
                               picks)
