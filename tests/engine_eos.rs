@@ -214,7 +214,6 @@ async fn failed_handler_run(bulk: bool) {
         raw["out-00057"] >= 2,
         "the failed attempt's output was written, then aborted"
     );
-    assert!(raw.contains_key("out-00120"), "{raw:?}");
     let dead = common::read_all(&dlq, 1, "read_committed").await;
     assert_eq!(
         dead.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
