@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client;
 mod config;
 mod conn;
@@ -62,6 +63,7 @@ pub mod phq;
 pub mod producer;
 pub mod security;
 
+pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
 pub use client::{
     Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
 };
