@@ -504,6 +504,9 @@ where
     for (k, v) in CONSUMER_DEFAULTS {
         cfg.set(k, v)?;
     }
+    // The defaults' classic-only keys (session, heartbeat) are not the caller's: with
+    // group.protocol=consumer they are unused, not an error.
+    cfg.forget_classic_keys();
     for (k, v) in overrides {
         let (k, v) = (k.as_ref(), v.as_ref());
         cfg.set(k, v)?;
