@@ -199,7 +199,9 @@ async fn committed_and_ends(
         ));
     }
     (
-        tps.iter().map(|tp| got.get(tp).copied().flatten()).collect(),
+        tps.iter()
+            .map(|tp| got.get(tp).copied().flatten())
+            .collect(),
         ends,
     )
 }
@@ -231,7 +233,10 @@ async fn members_split_the_partitions_and_read_every_record_once() {
         let seen = m.finish().await;
         assert!(!seen.is_empty(), "every member read some");
         for (i, p, _) in &seen {
-            assert!(owned.contains(p), "record {i} of partition {p} read by its owner");
+            assert!(
+                owned.contains(p),
+                "record {i} of partition {p} read by its owner"
+            );
         }
         all.extend(seen);
     }
@@ -369,7 +374,10 @@ async fn paperboy_and_java_members_share_a_group_and_read_every_record_once() {
     let ours = paperboy.finish().await;
     assert!(!ours.is_empty() && !java_seen.is_empty(), "both read some");
     for (i, p, _) in &ours {
-        assert!(mine.contains(p), "Paperboy read {i} of its own partition {p}");
+        assert!(
+            mine.contains(p),
+            "Paperboy read {i} of its own partition {p}"
+        );
     }
     for (i, p, _) in &java_seen {
         assert!(!mine.contains(p), "Java read {i} of its own partition {p}");
@@ -448,11 +456,19 @@ async fn kip848_child_member() {
             .join(",")
     }
     impl RebalanceListener for Log {
-        fn on_revoked<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        fn on_revoked<'a>(
+            &'a self,
+            _: &'a Consumer,
+            ps: &'a [TopicPartition],
+        ) -> BoxFuture<'a, ()> {
             self.write(format!("revoked {}", list(ps)));
             Box::pin(async {})
         }
-        fn on_assigned<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        fn on_assigned<'a>(
+            &'a self,
+            _: &'a Consumer,
+            ps: &'a [TopicPartition],
+        ) -> BoxFuture<'a, ()> {
             self.write(format!("assigned {}", list(ps)));
             Box::pin(async {})
         }
@@ -546,9 +562,10 @@ fn child_log(path: &Path) -> ChildLog {
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         match f[..] {
-            ["read", p, o, i] => log
-                .read
-                .push((i.parse().unwrap(), p.parse().unwrap(), o.parse().unwrap())),
+            ["read", p, o, i] => {
+                log.read
+                    .push((i.parse().unwrap(), p.parse().unwrap(), o.parse().unwrap()))
+            }
             ["committed", p, o] => {
                 log.committed.insert(p.parse().unwrap(), o.parse().unwrap());
             }
@@ -607,7 +624,10 @@ async fn a_member_killed_mid_batch_has_its_partitions_moved_and_its_commits_kept
     assert!(killed.read.len() < 400, "killed before it read everything");
     // After the session timeout (3 s) the coordinator fences the dead member and B gets
     // its partitions, from the child's last commits.
-    wait_for("B to own all 4 partitions", 30, || b.partitions().len() == 4).await;
+    wait_for("B to own all 4 partitions", 30, || {
+        b.partitions().len() == 4
+    })
+    .await;
     wait_for("every record read", 30, || {
         let seen = b.seen();
         let got: BTreeSet<usize> = seen
@@ -658,15 +678,19 @@ async fn a_member_fenced_after_its_heartbeats_stopped_rejoins_and_keeps_its_comm
     // The child's next heartbeat is refused (UNKNOWN_MEMBER_ID or FENCED_MEMBER_EPOCH):
     // it drops its partitions without committing, rejoins with epoch 0 and is given one
     // back.
-    wait_for("the child to lose its partitions and get one back", 30, || {
-        let l = child_log(&log);
-        let after_revoke = l
-            .lines
-            .iter()
-            .skip_while(|l| !l.starts_with("revoked"))
-            .any(|l| l.starts_with("assigned"));
-        after_revoke && b.partitions().len() == 1
-    })
+    wait_for(
+        "the child to lose its partitions and get one back",
+        30,
+        || {
+            let l = child_log(&log);
+            let after_revoke = l
+                .lines
+                .iter()
+                .skip_while(|l| !l.starts_with("revoked"))
+                .any(|l| l.starts_with("assigned"));
+            after_revoke && b.partitions().len() == 1
+        },
+    )
     .await;
     produce(&topic, 100, 200).await;
     wait_for("the child to read new records", 30, || {
@@ -675,12 +699,7 @@ async fn a_member_fenced_after_its_heartbeats_stopped_rejoins_and_keeps_its_comm
     .await;
     wait_for("all 200 records read", 30, || {
         let l = child_log(&log);
-        let got: BTreeSet<usize> = l
-            .read
-            .iter()
-            .chain(&b.seen())
-            .map(|(i, _, _)| *i)
-            .collect();
+        let got: BTreeSet<usize> = l.read.iter().chain(&b.seen()).map(|(i, _, _)| *i).collect();
         got.len() == 200
     })
     .await;
@@ -691,7 +710,11 @@ async fn a_member_fenced_after_its_heartbeats_stopped_rejoins_and_keeps_its_comm
     assert!(
         b_seen.iter().all(|(i, _, _)| *i >= 100),
         "B read again what the child had committed: {:?}",
-        b_seen.iter().filter(|(i, _, _)| *i < 100).take(3).collect::<Vec<_>>()
+        b_seen
+            .iter()
+            .filter(|(i, _, _)| *i < 100)
+            .take(3)
+            .collect::<Vec<_>>()
     );
     let all: Vec<_> = fenced.read.iter().copied().chain(b_seen).collect();
     assert_at_least_once(&all, 200);
@@ -705,7 +728,11 @@ async fn classic_only_keys_are_refused_with_the_consumer_protocol() {
         "heartbeat.interval.ms",
         "partition.assignment.strategy",
     ] {
-        let value = if key.ends_with(".ms") { "3000" } else { "range" };
+        let value = if key.ends_with(".ms") {
+            "3000"
+        } else {
+            "range"
+        };
         let err = Consumer::new(
             ConsumerConfig::from_properties([
                 ("bootstrap.servers", common::bootstrap().as_str()),
@@ -721,11 +748,9 @@ async fn classic_only_keys_are_refused_with_the_consumer_protocol() {
         assert!(err.to_string().contains(key), "{err}");
     }
     // And a pattern subscription needs the consumer protocol.
-    let c = Consumer::new(
-        ConsumerConfig::new(&common::bootstrap()).with_group_id("g"),
-    )
-    .await
-    .unwrap();
+    let c = Consumer::new(ConsumerConfig::new(&common::bootstrap()).with_group_id("g"))
+        .await
+        .unwrap();
     assert_eq!(c.config().group_protocol(), GroupProtocol::Classic);
     let err = c.subscribe_pattern("t-.*").unwrap_err();
     assert!(err.to_string().contains("group.protocol"), "{err}");

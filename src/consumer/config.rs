@@ -428,7 +428,11 @@ mod tests {
             "heartbeat.interval.ms",
             "partition.assignment.strategy",
         ] {
-            let value = if key.ends_with(".ms") { "3000" } else { "range" };
+            let value = if key.ends_with(".ms") {
+                "3000"
+            } else {
+                "range"
+            };
             // In either order: the check is on the whole configuration.
             for props in [
                 [("group.protocol", "consumer"), (key, value)],

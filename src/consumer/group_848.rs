@@ -167,14 +167,16 @@ impl GroupClient {
             let resp = conn
                 .request_at(&req, version, self.client().config().request_timeout)
                 .await?;
-            if let Some(e) = Error::from_code(resp.error_code, resp.error_message.as_deref(), || {
-                format!(
-                    "consumer group heartbeat of {} to group {} (epoch {})",
-                    beat.member_id,
-                    self.group_id(),
-                    beat.member_epoch
-                )
-            }) {
+            if let Some(e) =
+                Error::from_code(resp.error_code, resp.error_message.as_deref(), || {
+                    format!(
+                        "consumer group heartbeat of {} to group {} (epoch {})",
+                        beat.member_id,
+                        self.group_id(),
+                        beat.member_epoch
+                    )
+                })
+            {
                 return Err(e);
             }
             Ok(BeatAnswer {

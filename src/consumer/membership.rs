@@ -308,7 +308,8 @@ impl Consumer {
                 {
                     debug!(error = %e, "stale member epoch: retrying after the next heartbeat");
                     self.inner.hb_wake.notify_one();
-                    let until = deadline.min(Instant::now() + self.inner.client.config().request_timeout);
+                    let until =
+                        deadline.min(Instant::now() + self.inner.client.config().request_timeout);
                     while self.inner.lock().kip848.answered == answered && Instant::now() < until {
                         let beat = self.inner.hb_answered.notified();
                         tokio::pin!(beat);
@@ -387,12 +388,13 @@ pub(super) async fn heartbeat_loop(inner: Weak<Inner>) {
                 continue;
             }
             let joining = k.epoch == JOIN_EPOCH;
-            let subscription = (joining || k.subscription_sent != k.subscription_version).then(|| {
-                match &k.pattern {
-                    Some(p) => Subscription::Pattern(p.clone()),
-                    None => Subscription::Topics(st.topics.clone()),
-                }
-            });
+            let subscription =
+                (joining || k.subscription_sent != k.subscription_version).then(|| {
+                    match &k.pattern {
+                        Some(p) => Subscription::Pattern(p.clone()),
+                        None => Subscription::Topics(st.topics.clone()),
+                    }
+                });
             let owned = if joining {
                 // A (re)joining member owns nothing, as far as the coordinator knows.
                 Some(TopicIdPartitions::new())

@@ -1335,9 +1335,7 @@ impl Consumer {
                     .await
                 {
                     Ok(c) => c,
-                    Err(e) if e.kafka_code() == Some(KafkaCode::StaleMemberEpoch) => {
-                        return Ok(())
-                    }
+                    Err(e) if e.kafka_code() == Some(KafkaCode::StaleMemberEpoch) => return Ok(()),
                     Err(e) => return Err(e),
                 }
             }

@@ -534,6 +534,10 @@ fn lost_to_rebalance(e: &Error) -> bool {
                 KafkaCode::RebalanceInProgress
                     | KafkaCode::IllegalGeneration
                     | KafkaCode::UnknownMemberId
+                    // group.protocol=consumer (KIP-848): fenced, or an epoch gone stale
+                    // past the commit's retries.
+                    | KafkaCode::FencedMemberEpoch
+                    | KafkaCode::StaleMemberEpoch
             )
         )
 }
