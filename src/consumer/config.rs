@@ -416,6 +416,7 @@ mod tests {
     #[test]
     fn the_consumer_protocol_rejects_classic_keys_by_name() {
         let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
             ("group.protocol", "consumer"),
             ("group.remote.assignor", "uniform"),
         ])
@@ -435,8 +436,16 @@ mod tests {
             };
             // In either order: the check is on the whole configuration.
             for props in [
-                [("group.protocol", "consumer"), (key, value)],
-                [(key, value), ("group.protocol", "consumer")],
+                [
+                    ("bootstrap.servers", "a:1"),
+                    ("group.protocol", "consumer"),
+                    (key, value),
+                ],
+                [
+                    ("bootstrap.servers", "a:1"),
+                    (key, value),
+                    ("group.protocol", "consumer"),
+                ],
             ] {
                 let e = ConsumerConfig::from_properties(props)
                     .unwrap()
@@ -449,13 +458,20 @@ mod tests {
         let e = ConsumerConfig::from_properties([("group.protocol", "kip848")]).unwrap_err();
         assert!(e.to_string().contains("group.protocol"), "{e}");
         // Classic stays the default, and keeps its keys.
-        let c = ConsumerConfig::from_properties([("session.timeout.ms", "10000")]).unwrap();
+        let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("session.timeout.ms", "10000"),
+        ])
+        .unwrap();
         assert_eq!(c.group_protocol(), GroupProtocol::Classic);
         c.validate().unwrap();
-        let e = ConsumerConfig::from_properties([("group.remote.assignor", "range")])
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("group.remote.assignor", "range"),
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("group.remote.assignor"), "{e}");
     }
 

@@ -714,4 +714,24 @@ mod tests {
         );
         assert!(config(&["a:1"], " ", std::iter::empty::<(&str, &str)>()).is_err());
     }
+
+    #[test]
+    fn the_consumer_group_protocol_takes_the_phq_defaults_but_not_a_callers_session() {
+        // The PHQ defaults set session.timeout.ms and heartbeat.interval.ms, which the
+        // consumer protocol leaves to the broker: not the caller's, so not an error.
+        let c = config(&["a:1"], "g", [("group.protocol", "consumer")]).unwrap();
+        assert_eq!(c.group_protocol(), kafka::GroupProtocol::Consumer);
+        c.validate().unwrap();
+        let c = config(
+            &["a:1"],
+            "g",
+            [
+                ("group.protocol", "consumer"),
+                ("session.timeout.ms", "9000"),
+            ],
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("`session.timeout.ms`"), "{e}");
+    }
 }
