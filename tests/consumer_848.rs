@@ -423,6 +423,71 @@ async fn a_pattern_subscription_picks_up_a_topic_created_after_subscribing() {
     assert_once(&seen, 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_leaves_for_a_while_and_gets_its_partitions_back() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "kip848-static", 4).await;
+    let group = common::kip848_group(&client, "kip848-static", 10_000).await;
+    let instance = common::unique_topic("instance");
+    let start_static = || async {
+        let mut cfg = config(&group, true);
+        cfg.set("group.instance.id", &instance).unwrap();
+        let consumer = Consumer::new(cfg).await.unwrap();
+        consumer.subscribe(&[&topic]).unwrap();
+        Member::poll(consumer, false)
+    };
+    let a = start_static().await;
+    let b = Member::start(&group, &topic, false).await;
+    wait_for("A and B to own 2 partitions each", 30, || {
+        a.partitions().len() == 2 && b.partitions().len() == 2
+    })
+    .await;
+    let (a_parts, b_parts) = (a.partitions(), b.partitions());
+    produce(&topic, 0, 200).await;
+    wait_for("the first 200 records read", 30, || {
+        a.count() + b.count() >= 200
+    })
+    .await;
+    // A closes: it commits and leaves with epoch -2, so the coordinator keeps A in the
+    // group (for the session timeout, 10 s) with its partitions: they do not move to B.
+    // (Had A left for good, epoch -1, B would own all 4 within a heartbeat, 250 ms.)
+    // Something not happening is watched for a while: 1.5 s, while B reads on.
+    let a_seen = a.finish().await;
+    produce(&topic, 200, 400).await;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(b.partitions(), b_parts, "A's partitions wait for A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let partition_of =
+        |i: usize| paperboy::producer::murmur2_partition(format!("k{i}").as_bytes(), 4);
+    let b_new = (200..400)
+        .filter(|i| b_parts.contains(&partition_of(*i)))
+        .count();
+    wait_for("B to read the new records of its partitions", 30, || {
+        b.seen().iter().filter(|(i, _, _)| *i >= 200).count() >= b_new
+    })
+    .await;
+    // A comes back (a new member id, the same instance): its partitions, read from its
+    // commits.
+    let a2 = start_static().await;
+    wait_for("every record read", 30, || {
+        a_seen.len() + a2.count() + b.count() >= 400
+    })
+    .await;
+    assert_eq!(a2.partitions(), a_parts, "A got its partitions back");
+    let a2_seen = a2.finish().await;
+    let b_seen = b.finish().await;
+    for (i, p, _) in &b_seen {
+        assert!(
+            b_parts.contains(p),
+            "record {i} of A's partition {p} read by B"
+        );
+    }
+    let all: Vec<_> = a_seen.into_iter().chain(a2_seen).chain(b_seen).collect();
+    assert_once(&all, 400);
+}
+
 // ---------------------------------------------------------------------------------------
 // Child processes: a member SIGKILLed mid-batch, and one whose heartbeats stop.
 

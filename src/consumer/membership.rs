@@ -383,8 +383,9 @@ pub(super) async fn heartbeat_loop(inner: Weak<Inner>) {
             let st = inner.lock();
             let k = &st.kip848;
             if k.lost || st.mode != super::Mode::Subscribed {
-                // Partitions to drop first (the next recv does), or nothing subscribed.
-                next = Instant::now() + Duration::from_secs(3600);
+                // Partitions to drop first (the next recv does, and wakes this loop),
+                // or nothing subscribed (subscribe wakes it).
+                next = Instant::now() + cfg.max_poll_interval;
                 continue;
             }
             let joining = k.epoch == JOIN_EPOCH;
