@@ -2,9 +2,14 @@
 //! queue bounded by one byte budget.
 //!
 //! A [`Consumer`] either [subscribes](Consumer::subscribe) to topics as a member of a
-//! consumer group (the classic protocol, with the range, roundrobin and
-//! cooperative-sticky assignors, so it shares a group with Java and librdkafka
-//! consumers), or is [assigned](Consumer::assign) partitions by hand.
+//! consumer group, or is [assigned](Consumer::assign) partitions by hand. A group member
+//! speaks the classic protocol (the default: range, roundrobin and cooperative-sticky
+//! assignors run by the group's leader, so it shares a group with Java and librdkafka
+//! consumers), or with `group.protocol=consumer` the consumer group protocol of KIP-848
+//! (Kafka 4.0+: the broker assigns, revocations are incremental, and
+//! [`subscribe_pattern`](Consumer::subscribe_pattern) takes a regular expression the
+//! broker evaluates); see `membership.rs`. The [`RebalanceListener`] and everything
+//! else work the same on either.
 //!
 //! Records are fetched in the background, one fetch in flight per broker, in incremental
 //! fetch sessions (KIP-227). Fetched record batches wait in a prefetch queue whose total
