@@ -96,7 +96,11 @@ impl Member {
     /// Subscribes a new member of `group` to `topic` and polls; `commit`: commit each
     /// batch after recording it (else auto-commit).
     async fn start(group: &str, topic: &str, commit: bool) -> Member {
-        let consumer = Consumer::new(config(group, !commit)).await.unwrap();
+        Member::start_with(config(group, !commit), topic, commit).await
+    }
+
+    async fn start_with(config: ConsumerConfig, topic: &str, commit: bool) -> Member {
+        let consumer = Consumer::new(config).await.unwrap();
         consumer.subscribe(&[topic]).unwrap();
         Member::poll(consumer, commit)
     }
@@ -251,12 +255,18 @@ async fn members_join_and_leave_mid_stream_and_nothing_is_lost() {
     let topic = common::new_topic(&client, "kip848-churn", 4).await;
     let group = common::kip848_group(&client, "kip848-churn", 10_000).await;
     produce(&topic, 0, 400).await;
-    let a = Member::start(&group, &topic, false).await;
+    // The broker's range assignor this time (the others use its default, uniform).
+    let ranged = || {
+        let mut c = config(&group, true);
+        c.set("group.remote.assignor", "range").unwrap();
+        c
+    };
+    let a = Member::start_with(ranged(), &topic, false).await;
     wait_for("A reading", 30, || a.count() >= 1).await;
-    let b = Member::start(&group, &topic, false).await;
+    let b = Member::start_with(ranged(), &topic, false).await;
     produce(&topic, 400, 800).await;
     wait_for("B given partitions", 30, || !b.partitions().is_empty()).await;
-    let c = Member::start(&group, &topic, false).await;
+    let c = Member::start_with(ranged(), &topic, false).await;
     wait_for("C given partitions", 30, || !c.partitions().is_empty()).await;
     // A leaves: its partitions move on, from what it committed on the way out.
     let a_seen = a.finish().await;
@@ -820,4 +830,26 @@ async fn classic_only_keys_are_refused_with_the_consumer_protocol() {
     let err = c.subscribe_pattern("t-.*").unwrap_err();
     assert!(err.to_string().contains("group.protocol"), "{err}");
     c.close().await;
+}
+
+#[tokio::test]
+async fn an_assignor_the_broker_lacks_is_an_error_from_recv() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "kip848-assignor", 1).await;
+    let group = common::kip848_group(&client, "kip848-assignor", 10_000).await;
+    let mut cfg = config(&group, false);
+    cfg.set("group.remote.assignor", "no-such-assignor")
+        .unwrap();
+    let consumer = Consumer::new(cfg).await.unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("recv returns")
+        .unwrap_err();
+    assert_eq!(
+        err.kafka_code(),
+        Some(paperboy::KafkaCode::UnsupportedAssignor),
+        "{err}"
+    );
+    consumer.close().await;
 }
