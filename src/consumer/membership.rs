@@ -106,8 +106,9 @@ impl Consumer {
     /// notices them. Replaces an earlier subscription.
     ///
     /// # Errors
-    /// [`Error::Config`] without a `group.id`, after [`assign`](Self::assign), or with
-    /// `group.protocol=classic` (which has no broker-side patterns).
+    /// [`Error::Config`](crate::Error::Config) without a `group.id`, after
+    /// [`assign`](Self::assign), or with `group.protocol=classic` (which has no
+    /// broker-side patterns).
     pub fn subscribe_pattern(&self, pattern: &str) -> Result<()> {
         if self.inner.config.group_protocol != super::GroupProtocol::Consumer {
             return Err(crate::config::invalid(
