@@ -503,7 +503,8 @@ async fn a_static_member_leaves_for_a_while_and_gets_its_partitions_back() {
 
 /// The child side of the kill and fencing tests, run by them as a separate process: a
 /// member that reads slowly (`KIP848_CHILD_WORK_MS` a record), commits after each batch
-/// of up to 10, and logs `read P O I`, `committed P NEXT`, `revoked P,..`, `assigned P,..`.
+/// of up to 10, and logs `read P O I`, `committed P NEXT`, `revoked P,..`, `lost P,..`,
+/// `assigned P,..`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run as a child process by the kill and fencing tests"]
 async fn kip848_child_member() {
@@ -537,6 +538,10 @@ async fn kip848_child_member() {
             ps: &'a [TopicPartition],
         ) -> BoxFuture<'a, ()> {
             self.write(format!("revoked {}", list(ps)));
+            Box::pin(async {})
+        }
+        fn on_lost<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+            self.write(format!("lost {}", list(ps)));
             Box::pin(async {})
         }
         fn on_assigned<'a>(
@@ -758,15 +763,22 @@ async fn a_member_fenced_after_its_heartbeats_stopped_rejoins_and_keeps_its_comm
         30,
         || {
             let l = child_log(&log);
-            let after_revoke = l
+            let after_loss = l
                 .lines
                 .iter()
-                .skip_while(|l| !l.starts_with("revoked"))
+                .skip_while(|l| !l.starts_with("lost"))
                 .any(|l| l.starts_with("assigned"));
-            after_revoke && b.partitions().len() == 1
+            after_loss && b.partitions().len() == 1
         },
     )
     .await;
+    assert!(
+        !child_log(&log)
+            .lines
+            .iter()
+            .any(|l| l.starts_with("revoked")),
+        "fenced partitions are lost (on_lost), not revoked"
+    );
     produce(&topic, 100, 200).await;
     wait_for("the child to read new records", 30, || {
         child_log(&log).read.iter().any(|(i, _, _)| *i >= 100)

@@ -14,9 +14,9 @@
 //!   the owned set goes out in the next heartbeat, sent right away. Revocations are
 //!   incremental: partitions kept are never revoked.
 //! - Fenced (UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH): the partitions are lost, so the
-//!   listener's `on_revoked` runs but nothing is committed (the coordinator would refuse
-//!   it, and they may be someone else's by now); then the member rejoins with epoch 0
-//!   and the same member id. Commits made before stay.
+//!   listener's `on_lost` runs (by default its `on_revoked`) but nothing is committed
+//!   (the coordinator would refuse it, and they may be someone else's by now); then the
+//!   member rejoins with epoch 0 and the same member id. Commits made before stay.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -198,7 +198,7 @@ impl Consumer {
         }
     }
 
-    /// Drops every partition after fencing: the listener's `on_revoked`, no commit.
+    /// Drops every partition after fencing: the listener's `on_lost`, no commit.
     async fn lose_all(&self) {
         let owned: Vec<TopicPartition> = self.inner.lock().parts.keys().cloned().collect();
         if !owned.is_empty() {
@@ -207,7 +207,7 @@ impl Consumer {
                 "fenced by the group coordinator: partitions lost (not committed)"
             );
             if let Some(l) = self.listener() {
-                l.on_revoked(self, &owned).await;
+                l.on_lost(self, &owned).await;
             }
         }
         let mut st = self.inner.lock();

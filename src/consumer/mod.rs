@@ -178,6 +178,19 @@ pub trait RebalanceListener: Send + Sync {
         Box::pin(async {})
     }
 
+    /// Partitions this member lost without giving them up: with `group.protocol=consumer`,
+    /// when the coordinator fenced it (its heartbeats stopped past the session timeout) or
+    /// it left after `max.poll.interval.ms`. They may be another member's already, so the
+    /// coordinator refuses commits of them, and the consumer commits nothing for them. As
+    /// the Java client's `onPartitionsLost`, this calls `on_revoked` unless overridden.
+    fn on_lost<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        self.on_revoked(consumer, partitions)
+    }
+
     /// Partitions newly given to this member.
     fn on_assigned<'a>(
         &'a self,
