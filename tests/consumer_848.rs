@@ -498,6 +498,101 @@ async fn a_static_member_leaves_for_a_while_and_gets_its_partitions_back() {
     assert_once(&all, 400);
 }
 
+/// Records the listener's calls: `revoked`, `lost` or `assigned`, with the partitions.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>);
+
+impl Calls {
+    fn note(&self, what: &'static str, ps: &[TopicPartition]) {
+        let ps = ps.iter().map(|p| p.partition).collect();
+        self.0.lock().unwrap().push((what, ps));
+    }
+    fn count(&self, what: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .count()
+    }
+}
+
+impl RebalanceListener for Calls {
+    fn on_revoked<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.note("revoked", ps);
+        Box::pin(async {})
+    }
+    fn on_lost<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.note("lost", ps);
+        Box::pin(async {})
+    }
+    fn on_assigned<'a>(&'a self, _: &'a Consumer, ps: &'a [TopicPartition]) -> BoxFuture<'a, ()> {
+        self.note("assigned", ps);
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_polling_leaves_and_rejoins_on_its_next_recv() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "kip848-poll", 4).await;
+    let group = common::kip848_group(&client, "kip848-poll", 10_000).await;
+    let mut cfg = config(&group, true);
+    cfg.set("max.poll.interval.ms", "2000").unwrap();
+    let consumer = Consumer::new(cfg).await.unwrap();
+    let calls = Calls::default();
+    consumer.set_rebalance_listener(calls.clone());
+    consumer.subscribe(&[&topic]).unwrap();
+    let a = Member::poll(consumer.clone(), false);
+    let b = Member::start(&group, &topic, false).await;
+    wait_for("A and B to own 2 partitions each", 30, || {
+        a.partitions().len() == 2 && b.partitions().len() == 2
+    })
+    .await;
+    produce(&topic, 0, 200).await;
+    wait_for("200 records read", 30, || a.count() + b.count() >= 200).await;
+    // A's application stops calling recv: past max.poll.interval.ms (2 s) A leaves the
+    // group (epoch -1, as the Java client), and B gets all 4 partitions.
+    a.stop.store(true, Ordering::SeqCst);
+    a.task.await.unwrap();
+    let a_seen = Arc::try_unwrap(a.seen).unwrap().into_inner().unwrap();
+    wait_for("B to own all 4 partitions", 30, || {
+        b.partitions().len() == 4
+    })
+    .await;
+    assert_eq!(
+        calls.count("lost"),
+        0,
+        "nothing happens to A before it polls"
+    );
+    // A's next recv drops the partitions it lost (on_lost, no commit) and rejoins.
+    let a = Member::poll(consumer, false);
+    wait_for("A back with 2 partitions", 30, || {
+        a.partitions().len() == 2 && b.partitions().len() == 2
+    })
+    .await;
+    assert_eq!(calls.count("lost"), 1, "{:?}", calls.0.lock().unwrap());
+    produce(&topic, 200, 400).await;
+    wait_for("every record read", 30, || {
+        let got: BTreeSet<usize> = a_seen
+            .iter()
+            .chain(&a.seen())
+            .chain(&b.seen())
+            .map(|(i, _, _)| *i)
+            .collect();
+        got.len() == 400
+    })
+    .await;
+    let all: Vec<_> = a_seen
+        .into_iter()
+        .chain(a.finish().await)
+        .chain(b.finish().await)
+        .collect();
+    assert_at_least_once(&all, 400);
+    let (committed, ends) = committed_and_ends(&client, &group, &topic, 4).await;
+    assert_eq!(committed, ends);
+}
+
 // ---------------------------------------------------------------------------------------
 // Child processes: a member SIGKILLed mid-batch, and one whose heartbeats stop.
 
