@@ -73,25 +73,17 @@ pub(crate) fn new_member_id() -> String {
 }
 
 /// Whether an error ends the membership for good (reported to the application), as
-/// opposed to fencing (rejoin) or a passing fault (retry).
+/// opposed to fencing (rejoin) or a passing fault (retry): as in the Java client, every
+/// error code that is not fencing, not retriable and not about the coordinator moving
+/// (FENCED_INSTANCE_ID, UNRELEASED_INSTANCE_ID, UNSUPPORTED_ASSIGNOR,
+/// GROUP_MAX_SIZE_REACHED, INVALID_REGULAR_EXPRESSION, GROUP_AUTHORIZATION_FAILED, ...),
+/// and a broker without the API.
 pub(crate) fn is_fatal(e: &Error) -> bool {
-    use crate::error::KafkaCode as K;
-    matches!(e, Error::Config(_) | Error::UnsupportedVersion { .. })
-        || matches!(
-            e.kafka_code(),
-            Some(
-                K::FencedInstanceId
-                    | K::UnreleasedInstanceId
-                    | K::UnsupportedAssignor
-                    | K::GroupMaxSizeReached
-                    | K::InvalidRegularExpression
-                    | K::InvalidRequest
-                    | K::GroupAuthorizationFailed
-                    | K::TopicAuthorizationFailed
-                    | K::UnsupportedVersion
-                    | K::GroupIdNotFound
-            )
-        )
+    match e {
+        Error::Config(_) | Error::UnsupportedVersion { .. } => true,
+        Error::Kafka { code, .. } => !is_fenced(e) && !code.is_retriable() && !coordinator_moved(e),
+        _ => false,
+    }
 }
 
 /// Whether the coordinator fenced this member: its partitions are lost, and it rejoins
@@ -223,6 +215,16 @@ mod tests {
         assert!(!is_fatal(&e(110)));
         assert!(is_fatal(&e(82))); // FENCED_INSTANCE_ID
         assert!(is_fatal(&e(112))); // UNSUPPORTED_ASSIGNOR
+        assert!(is_fatal(&e(128))); // INVALID_REGULAR_EXPRESSION
+        assert!(is_fatal(&e(30))); // GROUP_AUTHORIZATION_FAILED
         assert!(!is_fatal(&e(15)) && !is_fenced(&e(15))); // COORDINATOR_NOT_AVAILABLE
+        assert!(!is_fatal(&e(16))); // NOT_COORDINATOR
+        assert!(!is_fatal(&e(14))); // COORDINATOR_LOAD_IN_PROGRESS
+        assert!(!is_fatal(&e(7))); // REQUEST_TIMED_OUT
+        let gone = Error::Disconnected {
+            broker: "b:1".into(),
+            reason: "closed".into(),
+        };
+        assert!(!is_fatal(&gone) && !is_fenced(&gone));
     }
 }
