@@ -960,3 +960,20 @@ async fn an_assignor_the_broker_lacks_is_an_error_from_recv() {
     );
     consumer.close().await;
 }
+
+#[tokio::test]
+async fn a_group_config_the_broker_refuses_is_its_error() {
+    let client = common::client().await;
+    let group = common::unique_topic("kip848-config");
+    // Below the broker's group.consumer.min.session.timeout.ms (2000 with scripts/kafka).
+    let err = client
+        .alter_group_config(&group, &[("consumer.session.timeout.ms", "500")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kafka_code(),
+        Some(paperboy::KafkaCode::InvalidConfig),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&group), "{err}");
+}
