@@ -499,8 +499,11 @@ async fn a_static_member_leaves_for_a_while_and_gets_its_partitions_back() {
 }
 
 /// Records the listener's calls: `revoked`, `lost` or `assigned`, with the partitions.
+/// A listener call: `revoked`, `lost` or `assigned`, and the partitions.
+type Call = (&'static str, Vec<i32>);
+
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>);
+struct Calls(Arc<Mutex<Vec<Call>>>);
 
 impl Calls {
     fn note(&self, what: &'static str, ps: &[TopicPartition]) {

@@ -431,7 +431,7 @@ async fn a_fenced_member_loses_its_partition_without_committing_and_rejoins_as_i
         .expect("a rejoin with epoch 0");
     assert_eq!(rejoin.member_id, member_id, "with the same member id");
     assert_eq!(rejoin.owned.as_deref(), Some(&[][..]), "owning nothing");
-    assert_eq!(consumer.assignment(), [tp.clone()]);
+    assert_eq!(consumer.assignment(), [tp]);
     // Back in the group with epoch 2: close commits (auto-commit) with it, then leaves.
     consumer.close().await;
     let commits = fake.commits();
