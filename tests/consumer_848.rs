@@ -499,6 +499,29 @@ async fn a_static_member_leaves_for_a_while_and_gets_its_partitions_back() {
 }
 
 /// Records the listener's calls: `revoked`, `lost` or `assigned`, with the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_again_moves_the_member_to_the_new_topics() {
+    let client = common::client().await;
+    let first = common::new_topic(&client, "kip848-resub-a", 2).await;
+    let second = common::new_topic(&client, "kip848-resub-b", 2).await;
+    let group = common::kip848_group(&client, "kip848-resub", 10_000).await;
+    produce(&first, 0, 50).await;
+    produce(&second, 50, 100).await;
+    let m = Member::start(&group, &first, false).await;
+    wait_for("the first topic's 50 records", 30, || m.count() >= 50).await;
+    m.consumer.subscribe(&[&second]).unwrap();
+    wait_for("the second topic's 50 records", 30, || m.count() >= 100).await;
+    let topics: BTreeSet<String> = m
+        .consumer
+        .assignment()
+        .into_iter()
+        .map(|tp| tp.topic)
+        .collect();
+    assert_eq!(topics, BTreeSet::from([second.clone()]));
+    let seen = m.finish().await;
+    assert_once(&seen, 100);
+}
+
 /// A listener call: `revoked`, `lost` or `assigned`, and the partitions.
 type Call = (&'static str, Vec<i32>);
 
