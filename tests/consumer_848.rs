@@ -522,6 +522,25 @@ async fn subscribing_again_moves_the_member_to_the_new_topics() {
     assert_once(&seen, 100);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_created_with_allow_auto_create_topics() {
+    let client = common::client().await;
+    let topic = common::unique_topic("kip848-autocreate");
+    let group = common::kip848_group(&client, "kip848-autocreate", 10_000).await;
+    let mut cfg = config(&group, true);
+    cfg.set("allow.auto.create.topics", "true").unwrap();
+    let m = Member::start_with(cfg, &topic, false).await;
+    // The broker creates it (auto.create.topics.enable=true on the test broker), and
+    // the coordinator assigns its partition.
+    wait_for("the new topic's partition", 30, || {
+        m.consumer.assignment() == [TopicPartition::new(&topic, 0)]
+    })
+    .await;
+    produce(&topic, 0, 10).await;
+    wait_for("its records", 30, || m.count() >= 10).await;
+    assert_once(&m.finish().await, 10);
+}
+
 /// A listener call: `revoked`, `lost` or `assigned`, and the partitions.
 type Call = (&'static str, Vec<i32>);
 

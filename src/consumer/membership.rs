@@ -46,6 +46,8 @@ pub(super) struct State848 {
     /// Bumped by each subscribe; `subscription_sent` is the one the coordinator has.
     pub subscription_version: u64,
     pub subscription_sent: u64,
+    /// The subscription whose topics were asked for (`allow.auto.create.topics`).
+    pub checked_version: u64,
     /// The latest target assignment from the coordinator (`None`: none since joining).
     pub target: Option<TopicIdPartitions>,
     /// The owned partitions, by topic id; `owned_version` bumps on each change and
@@ -73,6 +75,7 @@ impl Default for State848 {
             pattern: None,
             subscription_version: 0,
             subscription_sent: 0,
+            checked_version: 0,
             target: None,
             owned: TopicIdPartitions::new(),
             owned_version: 0,
@@ -133,6 +136,7 @@ impl Consumer {
     /// task (see `start_rebalance`).
     pub(super) async fn reconcile_848(&self) -> Result<()> {
         self.ensure_heartbeat();
+        self.create_subscribed_topics().await;
         loop {
             let (lost, target) = {
                 let mut st = self.inner.lock();
@@ -196,6 +200,28 @@ impl Consumer {
             }
             self.inner.fetch_wake.notify_one();
         }
+    }
+
+    /// With `allow.auto.create.topics=true`, asks for the metadata of newly subscribed
+    /// topics, so that the broker creates the missing ones (as the classic protocol's
+    /// leader does; the coordinator itself never creates a topic).
+    async fn create_subscribed_topics(&self) {
+        if !self.inner.client.config().allow_auto_create_topics {
+            return;
+        }
+        let (version, topics) = {
+            let st = self.inner.lock();
+            let k = &st.kip848;
+            if k.pattern.is_some() || k.checked_version == k.subscription_version {
+                return;
+            }
+            (k.subscription_version, st.topics.clone())
+        };
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        if let Err(e) = self.inner.client.refresh_metadata(&names).await {
+            debug!(error = %e, "metadata of the subscribed topics");
+        }
+        self.inner.lock().kip848.checked_version = version;
     }
 
     /// Drops every partition after fencing: the listener's `on_lost`, no commit.
