@@ -645,6 +645,51 @@ impl Client {
         }
     }
 
+    /// Sets configuration of a consumer group (IncrementalAlterConfigs on the GROUP
+    /// resource, Kafka 4.0+), e.g. `consumer.session.timeout.ms` or
+    /// `consumer.heartbeat.interval.ms` for a `group.protocol=consumer` group. The
+    /// group need not exist yet. The broker bounds the values
+    /// (`group.consumer.min.session.timeout.ms`, ...).
+    ///
+    /// # Errors
+    /// The broker's error, e.g. INVALID_CONFIG as [`Error::Kafka`] with its message.
+    pub async fn alter_group_config(&self, group: &str, configs: &[(&str, &str)]) -> Result<()> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        const GROUP_RESOURCE: i8 = 32;
+        const SET: i8 = 0;
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(GROUP_RESOURCE)
+                .with_resource_name(StrBytes::from_string(group.to_owned()))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string((*k).to_owned()))
+                                .with_config_operation(SET)
+                                .with_value(Some(StrBytes::from_string((*v).to_owned())))
+                        })
+                        .collect(),
+                ),
+        ]);
+        self.retry("alter_group_config", self.deadline(), &[], || async {
+            let (_, resp) = self.conn_to_any().await?.request(&req).await?;
+            for r in &resp.responses {
+                if let Some(e) = Error::from_code(r.error_code, r.error_message.as_deref(), || {
+                    format!("alter config of group {group}")
+                }) {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Deletes topics.
     ///
     /// # Errors

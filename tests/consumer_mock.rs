@@ -394,3 +394,30 @@ fn fetches(c: &Cluster) -> usize {
         .filter(|r| r.api == ApiKey::Fetch)
         .count()
 }
+
+/// `group.protocol=consumer` against a cluster without ConsumerGroupHeartbeat (the mock,
+/// like Kafka before 4.0): `recv` fails with a configuration error naming the setting,
+/// within the API timeout, instead of retrying forever.
+#[tokio::test]
+async fn the_consumer_protocol_on_a_broker_without_it_is_a_clear_error() {
+    let cluster = Cluster::builder().topic("t", 1).build().await.unwrap();
+    let consumer = Consumer::new(
+        ConsumerConfig::from_properties([
+            ("bootstrap.servers", cluster.bootstrap().as_str()),
+            ("group.id", "g"),
+            ("group.protocol", "consumer"),
+        ])
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let err = tokio::time::timeout(DEADLINE, consumer.recv())
+        .await
+        .expect("recv returns")
+        .unwrap_err();
+    assert!(matches!(err, paperboy::Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("group.protocol"), "{err}");
+    assert!(err.to_string().contains("ConsumerGroupHeartbeat"), "{err}");
+    consumer.close().await;
+}

@@ -18,16 +18,26 @@ use paperboy::{
 };
 use serde_json::{json, Value};
 
+/// The engine's consumer settings for `group`: the consumer group protocol (KIP-848,
+/// `group.protocol=consumer`) for groups made by `common::kip848_group` (named
+/// `kip848-...`), or for every group with `PAPERBOY_GROUP_PROTOCOL=consumer`; else the
+/// classic protocol with a short session.
 fn consumer_config(group: &str) -> ConsumerConfig {
-    ConsumerConfig::from_properties([
-        ("bootstrap.servers", common::bootstrap().as_str()),
-        ("group.id", group),
-        ("enable.auto.commit", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "500"),
-    ])
-    .unwrap()
+    let kip848 = group.starts_with("kip848-")
+        || std::env::var("PAPERBOY_GROUP_PROTOCOL").is_ok_and(|p| p == "consumer");
+    let mut props = vec![
+        ("bootstrap.servers", common::bootstrap()),
+        ("group.id", group.to_owned()),
+        ("enable.auto.commit", "false".to_owned()),
+        ("auto.offset.reset", "earliest".to_owned()),
+    ];
+    if kip848 {
+        props.push(("group.protocol", "consumer".to_owned()));
+    } else {
+        props.push(("session.timeout.ms", "6000".to_owned()));
+        props.push(("heartbeat.interval.ms", "500".to_owned()));
+    }
+    ConsumerConfig::from_properties(props).unwrap()
 }
 
 /// Writes `values` to one partition in one batch (`None`: a tombstone); keys are `k{i}`.
@@ -906,11 +916,30 @@ async fn the_engine_refuses_auto_commit_and_bad_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_while_handling_commits_finished_work_and_loses_nothing() {
     let client = common::client().await;
-    let topic = common::new_topic(&client, "engine-rebalance", 2).await;
+    let group = if std::env::var("PAPERBOY_GROUP_PROTOCOL").is_ok_and(|p| p == "consumer") {
+        // The whole suite on the consumer protocol: the group's heartbeats at 250 ms,
+        // not the broker's 5 s (A would finish before B got a partition).
+        common::kip848_group(&client, "g-rebalance", 10_000).await
+    } else {
+        common::unique_topic("g-rebalance")
+    };
+    rebalance_while_handling(&client, group).await;
+}
+
+/// The same with the consumer group protocol (KIP-848): the engine, unchanged, on a
+/// group whose assignments the broker makes and revokes incrementally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_handling_commits_finished_work_and_loses_nothing_kip848() {
+    let client = common::client().await;
+    let group = common::kip848_group(&client, "kip848-rebalance", 10_000).await;
+    rebalance_while_handling(&client, group).await;
+}
+
+async fn rebalance_while_handling(client: &Client, group: String) {
+    let topic = common::new_topic(client, "engine-rebalance", 2).await;
     for p in 0..2 {
-        produce(&client, &topic, p, &numbered(40)).await;
+        produce(client, &topic, p, &numbered(40)).await;
     }
-    let group = common::unique_topic("g-rebalance");
     let config = EngineConfig {
         commit_interval_ms: 60_000, // commits only on revocation and stop
         ..EngineConfig::default()

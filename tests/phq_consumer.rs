@@ -22,6 +22,23 @@ const OVERRIDES: [(&str, &str); 4] = [
     ("fetch.max.wait.ms", "100"),
 ];
 
+/// The overrides for `group`: with the consumer group protocol (KIP-848) for groups made
+/// by `common::kip848_group` (named `kip848-...`), or for every group with
+/// `PAPERBOY_GROUP_PROTOCOL=consumer` (the session and heartbeat are then the broker's).
+fn overrides(group: &str) -> Vec<(&'static str, &'static str)> {
+    if group.starts_with("kip848-")
+        || std::env::var("PAPERBOY_GROUP_PROTOCOL").is_ok_and(|p| p == "consumer")
+    {
+        vec![
+            ("auto.offset.reset", "earliest"),
+            ("group.protocol", "consumer"),
+            ("fetch.max.wait.ms", "100"),
+        ]
+    } else {
+        OVERRIDES.to_vec()
+    }
+}
+
 async fn consumer(topic: &str, group: &str, timeout: Duration) -> Consumer {
     Consumer::with_config(
         &[common::bootstrap()],
@@ -29,7 +46,7 @@ async fn consumer(topic: &str, group: &str, timeout: Duration) -> Consumer {
         group,
         100,
         timeout,
-        OVERRIDES,
+        overrides(group),
     )
     .await
     .unwrap()
@@ -200,8 +217,19 @@ async fn produced_messages_come_back_with_their_refs_and_tombstones_are_committe
 #[tokio::test]
 async fn a_handler_error_commits_nothing_and_success_commits_the_batch() {
     let client = common::client().await;
-    let topic = common::new_topic(&client, "phqc-commit", 1).await;
-    let group = common::unique_topic("g-commit");
+    handler_error_then_success(&client, common::unique_topic("g-commit")).await;
+}
+
+/// The same on the consumer group protocol (KIP-848): the PHQ Consumer, unchanged.
+#[tokio::test]
+async fn a_handler_error_commits_nothing_and_success_commits_the_batch_kip848() {
+    let client = common::client().await;
+    let group = common::kip848_group(&client, "kip848-commit", 10_000).await;
+    handler_error_then_success(&client, group).await;
+}
+
+async fn handler_error_then_success(client: &paperboy::Client, group: String) {
+    let topic = common::new_topic(client, "phqc-commit", 1).await;
     let producer = Producer::new("phq-test-svc", &[common::bootstrap()])
         .await
         .unwrap();

@@ -581,20 +581,30 @@ struct Storm {
     next_id: u32,
 }
 
+/// The "strategy" of a storm on the consumer group protocol (KIP-848): the broker
+/// assigns (its default assignor, uniform), and the session and heartbeat interval are
+/// the group's (set by `common::kip848_group`).
+const KIP848: &str = "consumer-protocol";
+
 fn consumer_config(group: &str, strategy: &str, auto_commit: bool) -> ConsumerConfig {
-    ConsumerConfig::from_properties([
+    let mut props = vec![
         ("bootstrap.servers", common::bootstrap()),
         ("group.id", group.to_owned()),
         ("auto.offset.reset", "earliest".into()),
         ("enable.auto.commit", auto_commit.to_string()),
         ("auto.commit.interval.ms", "500".into()),
-        ("partition.assignment.strategy", strategy.into()),
-        ("session.timeout.ms", "6000".into()),
-        ("heartbeat.interval.ms", "500".into()),
-        // Also the rebalance timeout: how long the group waits for a member to rejoin.
+        // Also the rebalance timeout: how long the group waits for a member to rejoin
+        // (with the consumer protocol, to give up partitions being revoked).
         ("max.poll.interval.ms", "20000".into()),
-    ])
-    .unwrap()
+    ];
+    if strategy == KIP848 {
+        props.push(("group.protocol", "consumer".into()));
+    } else {
+        props.push(("partition.assignment.strategy", strategy.into()));
+        props.push(("session.timeout.ms", "6000".into()));
+        props.push(("heartbeat.interval.ms", "500".into()));
+    }
+    ConsumerConfig::from_properties(props).unwrap()
 }
 
 impl Storm {
@@ -807,7 +817,11 @@ async fn storm(
     let wall = Instant::now();
     let client = common::client().await;
     let topic = common::new_topic(&client, &format!("storm-{name}"), PARTITIONS).await;
-    let group = common::unique_topic(&format!("storm-{name}-group"));
+    let group = if strategy == KIP848 {
+        common::kip848_group(&client, &format!("storm-{name}-group"), 6_000).await
+    } else {
+        common::unique_topic(&format!("storm-{name}-group"))
+    };
     let seed = seed();
     eprintln!(
         "[{name}] seed {seed} (PAPERBOY_STORM_SEED={seed} replays the schedule), topic {topic}"
@@ -1372,6 +1386,25 @@ async fn paperboy_members_survive_a_cooperative_rebalance_storm() {
     storm(
         "cooperative",
         "cooperative-sticky",
+        &[
+            (Kind::ManualConsumer, 3),
+            (Kind::AutoConsumer, 2),
+            (Kind::SingleEngine, 1),
+            (Kind::BulkEngine, 1),
+        ],
+        Duration::from_secs(storm_secs(30)),
+        6,
+    )
+    .await;
+}
+
+/// Paperboy consumers and engines on the consumer group protocol (KIP-848): the broker
+/// assigns, and revokes only the partitions that move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paperboy_members_survive_a_consumer_protocol_rebalance_storm() {
+    storm(
+        "kip848",
+        KIP848,
         &[
             (Kind::ManualConsumer, 3),
             (Kind::AutoConsumer, 2),

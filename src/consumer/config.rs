@@ -8,6 +8,18 @@ use crate::error::ConfigError;
 
 use super::assignor::AssignmentStrategy;
 
+/// Which consumer group protocol a subscribing consumer speaks (`group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup/Heartbeat, with assignors run by the group leader (the
+    /// default, as in Java and librdkafka).
+    #[default]
+    Classic,
+    /// KIP-848: ConsumerGroupHeartbeat, assignments computed by the broker
+    /// (`group.remote.assignor`), incremental revocations; Kafka 4.0+.
+    Consumer,
+}
+
 /// What to do when a partition has no committed offset, or its offset is out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
@@ -25,9 +37,11 @@ pub enum OffsetReset {
 /// |---|---|---|
 /// | `group.id` | none | the consumer group; required by [`subscribe`](super::Consumer::subscribe) |
 /// | `group.instance.id` | none | static membership: a restart within the session timeout keeps the assignment |
-/// | `partition.assignment.strategy` | `range,cooperative-sticky` | assignors offered, in preference order: `range`, `roundrobin`, `cooperative-sticky` (or the Java class names) |
-/// | `session.timeout.ms` | 45000 | how long the coordinator waits for a heartbeat |
-/// | `heartbeat.interval.ms` | 3000 | how often heartbeats are sent |
+/// | `group.protocol` | `classic` | `classic` (JoinGroup/SyncGroup, client-side assignors) or `consumer` (KIP-848: the broker assigns, Kafka 4.0+); see the README's "Group protocols" |
+/// | `group.remote.assignor` | none (the broker's default) | `group.protocol=consumer` only: the broker-side assignor, `uniform` or `range` |
+/// | `partition.assignment.strategy` | `range,cooperative-sticky` | `group.protocol=classic` only: assignors offered, in preference order: `range`, `roundrobin`, `cooperative-sticky` (or the Java class names) |
+/// | `session.timeout.ms` | 45000 | `group.protocol=classic` only (with `consumer` the broker's `group.consumer.session.timeout.ms`): how long the coordinator waits for a heartbeat |
+/// | `heartbeat.interval.ms` | 3000 | `group.protocol=classic` only (with `consumer` the interval the broker returns): how often heartbeats are sent |
 /// | `max.poll.interval.ms` | 300000 | longest gap between `recv` calls before the consumer leaves the group |
 /// | `enable.auto.commit` | true | commit consumed positions every `auto.commit.interval.ms`, before a rebalance and on close |
 /// | `auto.commit.interval.ms` | 5000 | |
@@ -65,6 +79,10 @@ pub struct ConsumerConfig {
     pub(crate) client: ClientConfig,
     pub(crate) group_id: Option<String>,
     pub(crate) group_instance_id: Option<String>,
+    pub(crate) group_protocol: GroupProtocol,
+    pub(crate) remote_assignor: Option<String>,
+    /// Classic-only keys set explicitly (rejected with `group.protocol=consumer`).
+    pub(crate) classic_keys: Vec<&'static str>,
     pub(crate) strategies: Vec<AssignmentStrategy>,
     pub(crate) session_timeout: Duration,
     pub(crate) heartbeat_interval: Duration,
@@ -87,6 +105,9 @@ impl Default for ConsumerConfig {
             client: ClientConfig::default(),
             group_id: None,
             group_instance_id: None,
+            group_protocol: GroupProtocol::Classic,
+            remote_assignor: None,
+            classic_keys: Vec::new(),
             strategies: vec![
                 AssignmentStrategy::Range,
                 AssignmentStrategy::CooperativeSticky,
@@ -143,7 +164,16 @@ impl ConsumerConfig {
         match key {
             "group.id" => self.group_id = non_empty(value),
             "group.instance.id" => self.group_instance_id = non_empty(value),
+            "group.protocol" => {
+                self.group_protocol = match value.trim().to_ascii_lowercase().as_str() {
+                    "classic" => GroupProtocol::Classic,
+                    "consumer" => GroupProtocol::Consumer,
+                    _ => return Err(invalid(key, value, "classic or consumer")),
+                }
+            }
+            "group.remote.assignor" => self.remote_assignor = non_empty(value),
             "partition.assignment.strategy" => {
+                self.mark_classic("partition.assignment.strategy");
                 let mut strategies = Vec::new();
                 for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let s = AssignmentStrategy::parse(name).ok_or_else(|| {
@@ -162,8 +192,14 @@ impl ConsumerConfig {
                 }
                 self.strategies = strategies;
             }
-            "session.timeout.ms" => self.session_timeout = parse_ms(key, value, 1)?,
-            "heartbeat.interval.ms" => self.heartbeat_interval = parse_ms(key, value, 1)?,
+            "session.timeout.ms" => {
+                self.session_timeout = parse_ms(key, value, 1)?;
+                self.mark_classic("session.timeout.ms");
+            }
+            "heartbeat.interval.ms" => {
+                self.heartbeat_interval = parse_ms(key, value, 1)?;
+                self.mark_classic("heartbeat.interval.ms");
+            }
             "max.poll.interval.ms" => self.max_poll_interval = parse_ms(key, value, 1)?,
             "enable.auto.commit" => self.auto_commit = parse_bool(key, value)?,
             "auto.commit.interval.ms" => self.auto_commit_interval = parse_ms(key, value, 1)?,
@@ -203,6 +239,34 @@ impl ConsumerConfig {
             }
         }
         Ok(self)
+    }
+
+    fn mark_classic(&mut self, key: &'static str) {
+        if !self.classic_keys.contains(&key) {
+            self.classic_keys.push(key);
+        }
+    }
+
+    /// Forgets which classic-only keys were set so far: defaults a wrapper applied (the
+    /// PHQ consumer's) are not the caller's, and must not fail `group.protocol=consumer`.
+    pub(crate) fn forget_classic_keys(&mut self) {
+        self.classic_keys.clear();
+    }
+
+    /// The group protocol (`group.protocol`).
+    pub fn group_protocol(&self) -> GroupProtocol {
+        self.group_protocol
+    }
+
+    /// Sets `group.protocol`.
+    pub fn with_group_protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.group_protocol = protocol;
+        self
+    }
+
+    /// The broker-side assignor asked for (`group.remote.assignor`), if any.
+    pub fn remote_assignor(&self) -> Option<&str> {
+        self.remote_assignor.as_deref()
     }
 
     /// The client settings inside.
@@ -267,12 +331,40 @@ impl ConsumerConfig {
     pub fn with_assignment_strategy(mut self, strategies: &[AssignmentStrategy]) -> Self {
         if !strategies.is_empty() {
             self.strategies = strategies.to_vec();
+            self.mark_classic("partition.assignment.strategy");
         }
         self
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.client.validate()?;
+        if self.group_protocol == GroupProtocol::Consumer {
+            // As the Java client: these are the broker's with the consumer protocol
+            // (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms,
+            // group.remote.assignor).
+            if let Some(key) = self.classic_keys.first() {
+                let instead = match *key {
+                    "partition.assignment.strategy" => {
+                        "the broker assigns partitions: use group.remote.assignor (uniform or range)"
+                    }
+                    "session.timeout.ms" => {
+                        "the broker's group.consumer.session.timeout.ms (or the group's consumer.session.timeout.ms) applies"
+                    }
+                    _ => {
+                        "the broker's group.consumer.heartbeat.interval.ms (or the group's consumer.heartbeat.interval.ms) applies"
+                    }
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "`{key}` is not supported with group.protocol=consumer: {instead}"
+                )));
+            }
+            return Ok(());
+        }
+        if let Some(a) = &self.remote_assignor {
+            return Err(ConfigError::Invalid(format!(
+                "`group.remote.assignor` ({a}) needs group.protocol=consumer; with the classic protocol use partition.assignment.strategy"
+            )));
+        }
         if self.heartbeat_interval >= self.session_timeout {
             return Err(invalid(
                 "heartbeat.interval.ms",
@@ -319,6 +411,68 @@ mod tests {
         );
         let e = ConsumerConfig::from_properties([("linger.ms", "5")]).unwrap_err();
         assert_eq!(e.to_string(), "unknown configuration key `linger.ms`");
+    }
+
+    #[test]
+    fn the_consumer_protocol_rejects_classic_keys_by_name() {
+        let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("group.protocol", "consumer"),
+            ("group.remote.assignor", "uniform"),
+        ])
+        .unwrap();
+        assert_eq!(c.group_protocol(), GroupProtocol::Consumer);
+        assert_eq!(c.remote_assignor(), Some("uniform"));
+        c.validate().unwrap();
+        for key in [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "partition.assignment.strategy",
+        ] {
+            let value = if key.ends_with(".ms") {
+                "3000"
+            } else {
+                "range"
+            };
+            // In either order: the check is on the whole configuration.
+            for props in [
+                [
+                    ("bootstrap.servers", "a:1"),
+                    ("group.protocol", "consumer"),
+                    (key, value),
+                ],
+                [
+                    ("bootstrap.servers", "a:1"),
+                    (key, value),
+                    ("group.protocol", "consumer"),
+                ],
+            ] {
+                let e = ConsumerConfig::from_properties(props)
+                    .unwrap()
+                    .validate()
+                    .unwrap_err();
+                assert!(e.to_string().contains(&format!("`{key}`")), "{e}");
+                assert!(e.to_string().contains("group.protocol=consumer"), "{e}");
+            }
+        }
+        let e = ConsumerConfig::from_properties([("group.protocol", "kip848")]).unwrap_err();
+        assert!(e.to_string().contains("group.protocol"), "{e}");
+        // Classic stays the default, and keeps its keys.
+        let c = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("session.timeout.ms", "10000"),
+        ])
+        .unwrap();
+        assert_eq!(c.group_protocol(), GroupProtocol::Classic);
+        c.validate().unwrap();
+        let e = ConsumerConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("group.remote.assignor", "range"),
+        ])
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("group.remote.assignor"), "{e}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(crate) struct GroupClient {
 }
 
 /// Errors after which the coordinator must be looked up again.
-fn coordinator_moved(e: &Error) -> bool {
+pub(super) fn coordinator_moved(e: &Error) -> bool {
     matches!(
         e.kafka_code(),
         Some(
@@ -78,14 +78,14 @@ fn coordinator_moved(e: &Error) -> bool {
     )
 }
 
-fn check(code: i16, what: impl FnOnce() -> String) -> Result<()> {
+pub(super) fn check(code: i16, what: impl FnOnce() -> String) -> Result<()> {
     match Error::from_code(code, None, what) {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-fn s(v: &str) -> StrBytes {
+pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
@@ -104,7 +104,11 @@ impl GroupClient {
         &self.group_id
     }
 
-    fn instance(&self) -> Option<StrBytes> {
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn instance(&self) -> Option<StrBytes> {
         self.instance_id.as_deref().map(s)
     }
 
@@ -133,7 +137,7 @@ impl GroupClient {
             .take();
     }
 
-    async fn coordinator(&self) -> Result<Arc<Connection>> {
+    pub(super) async fn coordinator(&self) -> Result<Arc<Connection>> {
         let known = self
             .coordinator
             .lock()
@@ -200,7 +204,7 @@ impl GroupClient {
 
     /// Runs `op` against the coordinator, looking it up again and retrying (with
     /// backoff, until the API deadline) when it moved or is loading.
-    async fn with_coordinator<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub(super) async fn with_coordinator<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
         F: FnMut(Arc<Connection>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -497,9 +501,12 @@ impl GroupClient {
     }
 
     /// The committed offsets of `partitions` (`None` where nothing is committed).
+    /// `member` is a member of a consumer-protocol group (KIP-848): its member id and
+    /// epoch go with the request (v9+), so the coordinator checks the epoch.
     pub(crate) async fn committed(
         &self,
         partitions: &[TopicPartition],
+        member: Option<&Membership>,
     ) -> Result<HashMap<TopicPartition, Option<(i64, i32)>>> {
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for tp in partitions {
@@ -529,6 +536,12 @@ impl GroupClient {
                     OffsetFetchRequest::default()
                         .with_groups(vec![OffsetFetchRequestGroup::default()
                             .with_group_id(GroupId(s(&self.group_id)))
+                            .with_member_id(
+                                member.filter(|_| version >= 9).map(|m| s(&m.member_id)),
+                            )
+                            .with_member_epoch(
+                                member.filter(|_| version >= 9).map_or(-1, |m| m.generation),
+                            )
                             .with_topics(Some(new_topics))])
                         .with_require_stable(true)
                 } else {

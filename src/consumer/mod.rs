@@ -2,9 +2,14 @@
 //! queue bounded by one byte budget.
 //!
 //! A [`Consumer`] either [subscribes](Consumer::subscribe) to topics as a member of a
-//! consumer group (the classic protocol, with the range, roundrobin and
-//! cooperative-sticky assignors, so it shares a group with Java and librdkafka
-//! consumers), or is [assigned](Consumer::assign) partitions by hand.
+//! consumer group, or is [assigned](Consumer::assign) partitions by hand. A group member
+//! speaks the classic protocol (the default: range, roundrobin and cooperative-sticky
+//! assignors run by the group's leader, so it shares a group with Java and librdkafka
+//! consumers), or with `group.protocol=consumer` the consumer group protocol of KIP-848
+//! (Kafka 4.0+: the broker assigns, revocations are incremental, and
+//! [`subscribe_pattern`](Consumer::subscribe_pattern) takes a regular expression the
+//! broker evaluates); see `membership.rs`. The [`RebalanceListener`] and everything
+//! else work the same on either.
 //!
 //! Records are fetched in the background, one fetch in flight per broker, in incremental
 //! fetch sessions (KIP-227). Fetched record batches wait in a prefetch queue whose total
@@ -47,6 +52,8 @@ pub(crate) mod assignor;
 mod config;
 mod fetcher;
 mod group;
+mod group_848;
+mod membership;
 mod stream;
 mod validate;
 
@@ -64,7 +71,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use assignor::AssignmentStrategy;
-pub use config::{ConsumerConfig, OffsetReset};
+pub use config::{ConsumerConfig, GroupProtocol, OffsetReset};
 pub use stream::{BatchStream, RecordStream, Stream};
 
 use crate::client::{Client, IsolationLevel, OffsetSpec};
@@ -146,6 +153,19 @@ pub trait RebalanceListener: Send + Sync {
     ) -> BoxFuture<'a, ()> {
         let _ = (consumer, partitions);
         Box::pin(async {})
+    }
+
+    /// Partitions this member lost without giving them up: with `group.protocol=consumer`,
+    /// when the coordinator fenced it (its heartbeats stopped past the session timeout) or
+    /// it left after `max.poll.interval.ms`. They may be another member's already, so the
+    /// coordinator refuses commits of them, and the consumer commits nothing for them. As
+    /// the Java client's `onPartitionsLost`, this calls `on_revoked` unless overridden.
+    fn on_lost<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        self.on_revoked(consumer, partitions)
     }
 
     /// Partitions newly given to this member.
@@ -319,6 +339,8 @@ struct State {
     stash: VecDeque<ConsumerRecord>,
     /// A rebalance task is running ([`Consumer::start_rebalance`]).
     rebalancing: bool,
+    /// The consumer-protocol membership (`group.protocol=consumer`; unused by classic).
+    kip848: membership::State848,
     /// How the last rebalance task failed, for the next `recv` to return.
     rebalance_error: Option<Error>,
 }
@@ -379,6 +401,11 @@ struct Inner {
     /// group then waits for until the rebalance timeout).
     rebalance_task: Mutex<Option<JoinHandle<()>>>,
     listener: Mutex<Option<Arc<dyn RebalanceListener>>>,
+    /// `group.protocol=consumer`: wakes the heartbeat loop to send at once (a new
+    /// subscription, partitions reconciled, a rejoin, a stale epoch).
+    hb_wake: Arc<Notify>,
+    /// `group.protocol=consumer`: a heartbeat was answered (or the membership ended).
+    hb_answered: Notify,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     last_poll: Mutex<Instant>,
@@ -441,12 +468,15 @@ impl Consumer {
                 stash: VecDeque::new(),
                 rebalancing: false,
                 rebalance_error: None,
+                kip848: membership::State848::default(),
             }),
             ready: Notify::new(),
             fetch_wake: Notify::new(),
             rebalance: tokio::sync::Mutex::new(()),
             rebalance_task: Mutex::new(None),
             listener: Mutex::new(None),
+            hb_wake: Arc::new(Notify::new()),
+            hb_answered: Notify::new(),
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             last_poll: Mutex::new(Instant::now()),
@@ -486,6 +516,11 @@ impl Consumer {
     /// # Errors
     /// [`Error::Config`] without a `group.id`, or when partitions were assigned by hand.
     pub fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        self.subscribe_to(topics, None)
+    }
+
+    /// `subscribe` by topic names, or (`group.protocol=consumer`) by a pattern.
+    fn subscribe_to(&self, topics: &[&str], pattern: Option<String>) -> Result<()> {
         if self.inner.group.is_none() {
             return Err(crate::config::invalid("group.id", "", "a group id, to subscribe").into());
         }
@@ -503,6 +538,9 @@ impl Consumer {
         st.topics.sort();
         st.topics.dedup();
         st.rejoin = true;
+        if self.consumer_protocol() {
+            self.subscribed_848(&mut st, pattern);
+        }
         drop(st);
         self.inner.ready.notify_waiters();
         Ok(())
@@ -768,8 +806,20 @@ impl Consumer {
     }
 
     fn rebalance_pending(&self) -> bool {
-        let st = self.inner.lock();
-        st.mode == Mode::Subscribed && (st.rejoin || st.membership.is_none())
+        self.group_due(&self.inner.lock())
+    }
+
+    /// Whether the group protocol is KIP-848's (`group.protocol=consumer`).
+    fn consumer_protocol(&self) -> bool {
+        self.inner.config.group_protocol == GroupProtocol::Consumer
+    }
+
+    /// Whether the group needs this member's attention before records are handed out:
+    /// classic, a (re)join; consumer protocol, a reconciliation (the heartbeat loop
+    /// joins on its own).
+    fn group_due(&self, st: &State) -> bool {
+        st.mode == Mode::Subscribed
+            && (st.rejoin || (!self.consumer_protocol() && st.membership.is_none()))
     }
 
     fn auto_commit_due(&self) -> Option<Instant> {
@@ -924,7 +974,7 @@ impl Consumer {
         let (rejoin, fatal, need_positions) = {
             let st = self.inner.lock();
             (
-                st.mode == Mode::Subscribed && (st.rejoin || st.membership.is_none()),
+                self.group_due(&st),
                 st.fatal.clone(),
                 st.parts.values().any(|p| p.position.is_none()),
             )
@@ -1027,6 +1077,9 @@ impl Consumer {
             // carry on with what is buffered; waiting here could wait on ourselves.
             return Ok(());
         };
+        if self.consumer_protocol() {
+            return self.reconcile_848().await;
+        }
         let group = self
             .inner
             .group
@@ -1242,7 +1295,11 @@ impl Consumer {
         }
         st.heartbeat = true;
         drop(st);
-        let task = tokio::spawn(heartbeat_loop(Arc::downgrade(&self.inner)));
+        let task = if self.consumer_protocol() {
+            membership::spawn_heartbeat(&self.inner)
+        } else {
+            tokio::spawn(heartbeat_loop(Arc::downgrade(&self.inner)))
+        };
         self.inner
             .tasks
             .lock()
@@ -1265,7 +1322,19 @@ impl Consumer {
             return Ok(());
         }
         let committed = match &self.inner.group {
-            Some(g) => g.committed(&todo).await?,
+            Some(g) if self.consumer_protocol() && self.inner.lock().mode == Mode::Subscribed => {
+                // With the member id and epoch; a stale epoch is retried next time.
+                let todo = &todo;
+                match self
+                    .retry_stale_epoch(|m| async move { g.committed(todo, m.as_ref()).await })
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) if e.kafka_code() == Some(KafkaCode::StaleMemberEpoch) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(g) => g.committed(&todo, None).await?,
             None => HashMap::new(),
         };
         for tp in todo {
@@ -1392,6 +1461,22 @@ impl Consumer {
             }
         };
         debug!(?offsets, "committing");
+        if self.consumer_protocol() && membership.is_some() {
+            // The coordinator checks the member epoch: a stale one (it moved on since
+            // this commit was made) is retried after the next heartbeat.
+            let offsets = &offsets;
+            return self
+                .retry_stale_epoch(|m| async move {
+                    let m = m.ok_or_else(|| {
+                        Error::from_code(27, None, || {
+                            format!("commit to group {}", group.group_id())
+                        })
+                        .expect("27 is an error")
+                    })?;
+                    group.commit(Some(&m), offsets).await
+                })
+                .await;
+        }
         group.commit(membership.as_ref(), &offsets).await
     }
 
@@ -1430,7 +1515,7 @@ impl Consumer {
             return Err(crate::config::invalid("group.id", "", "a group id").into());
         };
         Ok(group
-            .committed(partitions)
+            .committed(partitions, None)
             .await?
             .into_iter()
             .map(|(tp, o)| (tp, o.map(|(o, _)| o)))
@@ -1467,7 +1552,9 @@ impl Consumer {
         }
         self.inner.closed.store(true, Ordering::Release);
         let member = self.inner.lock().member_id.clone();
-        if let (true, Some(g)) = (subscribed, &self.inner.group) {
+        if subscribed && self.consumer_protocol() {
+            self.leave_848().await;
+        } else if let (true, Some(g)) = (subscribed, &self.inner.group) {
             if self.inner.config.group_instance_id.is_none() {
                 g.leave(&member, "the consumer is closing").await;
             }

@@ -618,6 +618,9 @@ where
     for (k, v) in CONSUMER_DEFAULTS {
         cfg.set(k, v)?;
     }
+    // The defaults' classic-only keys (session, heartbeat) are not the caller's: with
+    // group.protocol=consumer they are unused, not an error.
+    cfg.forget_classic_keys();
     for (k, v) in overrides {
         let (k, v) = (k.as_ref(), v.as_ref());
         cfg.set(k, v)?;
@@ -645,6 +648,10 @@ fn lost_to_rebalance(e: &Error) -> bool {
                 KafkaCode::RebalanceInProgress
                     | KafkaCode::IllegalGeneration
                     | KafkaCode::UnknownMemberId
+                    // group.protocol=consumer (KIP-848): fenced, or an epoch gone stale
+                    // past the commit's retries.
+                    | KafkaCode::FencedMemberEpoch
+                    | KafkaCode::StaleMemberEpoch
             )
         )
 }
@@ -820,5 +827,25 @@ mod tests {
             "unknown configuration key `queued.min.messages`"
         );
         assert!(config(&["a:1"], " ", std::iter::empty::<(&str, &str)>()).is_err());
+    }
+
+    #[test]
+    fn the_consumer_group_protocol_takes_the_phq_defaults_but_not_a_callers_session() {
+        // The PHQ defaults set session.timeout.ms and heartbeat.interval.ms, which the
+        // consumer protocol leaves to the broker: not the caller's, so not an error.
+        let c = config(&["a:1"], "g", [("group.protocol", "consumer")]).unwrap();
+        assert_eq!(c.group_protocol(), kafka::GroupProtocol::Consumer);
+        c.validate().unwrap();
+        let c = config(
+            &["a:1"],
+            "g",
+            [
+                ("group.protocol", "consumer"),
+                ("session.timeout.ms", "9000"),
+            ],
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("`session.timeout.ms`"), "{e}");
     }
 }

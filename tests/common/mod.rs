@@ -206,3 +206,28 @@ pub async fn read_all_from(
     consumer.close().await;
     out
 }
+
+/// A fresh consumer group for `group.protocol=consumer` (KIP-848), with the group's own
+/// `consumer.heartbeat.interval.ms` (250) and `consumer.session.timeout.ms` set
+/// (IncrementalAlterConfigs on the GROUP resource) so tests do not wait the broker's 5 s
+/// heartbeats and 45 s sessions. Needs the lower `group.consumer.min.*` floors
+/// `scripts/kafka` configures.
+pub async fn kip848_group(client: &Client, prefix: &str, session_ms: u32) -> String {
+    let group = unique_topic(prefix);
+    let session = session_ms.to_string();
+    client
+        .alter_group_config(
+            &group,
+            &[
+                ("consumer.heartbeat.interval.ms", "250"),
+                ("consumer.session.timeout.ms", session.as_str()),
+            ],
+        )
+        .await
+        .expect(
+            "set the group's consumer.session.timeout.ms / consumer.heartbeat.interval.ms \
+             (the broker needs group.consumer.min.session.timeout.ms <= the session and \
+             group.consumer.min.heartbeat.interval.ms <= 250, as scripts/kafka sets them)",
+        );
+    group
+}
