@@ -14,16 +14,22 @@ use paperboy::engine::{BoxError, Engine, EngineConfig, Handler, Message};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
 use paperboy::{Acks, Client, Compression, ConsumerConfig, NewRecord, TopicPartition};
 
+/// Classic groups with a short session; groups named `kip848-...` (from
+/// `common::kip848_group`) on the consumer group protocol.
 fn consumer_config(group: &str, instance: Option<&str>) -> ConsumerConfig {
     let mut c = ConsumerConfig::from_properties([
         ("bootstrap.servers", common::bootstrap().as_str()),
         ("group.id", group),
         ("enable.auto.commit", "false"),
         ("auto.offset.reset", "earliest"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "500"),
     ])
     .unwrap();
+    if group.starts_with("kip848-") {
+        c.set("group.protocol", "consumer").unwrap();
+    } else {
+        c.set("session.timeout.ms", "6000").unwrap();
+        c.set("heartbeat.interval.ms", "500").unwrap();
+    }
     if let Some(id) = instance {
         c.set("group.instance.id", id).unwrap();
     }
@@ -150,22 +156,33 @@ impl Handler for Transform {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_handler_aborts_its_output_and_everything_is_written_exactly_once() {
-    failed_handler_run(false).await;
+    failed_handler_run(false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_bulk_mode_a_failed_batch_aborts_its_output_and_everything_is_written_exactly_once() {
-    failed_handler_run(true).await;
+    failed_handler_run(true, false).await;
 }
 
-async fn failed_handler_run(bulk: bool) {
+/// The same on the consumer group protocol (KIP-848): the offsets go in the transaction
+/// with the member's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_consumer_group_protocol_every_output_is_written_exactly_once() {
+    failed_handler_run(true, true).await;
+}
+
+async fn failed_handler_run(bulk: bool, kip848: bool) {
     let client = common::client().await;
     let input = common::new_topic(&client, "eos-in", 2).await;
     let output = common::new_topic(&client, "eos-out", 2).await;
     let dlq = format!("{input}.dlq");
     produce_inputs(&client, &input, 0, 0..100).await;
     produce_inputs(&client, &input, 1, 100..200).await;
-    let group = common::unique_topic("eos-g");
+    let group = if kip848 {
+        common::kip848_group(&client, "kip848-eos", 10_000).await
+    } else {
+        common::unique_topic("eos-g")
+    };
     let producer = txn_producer(&common::unique_topic("eos-txn")).await;
     let engine = Engine::builder(consumer_config(&group, None))
         .config(EngineConfig {
