@@ -24,6 +24,8 @@ struct Run {
 fn run(args: &[&str], stdin: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paperboy"))
         .args(args)
+        // -b falls back to KAFKA_BOOTSTRAP: the tests give it or mean its absence.
+        .env_remove("KAFKA_BOOTSTRAP")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -218,7 +220,10 @@ async fn produce_fails_loudly() {
         "{err}"
     );
     let (ok, err) = paperboy(&["produce", "-t", "x"], "");
-    assert!(!ok && err.contains("--bootstrap is required"), "{err}");
+    assert!(
+        !ok && err.contains("required") && err.contains("--bootstrap"),
+        "{err}"
+    );
     let (ok, err) = paperboy(
         &["produce", "-b", &b, "-t", "x", "--envelope", "s"],
         "not json\n",
@@ -601,27 +606,39 @@ async fn consume_fails_loudly() {
     let b = common::bootstrap();
     let r = run(&["consume", "-b", &b, "-t", "x", "--bogus"], "");
     assert!(!r.ok);
-    assert!(r.stderr.contains("unknown option --bogus"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unexpected argument '--bogus'"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["consume", "-b", &b, "--from-beginning"], "");
     assert!(!r.ok);
-    assert!(r.stderr.contains("--topic is required"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("required") && r.stderr.contains("--topic"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["consume", "-t", "x"], "");
     assert!(
-        !r.ok && r.stderr.contains("--bootstrap is required"),
+        !r.ok && r.stderr.contains("required") && r.stderr.contains("--bootstrap"),
         "{}",
         r.stderr
     );
     let r = run(&["consume", "-b", &b, "-t", "x", "--offset", "soon"], "");
-    assert!(!r.ok && r.stderr.contains("--offset soon"), "{}", r.stderr);
+    assert!(
+        !r.ok && r.stderr.contains("'soon'") && r.stderr.contains("--offset"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["consume", "-b", &b, "-t", "x", "-G", "g", "-p", "0"], "");
     assert!(
-        !r.ok && r.stderr.contains("--group cannot be combined"),
+        !r.ok && r.stderr.contains("cannot be used with"),
         "{}",
         r.stderr
     );
     let r = run(&["consume", "-b", &b, "-t", "x", "--count"], "");
     assert!(
-        !r.ok && r.stderr.contains("--count needs a value"),
+        !r.ok && r.stderr.contains("a value is required for '--count"),
         "{}",
         r.stderr
     );

@@ -10,6 +10,9 @@ use paperboy::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartitio
 use paperboy::phq::envelope;
 use paperboy::OffsetSpec;
 
+use clap::Args;
+
+use crate::connect::ConnArgs;
 use crate::signal::StopSignal;
 
 /// Where manually assigned partitions start.
@@ -30,96 +33,81 @@ fn parse_offset(v: &str) -> Result<StartOffset, String> {
         _ => match v.parse::<i64>() {
             Ok(n) if n >= 0 => Ok(StartOffset::At(n)),
             Ok(n) => Ok(StartOffset::BeforeEnd(n.checked_neg().unwrap_or(i64::MAX))),
-            Err(_) => Err(format!(
-                "--offset {v}: expected a number, -N, beginning or end"
-            )),
+            Err(_) => Err(format!("{v}: expected a number, -N, beginning or end")),
         },
     }
 }
 
+/// Prints each record as one JSON object per line on stdout:
+///   {"topic":"t","partition":0,"offset":5,"timestamp":1700000000000,"key":"k","value":"v"}
+/// timestamp is in ms since the epoch; a missing key or value (tombstone) is null. A key
+/// or value that is not UTF-8 is written as "key_hex" / "value_hex" (lowercase hex of the
+/// bytes) instead, so nothing is lost. With --group, joins the consumer group and commits
+/// after printing each batch (what was printed, nothing more). Otherwise assigns
+/// partitions by hand and commits nothing: the --partition(s) given, or every partition
+/// of the topic. Runs until --count records, the end with -e, stdout closing, or
+/// SIGINT/SIGTERM (a clean stop: exit 0; a second signal exits at once). Prints a
+/// summary on stderr. Exits non-zero on errors.
+#[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
-    bootstrap: Option<String>,
-    topic: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Topic to read
+    #[arg(short = 't', long)]
+    topic: String,
+    /// Consume as a member of GROUP (not with --partition/--offset); -X group.id=G too
+    #[arg(short = 'G', long, conflicts_with_all = ["partitions", "offset"])]
     group: Option<String>,
+    /// Read partition N (repeatable; default every partition)
+    #[arg(short = 'p', long = "partition", value_name = "N",
+          value_parser = clap::value_parser!(i32).range(0..))]
     partitions: Vec<i32>,
+    /// Start at OFFSET in every partition read: a number, -N (N before the end),
+    /// beginning or end
+    #[arg(short = 'o', long, allow_hyphen_values = true, value_parser = parse_offset)]
     offset: Option<StartOffset>,
+    /// With no committed offset (or out of range), start at the beginning
+    /// (auto.offset.reset=earliest; default: the end)
+    #[arg(long = "from-beginning")]
     from_beginning: bool,
+    /// Exit after N records
+    #[arg(short = 'c', long, value_name = "N")]
     count: Option<u64>,
+    /// Exit once every assigned partition is read to its end (the high watermark of the
+    /// latest fetch)
+    #[arg(short = 'e', long = "exit-at-end")]
     exit_at_end: bool,
+    /// Unpack PHQ envelopes: "value" is the envelope's item, "hist" its hist; a value
+    /// that is not an envelope is printed as is, with "envelope_error" saying why
+    #[arg(long)]
     envelope: bool,
-    properties: Vec<(String, String)>,
+    /// No summary
+    #[arg(short, long)]
     quiet: bool,
 }
 
-/// `Ok(None)` for `--help`.
-pub(crate) fn parse(args: &[String]) -> Result<Option<ConsumeArgs>, String> {
-    let mut a = ConsumeArgs {
-        bootstrap: None,
-        topic: None,
-        group: None,
-        partitions: Vec::new(),
-        offset: None,
-        from_beginning: false,
-        count: None,
-        exit_at_end: false,
-        envelope: false,
-        properties: Vec::new(),
-        quiet: false,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "-b" | "--bootstrap" => a.bootstrap = Some(value(flag)?),
-            "-t" | "--topic" => a.topic = Some(value(flag)?),
-            "-G" | "--group" => a.group = Some(value(flag)?),
-            "-p" | "--partition" => {
-                let v = value(flag)?;
-                let p: i32 = v
-                    .parse()
-                    .ok()
-                    .filter(|p| *p >= 0)
-                    .ok_or_else(|| format!("{flag} {v}: not a partition number"))?;
-                if !a.partitions.contains(&p) {
-                    a.partitions.push(p);
-                }
+impl ConsumeArgs {
+    /// `-X group.id=G` is `--group G`; the rest of the properties, bootstrap included.
+    fn resolve(&mut self) -> Result<Vec<(String, String)>, String> {
+        let mut props = Vec::new();
+        for (k, v) in self.conn.properties()? {
+            if k == "group.id" {
+                self.group = Some(v);
+            } else {
+                props.push((k, v));
             }
-            "-o" | "--offset" => a.offset = Some(parse_offset(&value(flag)?)?),
-            "--from-beginning" => a.from_beginning = true,
-            "-c" | "--count" => {
-                let v = value(flag)?;
-                a.count = Some(v.parse().map_err(|_| format!("{flag} {v}: not a number"))?);
-            }
-            "-e" | "--exit-at-end" => a.exit_at_end = true,
-            "--envelope" => a.envelope = true,
-            "-X" | "--property" => {
-                let v = value(flag)?;
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("-X {v}: expected KEY=VALUE"))?;
-                if k == "group.id" {
-                    a.group = Some(val.to_owned());
-                } else {
-                    a.properties.push((k.to_owned(), val.to_owned()));
-                }
-            }
-            "-q" | "--quiet" => a.quiet = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown option {other}")),
         }
+        if self.group.is_some() && (!self.partitions.is_empty() || self.offset.is_some()) {
+            return Err(
+                "--group cannot be combined with --partition or --offset: the group assigns \
+                 partitions and starts them at the committed offsets"
+                    .to_owned(),
+            );
+        }
+        self.partitions.sort_unstable();
+        self.partitions.dedup();
+        Ok(props)
     }
-    if a.group.is_some() && (!a.partitions.is_empty() || a.offset.is_some()) {
-        return Err(
-            "--group cannot be combined with --partition or --offset: the group assigns \
-             partitions and starts them at the committed offsets"
-                .to_owned(),
-        );
-    }
-    Ok(Some(a))
 }
 
 /// Why consuming stopped.
@@ -155,14 +143,14 @@ struct ConsumeTally {
     not_envelopes: u64,
 }
 
-pub(crate) async fn run(a: ConsumeArgs) -> Result<(), String> {
-    let bootstrap = a.bootstrap.clone().ok_or("--bootstrap is required")?;
-    let topic = a.topic.clone().ok_or("--topic is required")?;
-    let mut cfg = ConsumerConfig::new(&bootstrap);
+pub(crate) async fn run(mut a: ConsumeArgs) -> Result<(), String> {
+    let properties = a.resolve()?;
+    let topic = a.topic.clone();
+    let mut cfg = ConsumerConfig::default();
     // Commits are explicit, after printing; -X may still turn auto-commit on.
     cfg.set("enable.auto.commit", "false")
         .map_err(|e| e.to_string())?;
-    for (k, v) in &a.properties {
+    for (k, v) in &properties {
         cfg.set(k, v).map_err(|e| e.to_string())?;
     }
     if let Some(g) = &a.group {

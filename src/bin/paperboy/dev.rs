@@ -3,85 +3,42 @@
 
 use std::time::Duration;
 
+use clap::Args;
 use paperboy_mock::Cluster;
 
-pub(crate) const USAGE: &str = "\
-paperboy dev [OPTIONS]
-
-    Runs an in-process Kafka cluster (paperboy-mock: the real wire protocol, everything
-    in memory) on 127.0.0.1 until SIGINT or SIGTERM. Prints its bootstrap address on the
-    first line of stdout. Any Kafka client can use it (kcat, the Java tools, Paperboy).
-    Not a replacement for a real broker: no persistence.
-
-        --port PORT           node i listens on PORT + i (default 9092; 0: ports the OS
-                              picks)
-        --nodes N             nodes of the cluster (default 1)
-        --partitions N        partitions of a topic created without a count or created
-                              automatically on first use (default 1)
-        --retention-mb MB     per-partition retention.bytes (default 1024; 0: unlimited)
-        --retention-ms MS     per-partition retention.ms (default: unlimited)
-";
-
+/// Runs an in-process Kafka cluster (paperboy-mock: the real wire protocol, everything in
+/// memory) on 127.0.0.1 until SIGINT or SIGTERM. Prints its bootstrap address on the
+/// first line of stdout. Any Kafka client can use it (kcat, the Java tools, Paperboy).
+/// Not a replacement for a real broker: no persistence.
+#[derive(Debug, Args)]
 pub(crate) struct DevArgs {
+    /// Node i listens on PORT + i (0: ports the OS picks)
+    #[arg(long, default_value_t = 9092)]
     port: u16,
-    nodes: usize,
+    /// Nodes of the cluster
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    nodes: u64,
+    /// Partitions of a topic created without a count or created automatically on first use
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
+    /// Per-partition retention.bytes in MiB (0: unlimited)
+    #[arg(long = "retention-mb", value_name = "MB", default_value_t = 1024)]
     retention_mb: usize,
+    /// Per-partition retention.ms (default: unlimited)
+    #[arg(long = "retention-ms", value_name = "MS")]
     retention_ms: Option<u64>,
 }
 
-/// `Ok(None)` for `--help`.
-pub(crate) fn parse(args: &[String]) -> Result<Option<DevArgs>, String> {
-    let mut a = DevArgs {
-        port: 9092,
-        nodes: 1,
-        partitions: 1,
-        retention_mb: 1024,
-        retention_ms: None,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let v = it.next().ok_or_else(|| format!("{name} needs a value"))?;
-            v.parse()
-                .map_err(|_| format!("{name} {v}: not a non-negative number"))
-        };
-        match flag.as_str() {
-            "--port" => {
-                a.port =
-                    u16::try_from(number(flag)?).map_err(|_| "--port: at most 65535".to_owned())?
-            }
-            "--nodes" => {
-                a.nodes = match number(flag)? {
-                    n @ 1..=64 => n as usize,
-                    n => return Err(format!("--nodes {n}: between 1 and 64")),
-                }
-            }
-            "--partitions" => {
-                a.partitions = match number(flag)? {
-                    n @ 1..=10_000 => n as i32,
-                    n => return Err(format!("--partitions {n}: between 1 and 10000")),
-                }
-            }
-            "--retention-mb" => a.retention_mb = number(flag)? as usize,
-            "--retention-ms" => a.retention_ms = Some(number(flag)?),
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if a.port != 0 && usize::from(a.port) + a.nodes - 1 > usize::from(u16::MAX) {
+/// Serves until SIGINT or SIGTERM, then stops every listener and connection.
+pub(crate) async fn run(a: DevArgs) -> Result<(), String> {
+    if a.port != 0 && u64::from(a.port) + a.nodes - 1 > u64::from(u16::MAX) {
         return Err(format!(
             "--port {} with --nodes {}: ports past 65535",
             a.port, a.nodes
         ));
     }
-    Ok(Some(a))
-}
-
-/// Serves until SIGINT or SIGTERM, then stops every listener and connection.
-pub(crate) async fn run(a: DevArgs) -> Result<(), String> {
     let mut builder = Cluster::builder()
-        .nodes(a.nodes)
+        .nodes(a.nodes as usize)
         .default_partitions(a.partitions)
         .port(a.port);
     if a.retention_mb > 0 {
@@ -110,20 +67,6 @@ pub(crate) async fn run(a: DevArgs) -> Result<(), String> {
 }
 
 async fn wait_for_stop() -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("SIGINT handler: {e}")),
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("Ctrl-C handler: {e}"))
-    }
+    crate::signal::StopSignal::install()?.wait().await;
+    Ok(())
 }

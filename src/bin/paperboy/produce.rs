@@ -9,98 +9,58 @@ use paperboy::phq::envelope;
 use paperboy::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use tokio::sync::mpsc;
 
+use clap::Args;
+
+use crate::connect::ConnArgs;
 use crate::signal::StopSignal;
 
+/// Sends each line of stdin as one record (or --count generated records), waits for
+/// every acknowledgement, and prints a summary. Exits non-zero if any record failed.
+///
+/// With -X transactional.id=ID the input is written in transactions (read_committed
+/// consumers see only committed ones): each commits after --transaction-records records
+/// or --transaction-ms after its first, and at the end of the input; a failure or
+/// SIGINT/SIGTERM aborts the open one (exit non-zero), those committed before stay.
+#[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
-    bootstrap: Option<String>,
-    topic: Option<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Topic to write to
+    #[arg(short = 't', long)]
+    topic: String,
+    /// Split each line at the first SEP into key and value
+    #[arg(short = 'K', long = "key-separator", value_name = "SEP")]
     key_separator: Option<String>,
+    /// none, gzip, snappy, lz4 or zstd (default snappy)
+    #[arg(short = 'z', long, value_name = "CODEC")]
+    compression: Option<String>,
+    /// 0, 1 or all (default all)
+    #[arg(long)]
+    acks: Option<String>,
+    /// Write every record to partition N
+    #[arg(long, value_name = "N")]
     partition: Option<i32>,
+    /// Wrap each line (a JSON value) in the PHQ envelope of SERVICE, keyed by the line's
+    /// key or a generated id; written as Python's json.dumps writes it
+    #[arg(long, value_name = "SERVICE")]
     envelope: Option<String>,
+    /// Send N generated records instead of reading stdin
+    #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Size of each generated value
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
     size: usize,
-    properties: Vec<(String, String)>,
+    /// Records per transaction at most (with transactional.id)
+    #[arg(long = "transaction-records", value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_records: u64,
+    /// A transaction commits this long after its first record at the latest
+    #[arg(long = "transaction-ms", value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_ms: u64,
+    /// No summary
+    #[arg(short, long)]
     quiet: bool,
-    transaction_records: usize,
-    transaction_time: Duration,
-}
-
-/// `Ok(None)` for `--help`.
-pub(crate) fn parse(args: &[String]) -> Result<Option<ProduceArgs>, String> {
-    let mut a = ProduceArgs {
-        bootstrap: None,
-        topic: None,
-        key_separator: None,
-        partition: None,
-        envelope: None,
-        count: None,
-        size: 100,
-        properties: Vec::new(),
-        quiet: false,
-        transaction_records: 10_000,
-        transaction_time: Duration::from_millis(1000),
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "-b" | "--bootstrap" => a.bootstrap = Some(value(flag)?),
-            "-t" | "--topic" => a.topic = Some(value(flag)?),
-            "-K" | "--key-separator" => a.key_separator = Some(value(flag)?),
-            "-z" | "--compression" => a.properties.push(("compression.type".into(), value(flag)?)),
-            "--acks" => a.properties.push(("acks".into(), value(flag)?)),
-            "--partition" => {
-                let v = value(flag)?;
-                a.partition = Some(
-                    v.parse()
-                        .map_err(|_| format!("--partition {v}: not a number"))?,
-                );
-            }
-            "--envelope" => a.envelope = Some(value(flag)?),
-            "--count" => {
-                let v = value(flag)?;
-                a.count = Some(
-                    v.parse()
-                        .map_err(|_| format!("--count {v}: not a number"))?,
-                );
-            }
-            "--size" => {
-                let v = value(flag)?;
-                a.size = v.parse().map_err(|_| format!("--size {v}: not a number"))?;
-            }
-            "-X" | "--property" => {
-                let v = value(flag)?;
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("-X {v}: expected KEY=VALUE"))?;
-                a.properties.push((k.to_owned(), val.to_owned()));
-            }
-            "--transaction-records" => {
-                let v = value(flag)?;
-                a.transaction_records =
-                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        format!("--transaction-records {v}: not a positive number")
-                    })?;
-            }
-            "--transaction-ms" => {
-                let v = value(flag)?;
-                a.transaction_time = Duration::from_millis(
-                    v.parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("--transaction-ms {v}: not a positive number"))?,
-                );
-            }
-            "-q" | "--quiet" => a.quiet = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    Ok(Some(a))
 }
 
 struct Tally {
@@ -187,11 +147,16 @@ fn parse_line(
 }
 
 pub(crate) async fn run(a: ProduceArgs) -> Result<(), String> {
-    let bootstrap = a.bootstrap.clone().ok_or("--bootstrap is required")?;
-    let topic = a.topic.clone().ok_or("--topic is required")?;
-    let mut cfg = ProducerConfig::new(&bootstrap);
-    for (k, v) in &a.properties {
-        cfg.set(k, v).map_err(|e| e.to_string())?;
+    let topic = a.topic.clone();
+    let mut cfg = ProducerConfig::default();
+    for (k, v) in a.conn.properties()? {
+        cfg.set(&k, &v).map_err(|e| e.to_string())?;
+    }
+    if let Some(c) = &a.compression {
+        cfg.set("compression.type", c).map_err(|e| e.to_string())?;
+    }
+    if let Some(acks) = &a.acks {
+        cfg.set("acks", acks).map_err(|e| e.to_string())?;
     }
     let transactional = cfg.transactional_id().is_some();
     // Before connecting, so a signal during a slow start is a clean stop too.
@@ -347,7 +312,8 @@ async fn in_transactions(
                     if let Err(e) = producer.begin_transaction() {
                         break Err(e.to_string());
                     }
-                    due = Some(tokio::time::Instant::now() + a.transaction_time);
+                    due =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(a.transaction_ms));
                 }
                 let len = record.1.len() as u64;
                 match producer.enqueue(record_for(record)).await {
@@ -357,7 +323,7 @@ async fn in_transactions(
                 }
                 open += 1;
                 open_bytes += len;
-                open >= a.transaction_records as u64
+                open >= a.transaction_records
             }
             Next::Commit => true,
             Next::End => {
