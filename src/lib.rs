@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod backoff;
 mod client;
 mod config;
 mod conn;
