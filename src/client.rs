@@ -979,15 +979,16 @@ impl Client {
         .await
     }
 
-    /// The API version this client would use for `api` with broker `node_id`.
+    /// The version of the API with key `api_key` (0 Produce, 1 Fetch, ...: Kafka's
+    /// numbers) this client would use with broker `node_id`; `None` when they share
+    /// none (or the key is not one Paperboy knows).
     ///
     /// # Errors
     /// When the broker cannot be reached.
-    pub async fn negotiated_version(
-        &self,
-        node_id: i32,
-        api: kafka_protocol::messages::ApiKey,
-    ) -> Result<Option<i16>> {
+    pub async fn negotiated_version(&self, node_id: i32, api_key: i16) -> Result<Option<i16>> {
+        let Ok(api) = kafka_protocol::messages::ApiKey::try_from(api_key) else {
+            return Ok(None);
+        };
         Ok(self.conn_to_node(node_id).await?.versions().negotiate(api))
     }
 }

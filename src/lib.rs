@@ -73,7 +73,18 @@ pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};
 pub use error::{ConfigError, Error, KafkaCode, Result};
 pub use offsets::{ConsumerGroupMetadata, TopicPartition};
-pub use paperboy_protocol as protocol;
+/// The wire layer Paperboy's public API shows: the record batch codec and compression of
+/// the `paperboy-protocol` crate, and its framing error (the source of
+/// [`Error::Protocol`]). Depend on `paperboy-protocol` for the rest (framing, version
+/// negotiation), which speaks kafka-protocol's types.
+pub mod protocol {
+    pub use paperboy_protocol::{compression, records};
+
+    /// Request and response framing: its error.
+    pub mod frame {
+        pub use paperboy_protocol::frame::{api_name, FrameError};
+    }
+}
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord};
