@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::consumer::{BoxFuture, ConsumerRecord};
+use crate::envelope;
 use crate::error::Error;
-use crate::phq::envelope;
 
 /// The error a hook returns: anything that converts into a boxed error (a `String`, an
 /// `std::io::Error`, an `anyhow::Error`, a [`crate::Error`]...).
@@ -322,7 +322,7 @@ pub(crate) trait Dispatch: Send + Sync {
 
 pub(crate) fn handler_error(what: &str, records: &[ConsumerRecord], e: BoxError) -> Error {
     Error::Handler {
-        batch: format!("{what} {}", crate::phq::batch_ref(records)),
+        batch: format!("{what} {}", envelope::batch_ref(records)),
         source: Arc::from(e),
     }
 }

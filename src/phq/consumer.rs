@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::{envelope, Message};
+use super::Message;
 use crate::consumer::{self as kafka, ConsumerConfig, ConsumerRecord, TopicPartition};
+use crate::envelope::{self, batch_ref};
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 
 /// The PHQ consumer settings applied before the caller's overrides (librdkafka names).
@@ -654,11 +655,6 @@ fn lost_to_rebalance(e: &Error) -> bool {
                     | KafkaCode::StaleMemberEpoch
             )
         )
-}
-
-/// `topic[partition=first:last+1,...]`, for log lines and errors (the engine's too).
-pub(crate) fn batch_ref(records: &[ConsumerRecord]) -> String {
-    envelope::format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
 }
 
 /// The message of a record: `None` for a tombstone or an empty value.

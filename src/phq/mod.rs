@@ -39,7 +39,9 @@
 //! ```
 
 mod consumer;
-pub mod envelope;
+
+/// The PHQ JSON envelope: [`crate::envelope`], re-exported here where it used to live.
+pub use crate::envelope;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -48,7 +50,6 @@ use tracing::warn;
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
-pub(crate) use consumer::batch_ref;
 pub use consumer::{Consumer, StopHandle, Undecodable, UndecodableCallback, CONSUMER_DEFAULTS};
 
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it

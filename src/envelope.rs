@@ -1,6 +1,12 @@
 //! The PHQ JSON envelope, written byte for byte as Python's `json.dumps` writes it, and
 //! read as the Python library reads it.
 //!
+//! A layer below both the [`engine`](crate::engine) (its [`Envelope`] payload) and the
+//! [PHQ API](crate::phq) (whose `phq::envelope` re-exports this module): it depends on
+//! neither.
+//!
+//! [`Envelope`]: crate::engine::Envelope
+//!
 //! Writing ([`pack`]): Python's defaults differ from serde_json's compact output in three
 //! ways, all kept here: separators are `", "` and `": "`; every character outside
 //! printable ASCII is escaped as `\uXXXX` (`ensure_ascii`); floats are written as
@@ -253,7 +259,7 @@ struct Hist<'a> {
 /// `{"item": payload, "hist": {"svc": svc, "dt": dt, "refs": refs}}`.
 ///
 /// ```
-/// use paperboy::phq::envelope::pack;
+/// use paperboy::envelope::pack;
 /// use serde_json::json;
 ///
 /// let bytes = pack("billing", "2019-12-23T20:31:43+00:00", &json!({"total": 1.5, "name": "café"}), &[]).unwrap();
@@ -337,7 +343,7 @@ pub struct Unpacked {
 /// it reads as the nearest float. [`unpack_json`] keeps every number as written.
 ///
 /// ```
-/// use paperboy::phq::envelope::unpack;
+/// use paperboy::envelope::unpack;
 /// use serde_json::json;
 ///
 /// let read = unpack(br#"{"item": {"n": 1}, "hist": {"svc": "a", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}"#)
@@ -385,7 +391,7 @@ pub struct UnpackedJson {
 /// [`pack_json`] to write it on as Python would.
 ///
 /// ```
-/// use paperboy::phq::envelope::unpack_json;
+/// use paperboy::envelope::unpack_json;
 ///
 /// let read = unpack_json(br#"{"item": {"id": 123456789012345678901234567890, "x": 0.1}, "hist": null}"#)
 ///     .unwrap()
@@ -420,7 +426,7 @@ pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
 /// its last value).
 ///
 /// ```
-/// use paperboy::phq::envelope::pack_json;
+/// use paperboy::envelope::pack_json;
 ///
 /// let bytes = pack_json("svc", "2019-12-23T20:31:43+00:00", r#"{"id":123456789012345678901234567890,"x":1E3,"s":"é"}"#, &[]).unwrap();
 /// assert_eq!(
@@ -1261,7 +1267,7 @@ impl<'a, B: Build<'a>> Parser<'a, B> {
 /// (a missing or null field as `None`).
 ///
 /// ```
-/// use paperboy::phq::envelope::format_kafka_ref;
+/// use paperboy::envelope::format_kafka_ref;
 /// use serde_json::json;
 ///
 /// let r = json!({"topic": "events", "partition": 2, "offset": 41, "key": "e-7", "hist": null});
@@ -1290,7 +1296,7 @@ pub fn format_kafka_ref(r: &Value) -> String {
 /// first appear.
 ///
 /// ```
-/// use paperboy::phq::envelope::format_batch_ref;
+/// use paperboy::envelope::format_batch_ref;
 ///
 /// let positions = [("a", 0, 5), ("a", 1, 9), ("a", 0, 7), ("b", 3, 0)];
 /// assert_eq!(format_batch_ref(positions), "a[0=5:8,1=9:10],b[3=0:1]");
@@ -1348,6 +1354,12 @@ pub fn format_batch_ref<S: AsRef<str>>(
         out.push(']');
     }
     out
+}
+
+/// `topic[partition=first:last+1,...]` of a batch of consumed records, for log lines and
+/// errors (the PHQ consumer's and the engine's): [`format_batch_ref`] of their positions.
+pub(crate) fn batch_ref(records: &[crate::consumer::ConsumerRecord]) -> String {
+    format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
 }
 
 #[cfg(test)]
