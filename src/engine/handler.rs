@@ -103,7 +103,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Payload for Envelope<T> {
         let read = envelope::unpack(value)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "an empty value is not a PHQ envelope".to_owned())?;
-        let item = serde_json::from_value(read.item)
+        let item = serde_json::from_value(read.item.into_value())
             .map_err(|e| format!("the envelope's item does not match the expected type: {e}"))?;
         Ok(Envelope {
             item,
