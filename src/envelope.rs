@@ -47,8 +47,9 @@
 //!   [`Value`]s that hold them.
 //! - The payload as it serializes: a struct in the order of its fields, a [`Value`] in
 //!   its map's order (sorted), an [`OrderedValue`] (what [`unpack`] reads an item into)
-//!   in the order it was read, a [`serde_json::value::RawValue`] in the order of its
-//!   text. [`pack_json`] and [`unpack_json`] keep the order of the text.
+//!   in the order it was read, a `serde_json::value::RawValue` (serde_json's `raw_value`
+//!   feature) in the order of its text. [`pack_json`] and [`unpack_json`] keep the
+//!   order of the text.
 //!
 //! So an item read by [`unpack`] and given to [`pack`] is written byte for byte as
 //! Python's `json.dumps(json.loads(...))` writes it; once it is a [`Value`] (the

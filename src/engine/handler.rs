@@ -67,6 +67,8 @@ impl Payload for String {
     }
 }
 
+/// Key order: a [`Value`]'s objects hold their keys sorted (Paperboy does not turn on
+/// serde_json's `preserve_order`), not in the order of the record's JSON.
 impl Payload for Value {
     fn decode(value: &Bytes) -> Result<Self, String> {
         serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))
@@ -88,6 +90,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Payload for Json<T> {
 /// A value in the PHQ envelope (`{"item": ..., "hist": {...}}`), its item deserialized
 /// into `T`. Read as the PHQ consumer reads it ([`envelope::unpack`]): a history nested
 /// too deep is dropped (`hist` is null and `hist_truncated` is set).
+///
+/// Key order: `T` is deserialized from a [`Value`], so a `T` that keeps the order of its
+/// keys sees them sorted, and an `Envelope<Value>`'s item and every `hist` hold their
+/// keys sorted (Paperboy does not turn on serde_json's `preserve_order`; see
+/// [`envelope`](crate::envelope#key-order)). The PHQ producer writes histories in the
+/// Python library's key order whatever the `Value`'s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope<T> {
     /// The payload: the envelope's `item`.
