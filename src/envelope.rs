@@ -44,7 +44,8 @@
 //!   `hist` the same way, at every depth. Other keys of a ref or a history follow those,
 //!   in their map's order. So the refs and histories of every envelope the PHQ
 //!   libraries write are written again byte for byte, whatever the order of the
-//!   [`Value`]s that hold them.
+//!   [`Value`]s that hold them; a ref or history that something else wrote with its
+//!   keys in another order is written in this one.
 //! - The payload as it serializes: a struct in the order of its fields, a [`Value`] in
 //!   its map's order (sorted), an [`OrderedValue`] (what [`unpack`] reads an item into)
 //!   in the order it was read, a `serde_json::value::RawValue` (serde_json's `raw_value`
@@ -52,10 +53,10 @@
 //!   order of the text.
 //!
 //! So an item read by [`unpack`] and given to [`pack`] is written byte for byte as
-//! Python's `json.dumps(json.loads(...))` writes it; once it is a [`Value`] (the
-//! payload of a [`phq::Message`](crate::phq::Message) the PHQ consumer reads, the `hist`
-//! of an [`Unpacked`], an `engine::Envelope<Value>`'s item), its objects' keys are
-//! sorted.
+//! Python's `json.dumps(json.loads(...))` writes it (numbers as [above](#numbers));
+//! once it is a [`Value`] (the payload of a [`phq::Message`](crate::phq::Message) the
+//! PHQ consumer reads by default, the `hist` of an [`Unpacked`], an
+//! `engine::Envelope<Value>`'s item), its objects' keys are sorted.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
