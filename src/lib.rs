@@ -66,6 +66,7 @@ mod offsets;
 pub mod phq;
 pub mod producer;
 pub mod security;
+mod shutdown;
 
 pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
 pub use client::{
@@ -79,6 +80,7 @@ pub use paperboy_protocol as protocol;
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord};
+pub use shutdown::Shutdown;
 
 /// The producer's accumulator and batch building, for `benches/producer.rs`. Not part of
 /// the API: it may change in any release.

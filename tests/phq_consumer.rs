@@ -102,7 +102,7 @@ where
         let mut seen = s.lock().unwrap();
         seen.extend(batch);
         if seen.len() >= n {
-            stop.stop();
+            stop.shutdown();
         }
         std::future::ready(Ok::<(), Error>(()))
     });
@@ -160,7 +160,7 @@ async fn produced_messages_come_back_with_their_refs_and_tombstones_are_committe
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(seen.lock().unwrap().len(), handled);
-        c.stop_handle().stop();
+        c.stop_handle().shutdown();
     };
     let (done, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(run, watch) })
         .await
@@ -320,7 +320,7 @@ async fn latest_only_keeps_the_last_message_of_each_id() {
     let stop = c.stop_handle();
     let run = c.process_latest_only(move |batch: Vec<Message>| {
         s.lock().unwrap().push(batch);
-        stop.stop();
+        stop.shutdown();
         std::future::ready(Ok::<(), Error>(()))
     });
     tokio::time::timeout(LIMIT, run)
@@ -368,7 +368,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
     let run = c.process(move |batch: Vec<Message>| {
         *n.lock().unwrap() += 1;
         assert_eq!(batch.len(), 3);
-        stop.stop();
+        stop.shutdown();
         async {
             // Still working when the stop comes.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -380,7 +380,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
         .expect("in time")
         .unwrap();
     assert_eq!(*calls.lock().unwrap(), 1);
-    assert!(c.stop_handle().is_stopped());
+    assert!(c.stop_handle().is_shutdown());
     assert_eq!(committed(&c, &topic).await, Some(3));
     // A stopped consumer stays stopped: process returns at once.
     let t = Instant::now();
@@ -396,7 +396,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
     let stop = c.stop_handle();
     let stopper = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        stop.stop();
+        stop.shutdown();
         Instant::now()
     };
     let run = c.process(|_: Vec<Message>| async { Err::<(), _>("nothing to handle") });
@@ -438,7 +438,7 @@ async fn sigterm_stops_the_consumer() {
         .await
         .expect("in time");
     result.unwrap();
-    assert!(c.stop_handle().is_stopped());
+    assert!(c.stop_handle().is_shutdown());
     c.close().await;
 }
 
@@ -727,7 +727,7 @@ async fn exactly_once_batches_abort_a_failed_handlers_output_and_commit_each_out
             let (p, out, stop) = (p.clone(), out.clone(), stop.clone());
             async move {
                 p.produce_batch(&out, &batch).await?;
-                stop.stop();
+                stop.shutdown();
                 Ok::<(), Error>(())
             }
         }),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::Message;
@@ -48,7 +47,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 ///   Python library builds it: `{"topic", "partition", "offset", "key", "hist"}` with
 ///   the message's own `hist`. Producing the message on with the PHQ
 ///   [`Producer`](super::Producer) nests the history.
-/// - **A graceful stop.** After [`StopHandle::stop`] (or SIGINT/SIGTERM, with
+/// - **A graceful stop.** After [`StopHandle::shutdown`] (or SIGINT/SIGTERM, with
 ///   [`shutdown_on_signals`](Self::shutdown_on_signals)), a batch being handled is
 ///   finished and committed, then `process` returns `Ok(())`. A stop while waiting for
 ///   records returns at once; records fetched for the next batch but not yet handed to
@@ -108,9 +107,6 @@ pub struct Consumer<T = Value> {
     /// output and offsets.
     transactional: Option<crate::producer::Producer>,
     stop: StopHandle,
-    /// Held so that the signal task of [`Consumer::shutdown_on_signals`] sees when the
-    /// last clone of the consumer is gone.
-    stopped: watch::Receiver<bool>,
     /// What the messages' payloads are read into.
     payload: PhantomData<fn() -> T>,
 }
@@ -144,25 +140,11 @@ impl std::fmt::Debug for Undecodable {
     }
 }
 
-/// Stops a PHQ [`Consumer`]'s [`process`](Consumer::process): the batch being handled is
-/// finished and committed, then `process` returns `Ok(())`. Cheap to clone; a stopped
-/// consumer stays stopped.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl StopHandle {
-    /// Asks the consumer to stop after the current batch.
-    pub fn stop(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopped(&self) -> bool {
-        *self.tx.borrow()
-    }
-}
+/// Stops a PHQ [`Consumer`]'s [`process`](Consumer::process) (the crate's one stop
+/// request, [`Shutdown`](crate::Shutdown)): the batch being handled is finished and
+/// committed, then `process` returns `Ok(())`. Cheap to clone; a stopped consumer stays
+/// stopped.
+pub use crate::shutdown::Shutdown as StopHandle;
 
 impl Consumer {
     /// A consumer in group `group_id` for `topics`, with the PHQ defaults
@@ -234,15 +216,13 @@ impl Consumer {
         let config = config(bootstrap_servers, group_id, overrides)?;
         let inner = kafka::Consumer::new(config).await?;
         inner.subscribe(&topics)?;
-        let (tx, stopped) = watch::channel(false);
         Ok(Consumer {
             inner,
             batch_size,
             timeout,
             undecodable: Undecodable::Fail,
             transactional: None,
-            stop: StopHandle { tx: Arc::new(tx) },
-            stopped,
+            stop: StopHandle::new(),
             payload: PhantomData,
         })
     }
@@ -281,7 +261,6 @@ impl<T: From<OrderedValue>> Consumer<T> {
             undecodable: self.undecodable,
             transactional: self.transactional,
             stop: self.stop,
-            stopped: self.stopped,
             payload: PhantomData,
         }
     }
@@ -377,7 +356,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
 
     /// Stops [`process`](Self::process) after the current batch on SIGINT or SIGTERM
     /// (Ctrl-C only, off Unix). A second signal while the batch finishes is logged, not
-    /// obeyed. The task listening ends when the last clone of the consumer is dropped,
+    /// obeyed ([`Shutdown::on_signals`](crate::Shutdown::on_signals)). The task listening ends when the last clone of its stop handle is dropped,
     /// but Tokio keeps its handlers installed for the life of the process: from then on
     /// those signals no longer terminate it by default.
     ///
@@ -387,44 +366,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn shutdown_on_signals(&self) -> std::io::Result<()> {
-        let tx = self.stop.tx.clone();
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut int = signal(SignalKind::interrupt())?;
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::spawn(async move {
-                loop {
-                    let name = tokio::select! {
-                        _ = int.recv() => "SIGINT",
-                        _ = term.recv() => "SIGTERM",
-                        _ = tx.closed() => return,
-                    };
-                    if tx.send_replace(true) {
-                        warn!("{name} received: already stopping after the current batch");
-                    } else {
-                        info!("{name} received: stopping after the current batch");
-                    }
-                }
-            });
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                        _ = tx.closed() => return,
-                    }
-                    if tx.send_replace(true) {
-                        warn!("Ctrl-C received: already stopping after the current batch");
-                    } else {
-                        info!("Ctrl-C received: stopping after the current batch");
-                    }
-                }
-            });
-        }
-        Ok(())
+        self.stop.on_signals()
     }
 
     /// Consumes until stopped: takes up to `batch_size` records (or what arrived within
@@ -484,16 +426,14 @@ impl<T: From<OrderedValue>> Consumer<T> {
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut stopped = self.stopped.clone();
         loop {
-            if *stopped.borrow_and_update() {
+            if self.stop.is_shutdown() {
                 info!("PHQ consumer stopped");
                 return Ok(());
             }
             let records = tokio::select! {
                 biased;
-                // The sender lives in `self.stop`: this resolves only on a stop.
-                _ = stopped.wait_for(|s| *s) => continue,
+                _ = self.stop.wait() => continue,
                 r = self.inner.recv_batch(self.batch_size, self.timeout) => r?,
             };
             if records.is_empty() {
