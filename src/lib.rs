@@ -14,10 +14,13 @@
 //! - [`engine`]: per-topic handlers with lifecycle hooks, single and bulk modes that
 //!   switch on lag, retries, a dead-letter topic, and commits that never get ahead of
 //!   handling.
+//! - [`envelope`]: the PHQ JSON envelope, byte for byte as Python's `json` writes it,
+//!   under both the engine (its `Envelope` payload) and the PHQ API.
 //! - [`phq`]: the PHQ `Producer`, `Consumer` and `Message` with their JSON envelope.
 //! - [`security`]: TLS and SASL (PLAIN, SCRAM, OAUTHBEARER) with no C.
 //!
-//! Layers only call downward: protocol ← client ← producer/consumer ← engine.
+//! Layers only call downward: protocol ← client ← producer/consumer ← envelope ←
+//! engine and phq.
 //!
 //! # Example
 //! ```no_run
@@ -55,6 +58,7 @@ mod config;
 mod conn;
 pub mod consumer;
 pub mod engine;
+pub mod envelope;
 mod error;
 mod group_protocol;
 mod kafka_code;

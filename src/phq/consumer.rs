@@ -3,13 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
-use super::{envelope, Message};
+use super::Message;
 use crate::consumer::{self as kafka, ConsumerConfig, ConsumerRecord, TopicPartition};
+use crate::envelope::{self, batch_ref, OrderedValue};
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 
 /// The PHQ consumer settings applied before the caller's overrides (librdkafka names).
@@ -53,6 +56,16 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 /// A record whose key is null gets an empty id (the Python library fails on it). A key
 /// that is not UTF-8 is read lossily (invalid sequences become U+FFFD).
 ///
+/// **Key order.** The messages' payloads are `T`, by default a [`serde_json::Value`],
+/// whose objects hold their keys sorted (Paperboy does not turn on serde_json's
+/// `preserve_order`; see [`envelope`](crate::envelope#key-order)): a payload produced on
+/// is written with its keys sorted, where the Python library keeps the order it read.
+/// [`with_payload::<OrderedValue>()`](Self::with_payload) gives payloads that keep it
+/// (and deref to the `Value`), so a message handed on is written byte for byte as the
+/// Python library writes it. The refs are [`Value`]s too, but the PHQ
+/// [`Producer`](super::Producer) writes refs and histories in the Python library's key
+/// order whatever their maps' order.
+///
 /// ```no_run
 /// use std::time::Duration;
 ///
@@ -85,7 +98,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Consumer {
+pub struct Consumer<T = Value> {
     inner: kafka::Consumer,
     batch_size: usize,
     timeout: Duration,
@@ -94,6 +107,8 @@ pub struct Consumer {
     /// output and offsets.
     transactional: Option<crate::producer::Producer>,
     stop: StopHandle,
+    /// What the messages' payloads are read into.
+    payload: PhantomData<fn() -> T>,
 }
 
 /// What a PHQ [`Consumer`] does with a record whose value does not decode (not UTF-8,
@@ -208,7 +223,46 @@ impl Consumer {
             undecodable: Undecodable::Fail,
             transactional: None,
             stop: StopHandle::new(),
+            payload: PhantomData,
         })
+    }
+}
+
+impl<T: From<OrderedValue>> Consumer<T> {
+    /// The same consumer, its messages' payloads read into `U`: [`Value`] (the default),
+    /// or [`OrderedValue`], which keeps the order of the objects' keys as read, so that a
+    /// message produced on is written byte for byte as the Python library writes it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use paperboy::envelope::OrderedValue;
+    /// use paperboy::phq::{Consumer, Message};
+    ///
+    /// # async fn run() -> paperboy::Result<()> {
+    /// let consumer = Consumer::new(&["127.0.0.1:9092"], &["events"], "relay", 100, Duration::from_secs(1))
+    ///     .await?
+    ///     .with_payload::<OrderedValue>();
+    /// consumer
+    ///     .process(|messages: Vec<Message<OrderedValue>>| async move {
+    ///         for m in &messages {
+    ///             println!("{}", m.payload["n"]); // derefs to the Value
+    ///         }
+    ///         Ok::<(), paperboy::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_payload<U: From<OrderedValue>>(self) -> Consumer<U> {
+        Consumer {
+            inner: self.inner,
+            batch_size: self.batch_size,
+            timeout: self.timeout,
+            undecodable: self.undecodable,
+            transactional: self.transactional,
+            stop: self.stop,
+            payload: PhantomData,
+        }
     }
 
     /// What to do with records that do not decode; [`Undecodable::Fail`] by default.
@@ -337,7 +391,7 @@ impl Consumer {
     /// ([`kafka::Consumer::recv_batch`], commit errors other than a rebalance).
     pub async fn process<F, Fut, E>(&self, handler: F) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -353,7 +407,7 @@ impl Consumer {
     /// As [`process`](Self::process).
     pub async fn process_latest_only<F, Fut, E>(&self, handler: F) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -368,7 +422,7 @@ impl Consumer {
 
     async fn run<F, Fut, E>(&self, mut handler: F, latest_only: bool) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -397,7 +451,7 @@ impl Consumer {
         latest_only: bool,
     ) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -597,19 +651,14 @@ fn lost_to_rebalance(e: &Error) -> bool {
         )
 }
 
-/// `topic[partition=first:last+1,...]`, for log lines and errors (the engine's too).
-pub(crate) fn batch_ref(records: &[ConsumerRecord]) -> String {
-    envelope::format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
-}
-
 /// The message of a record: `None` for a tombstone or an empty value.
-fn decode(
+fn decode<T: From<OrderedValue>>(
     topic: &str,
     partition: i32,
     offset: i64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-) -> Result<Option<Message>> {
+) -> Result<Option<Message<T>>> {
     let Some(value) = value else {
         return Ok(None);
     };
@@ -634,7 +683,7 @@ fn decode(
     let consumed = envelope::consumed_ref(topic, partition, offset, &id, read.hist);
     Ok(Some(Message {
         id,
-        payload: read.item,
+        payload: T::from(read.item),
         refs: vec![consumed],
         topic: Some(topic.to_owned()),
     }))
@@ -674,7 +723,7 @@ mod tests {
             &[json!({"topic": "raw", "partition": 1, "offset": 2, "key": "r", "hist": null})],
         )
         .unwrap();
-        let m = decode("events", 3, 41, Some(b"e-1"), Some(&value))
+        let m = decode::<Value>("events", 3, 41, Some(b"e-1"), Some(&value))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "e-1");
@@ -699,19 +748,23 @@ mod tests {
 
     #[test]
     fn tombstones_empty_values_and_null_keys() {
-        assert!(decode("t", 0, 0, Some(b"k"), None).unwrap().is_none());
-        assert!(decode("t", 0, 0, Some(b"k"), Some(b"")).unwrap().is_none());
-        let m = decode("t", 0, 7, None, Some(br#"{"item": 1, "hist": null}"#))
+        assert!(decode::<Value>("t", 0, 0, Some(b"k"), None)
+            .unwrap()
+            .is_none());
+        assert!(decode::<Value>("t", 0, 0, Some(b"k"), Some(b""))
+            .unwrap()
+            .is_none());
+        let m = decode::<Value>("t", 0, 7, None, Some(br#"{"item": 1, "hist": null}"#))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "");
         assert_eq!(m.refs[0]["key"], "");
         assert_eq!(m.refs[0]["hist"], Value::Null);
-        let m = decode("t", 0, 7, Some(b"a\xffb"), Some(br#"{"item": 1}"#))
+        let m = decode::<Value>("t", 0, 7, Some(b"a\xffb"), Some(br#"{"item": 1}"#))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "a\u{fffd}b");
-        let e = decode("t", 2, 9, Some(b"k"), Some(b"{oops")).unwrap_err();
+        let e = decode::<Value>("t", 2, 9, Some(b"k"), Some(b"{oops")).unwrap_err();
         assert!(
             e.to_string().starts_with("JSON error: t[2] at offset 9: "),
             "{e}"
