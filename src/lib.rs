@@ -51,7 +51,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod admin;
 mod backoff;
 mod client;
 mod config;
@@ -69,9 +68,9 @@ pub mod producer;
 pub mod security;
 mod shutdown;
 
-pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
 pub use client::{
-    Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
+    Acks, Client, ConfigEntry, ConfigResource, FetchOptions, FetchedPartition, GroupDescription,
+    GroupListing, IsolationLevel, MemberDescription, NewTopic, OffsetSpec, ProduceAck,
 };
 pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};
