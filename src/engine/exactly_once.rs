@@ -24,7 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use super::Shared;
 
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
@@ -174,5 +176,51 @@ impl ExactlyOnce {
         *r = None;
         self.rewinding.store(false, Ordering::Release);
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Exactly-once: aborts the transaction and moves every partition back to its last
+    /// commit, so that its records are handled again (in the poll loop, so that no
+    /// records taken before the move are handed out after it). A failed abort stops the
+    /// engine.
+    pub(super) async fn rewind(&self) {
+        let Some(eos) = &self.eos else { return };
+        let Some(request) = eos.take_rewind() else {
+            return;
+        };
+        let _turn = self.commit_lock.lock().await;
+        let _gate = eos.exclusive().await;
+        if let Err(e) = eos.abort(&request.error).await {
+            warn!(error = %e, "aborting the transaction failed: stopping the engine");
+            self.fail(e);
+            return;
+        }
+        {
+            let mut parts = self.lock();
+            let mut resume = Vec::new();
+            for (tp, p) in parts.iter_mut() {
+                if let Some(back) = p.committed.or(p.start) {
+                    if let Err(e) = self.consumer.seek(tp, back) {
+                        debug!(%tp, error = %e, "rewind: partition no longer assigned");
+                    }
+                }
+                p.done = p.committed;
+                p.pending = 0;
+                p.forming.clear();
+                p.forming_since = None;
+                if p.paused {
+                    p.paused = false;
+                    resume.push(tp.clone());
+                }
+            }
+            if !resume.is_empty() {
+                self.consumer.resume(&resume);
+            }
+        }
+        tokio::time::sleep(request.backoff).await;
+        if let Err(e) = eos.resume() {
+            self.fail(e);
+        }
     }
 }
