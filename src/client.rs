@@ -29,6 +29,7 @@ use crate::config::ClientConfig;
 use crate::conn::{Connection, Dialer};
 use crate::error::{Error, Result};
 use crate::metadata::Cluster;
+use crate::telemetry;
 
 /// A connection to a Kafka cluster.
 ///
@@ -529,6 +530,7 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
+            telemetry::error(what, &err);
             let wait = jitter(backoff);
             if !retriable(&err)
                 || attempt >= cfg.retries
@@ -538,6 +540,7 @@ impl Client {
                 return Err(err);
             }
             attempt += 1;
+            telemetry::retry(what);
             warn!(%what, attempt, error = %err, backoff_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             if err.is_stale_metadata() && !topics.is_empty() {

@@ -62,6 +62,7 @@ mod offsets;
 pub mod phq;
 pub mod producer;
 pub mod security;
+mod telemetry;
 
 pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
 pub use client::{

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{validate, Inner, OffsetReset, Queued, TopicPartition};
 use crate::client::{jitter, IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
+use crate::telemetry;
 
 /// What a broker's fetch session holds: per partition, the fetch offset, the partition
 /// byte cap and the leader epoch last sent.
@@ -636,6 +637,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     let mut faulted = false;
     match done.result {
         Err(e) => {
+            telemetry::error("receive", &e);
             // Said once per failing spell (a dead broker fails every retry until the
             // metadata names a new leader); the retries are debug.
             let first = done
@@ -665,11 +667,20 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
                 }
                 if r.high_watermark >= 0 {
                     p.high_watermark = r.high_watermark;
+                    if let Some(pos) = p.position {
+                        p.metrics.lag(
+                            &st.metrics,
+                            &p.topic,
+                            r.tp.partition,
+                            r.high_watermark - pos,
+                        );
+                    }
                 }
                 if r.last_stable_offset >= 0 {
                     p.last_stable_offset = r.last_stable_offset;
                 }
                 if let Some(e) = r.error {
+                    telemetry::error("receive", &e);
                     match e.kafka_code() {
                         Some(KafkaCode::OffsetOutOfRange) => {
                             warn!(partition = %r.tp, offset = p.fetch_offset, "offset out of range");
@@ -702,6 +713,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
             }
         }
     }
+    st.metrics.prefetch(st.buffered);
     if arrived || faulted {
         inner.ready.notify_waiters();
     }

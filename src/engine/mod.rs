@@ -109,6 +109,7 @@ use crate::consumer::{
 };
 use crate::error::{ConfigError, Error, Result};
 use crate::producer::{Producer, ProducerConfig};
+use crate::telemetry;
 use exactly_once::ExactlyOnce;
 use handler::Dispatch;
 use worker::Unit;
@@ -714,6 +715,7 @@ impl Shared {
             }
             Event::Committed { offsets } => debug!(?offsets, "committed"),
             Event::Revoked { partitions } => info!(?partitions, "partitions revoked"),
+            Event::Retrying { partition, .. } => telemetry::handler_retry(&partition.topic),
             _ => {}
         }
         if let Some(o) = &self.observer {
