@@ -211,10 +211,9 @@ async fn metrics_are_exported_to_prometheus() {
         ("messaging_client_id", "metered-producer"),
     ];
     let produce_count = sum(&m, "messaging_client_operation_duration_count", &produce);
-    assert!(
-        produce_count >= batches.min(1.0),
-        "{produce_count} Produce requests"
-    );
+    // A request carries every partition of its broker: the first, and one for each
+    // error answered.
+    assert!(produce_count >= 3.0, "{produce_count} Produce requests");
     assert!(sum(&m, "messaging_client_operation_duration_sum", &produce) > 0.0);
     assert!(
         sum(
