@@ -299,10 +299,13 @@ mod on {
     }
 
     /// One assigned partition's handles, made on first use.
-    #[derive(Default)]
     pub(crate) struct Part(Option<Box<PartHandles>>);
 
     impl Part {
+        pub(crate) fn new() -> Part {
+            Part(None)
+        }
+
         fn get(&mut self, c: &Consumer, topic: &Arc<str>, partition: i32) -> &PartHandles {
             self.0.get_or_insert_with(|| {
                 let mut labels = vec![
@@ -445,10 +448,13 @@ mod off {
         pub(crate) fn prefetch(&self, _: usize) {}
     }
 
-    #[derive(Default)]
     pub(crate) struct Part;
 
     impl Part {
+        #[inline(always)]
+        pub(crate) fn new() -> Part {
+            Part
+        }
         #[inline(always)]
         pub(crate) fn consumed(&mut self, _: &Consumer, _: &Arc<str>, _: i32, _: usize, _: usize) {}
         #[inline(always)]

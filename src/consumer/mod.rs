@@ -286,7 +286,7 @@ impl PartState {
             out_of_range: false,
             leader_epoch: -1,
             validate: None,
-            metrics: telemetry::Part::default(),
+            metrics: telemetry::Part::new(),
         }
     }
 
