@@ -19,6 +19,15 @@
 //!
 //! Layers only call downward: protocol ← client ← producer/consumer ← engine.
 //!
+//! # Metrics
+//! With the cargo feature `metrics` (off by default), requests, producers, consumers and
+//! the engine record counters, gauges and histograms through the
+//! [`metrics`](https://docs.rs/metrics) facade, named after OpenTelemetry's messaging
+//! conventions (`messaging.client.sent.messages`, `messaging.client.consumed.messages`,
+//! `messaging.client.operation.duration`...); install a recorder (e.g.
+//! `metrics-exporter-prometheus`) before connecting a client. The README lists every
+//! metric and its labels. Without the feature the instrumentation compiles to nothing.
+//!
 //! # Example
 //! ```no_run
 //! use paperboy::{Acks, Client, ClientConfig, Compression, FetchOptions, NewRecord, NewTopic};
