@@ -530,7 +530,7 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            telemetry::error(what, &err);
+            telemetry::error(what, &cfg.client_id, &err);
             let wait = jitter(backoff);
             if !retriable(&err)
                 || attempt >= cfg.retries
@@ -540,7 +540,7 @@ impl Client {
                 return Err(err);
             }
             attempt += 1;
-            telemetry::retry(what);
+            telemetry::retry(what, &cfg.client_id);
             warn!(%what, attempt, error = %err, backoff_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             if err.is_stale_metadata() && !topics.is_empty() {

@@ -142,15 +142,22 @@ mod on {
             .clone()
     }
 
-    /// Counts an error an operation ended with (`paperboy.client.errors`).
-    pub(crate) fn error(operation: &str, e: &Error) {
-        counter!(ERRORS, OPERATION => operation.to_owned(), ERROR_TYPE => error_type(e))
-            .increment(1);
+    /// Counts an error an operation of client `client_id` ended with
+    /// (`paperboy.client.errors`; rare: through the registry).
+    pub(crate) fn error(operation: &str, client_id: &str, e: &Error) {
+        counter!(
+            ERRORS,
+            OPERATION => operation.to_owned(),
+            CLIENT => client_id.to_owned(),
+            ERROR_TYPE => error_type(e)
+        )
+        .increment(1);
     }
 
-    /// Counts a retry of an operation (`paperboy.client.retries`).
-    pub(crate) fn retry(operation: &str) {
-        counter!(RETRIES, OPERATION => operation.to_owned()).increment(1);
+    /// Counts a retry of an operation of client `client_id` (`paperboy.client.retries`).
+    pub(crate) fn retry(operation: &str, client_id: &str) {
+        counter!(RETRIES, OPERATION => operation.to_owned(), CLIENT => client_id.to_owned())
+            .increment(1);
     }
 
     /// One connection's metrics: its broker and client id, and a request-duration
@@ -402,10 +409,10 @@ mod off {
     }
 
     #[inline(always)]
-    pub(crate) fn error(_: &str, _: &Error) {}
+    pub(crate) fn error(_: &str, _: &str, _: &Error) {}
 
     #[inline(always)]
-    pub(crate) fn retry(_: &str) {}
+    pub(crate) fn retry(_: &str, _: &str) {}
 
     pub(crate) struct Conn;
 

@@ -637,7 +637,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     let mut faulted = false;
     match done.result {
         Err(e) => {
-            telemetry::error("receive", &e);
+            telemetry::error("receive", inner.config.client.client_id(), &e);
             // Said once per failing spell (a dead broker fails every retry until the
             // metadata names a new leader); the retries are debug.
             let first = done
@@ -680,7 +680,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
                     p.last_stable_offset = r.last_stable_offset;
                 }
                 if let Some(e) = r.error {
-                    telemetry::error("receive", &e);
+                    telemetry::error("receive", inner.config.client.client_id(), &e);
                     match e.kafka_code() {
                         Some(KafkaCode::OffsetOutOfRange) => {
                             warn!(partition = %r.tp, offset = p.fetch_offset, "offset out of range");

@@ -1007,7 +1007,7 @@ impl Shared {
             Err(e) => e,
         };
         batch.in_doubt |= lost;
-        telemetry::error("send", &err);
+        telemetry::error("send", cfg.client.client_id(), &err);
         let code = err.kafka_code();
         if code == Some(KafkaCode::DuplicateSequenceNumber) {
             debug!(topic = %tp.0, partition = tp.1, "batch was already written (duplicate sequence)");
@@ -1045,7 +1045,7 @@ impl Shared {
         let in_time = batch.created + cfg.delivery_timeout > now;
         if retriable && in_time && !batch.expired && batch.attempts < cfg.client.retries {
             batch.attempts += 1;
-            telemetry::retry("send");
+            telemetry::retry("send", cfg.client.client_id());
             let wait = self.backoff(batch.attempts);
             debug!(topic = %tp.0, partition = tp.1, seq = batch.base_seq, records = batch.len(), attempt = batch.attempts, error = %err, "retrying batch");
             batch.not_before = Some(now + wait);
