@@ -73,12 +73,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut producer_cfg = ProducerConfig::new(&bootstrap);
     producer_cfg.set("client.id", "prometheus-example-producer")?;
     let producer = Producer::new(producer_cfg).await?;
-    let consumer = Consumer::new(
-        ConsumerConfig::new(&bootstrap)
-            .with_group_id(format!("prometheus-example-{run}"))
-            .with_offset_reset(OffsetReset::Earliest),
-    )
-    .await?;
+    let mut consumer_cfg = ConsumerConfig::new(&bootstrap)
+        .with_group_id(format!("prometheus-example-{run}"))
+        .with_offset_reset(OffsetReset::Earliest);
+    consumer_cfg.set("client.id", "prometheus-example-consumer")?;
+    let consumer = Consumer::new(consumer_cfg).await?;
     consumer.subscribe(&[topic.as_str()])?;
 
     let produce = {
