@@ -25,6 +25,7 @@ use paperboy_protocol::records::{self, BatchOptions, NewRecord};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::backoff::Backoff;
 use crate::config::ClientConfig;
 use crate::conn::{Connection, Dialer};
 use crate::error::{Error, Result};
@@ -437,21 +438,22 @@ impl Client {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let deadline = Instant::now() + self.inner.config.request_timeout;
         // Its own loop, not `retry`, which refreshes metadata itself.
-        let mut backoff = self.inner.config.retry_backoff;
+        let mut delays = Backoff::of(&self.inner.config).delays();
         let resp = loop {
             let attempt = async {
                 let conn = self.conn_to_any().await?;
                 conn.request(&req).await.map(|(_, r)| r)
             };
-            match attempt.await {
+            let e = match attempt.await {
                 Ok(r) => break r,
-                Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
-                    debug!(error = %e, "metadata request failed; retrying");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let wait = delays.next_delay();
+            if !e.is_retriable() || Instant::now() + wait >= deadline {
+                return Err(e);
             }
+            debug!(error = %e, "metadata request failed; retrying");
+            tokio::time::sleep(wait).await;
         };
         let merged = Arc::new(self.cluster().merged(&resp, all));
         *self
@@ -473,13 +475,13 @@ impl Client {
         // the broker's controller has made it: ask again, with backoff, until
         // default.api.timeout.ms.
         let deadline = Instant::now() + self.inner.config.default_api_timeout;
-        let mut backoff = self.inner.config.retry_backoff;
-        while c.topic(topic).is_none()
-            && self.inner.config.allow_auto_create_topics
-            && Instant::now() + backoff < deadline
-        {
-            tokio::time::sleep(jitter(backoff)).await;
-            backoff = (backoff * 2).min(self.inner.config.retry_backoff_max);
+        let mut delays = Backoff::of(&self.inner.config).delays();
+        while c.topic(topic).is_none() && self.inner.config.allow_auto_create_topics {
+            let wait = delays.next_delay();
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
             c = self.refresh_metadata(&[topic]).await?;
         }
         if c.topic(topic).is_none() {
@@ -523,23 +525,24 @@ impl Client {
         Fut: Future<Output = Result<T>>,
     {
         let cfg = &self.inner.config;
-        let mut backoff = cfg.retry_backoff;
-        let mut attempt = 0u32;
+        let mut delays = Backoff::of(cfg).delays();
         loop {
             let err = match op().await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             telemetry::error(what, &cfg.client_id, &err);
-            let wait = jitter(backoff);
+            if delays.attempts() >= cfg.retries {
+                return Err(err);
+            }
+            let wait = delays.next_delay();
             if !retriable(&err)
-                || attempt >= cfg.retries
                 || Instant::now() + wait >= deadline
                 || self.inner.closed.load(Ordering::Acquire)
             {
                 return Err(err);
             }
-            attempt += 1;
+            let attempt = delays.attempts();
             telemetry::retry(what, &cfg.client_id);
             warn!(%what, attempt, error = %err, backoff_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
@@ -548,7 +551,6 @@ impl Client {
                     debug!(error = %e, "metadata refresh failed");
                 }
             }
-            backoff = (backoff * 2).min(cfg.retry_backoff_max);
         }
     }
 
@@ -980,41 +982,23 @@ impl Client {
         .await
     }
 
-    /// The API version this client would use for `api` with broker `node_id`.
+    /// The version of the API with key `api_key` (0 Produce, 1 Fetch, ...: Kafka's
+    /// numbers) this client would use with broker `node_id`; `None` when they share
+    /// none (or the key is not one Paperboy knows).
     ///
     /// # Errors
     /// When the broker cannot be reached.
-    pub async fn negotiated_version(
-        &self,
-        node_id: i32,
-        api: kafka_protocol::messages::ApiKey,
-    ) -> Result<Option<i16>> {
+    pub async fn negotiated_version(&self, node_id: i32, api_key: i16) -> Result<Option<i16>> {
+        let Ok(api) = kafka_protocol::messages::ApiKey::try_from(api_key) else {
+            return Ok(None);
+        };
         Ok(self.conn_to_node(node_id).await?.versions().negotiate(api))
     }
-}
-
-/// `d` scaled by a factor in [0.8, 1.2), so clients that failed together do not retry
-/// together.
-pub(crate) fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + f64::from(nanos % 400) / 1000.0;
-    d.mul_f64(factor)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_bounds() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(100));
-            assert!(j >= Duration::from_millis(80) && j < Duration::from_millis(120));
-        }
-    }
 
     #[test]
     fn acks_parse() {

@@ -14,10 +14,13 @@
 //! - [`engine`]: per-topic handlers with lifecycle hooks, single and bulk modes that
 //!   switch on lag, retries, a dead-letter topic, and commits that never get ahead of
 //!   handling.
+//! - [`envelope`]: the PHQ JSON envelope, byte for byte as Python's `json` writes it,
+//!   under both the engine (its `Envelope` payload) and the PHQ API.
 //! - [`phq`]: the PHQ `Producer`, `Consumer` and `Message` with their JSON envelope.
 //! - [`security`]: TLS and SASL (PLAIN, SCRAM, OAUTHBEARER) with no C.
 //!
-//! Layers only call downward: protocol ← client ← producer/consumer ← engine.
+//! Layers only call downward: protocol ← client ← producer/consumer ← envelope ←
+//! engine and phq.
 //!
 //! # Metrics
 //! With the cargo feature `metrics` (off by default), requests, producers, consumers and
@@ -58,11 +61,13 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod backoff;
 mod client;
 mod config;
 mod conn;
 pub mod consumer;
 pub mod engine;
+pub mod envelope;
 mod error;
 mod group_protocol;
 mod kafka_code;
@@ -71,6 +76,7 @@ mod offsets;
 pub mod phq;
 pub mod producer;
 pub mod security;
+mod shutdown;
 mod telemetry;
 
 pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
@@ -81,10 +87,22 @@ pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};
 pub use error::{ConfigError, Error, KafkaCode, Result};
 pub use offsets::{ConsumerGroupMetadata, TopicPartition};
-pub use paperboy_protocol as protocol;
+/// The wire layer Paperboy's public API shows: the record batch codec and compression of
+/// the `paperboy-protocol` crate, and its framing error (the source of
+/// [`Error::Protocol`]). Depend on `paperboy-protocol` for the rest (framing, version
+/// negotiation), which speaks kafka-protocol's types.
+pub mod protocol {
+    pub use paperboy_protocol::{compression, records};
+
+    /// Request and response framing: its error.
+    pub mod frame {
+        pub use paperboy_protocol::frame::{api_name, FrameError};
+    }
+}
 pub use paperboy_protocol::compression::Compression;
 pub use paperboy_protocol::records::{NewRecord, RecordHeader};
 pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord};
+pub use shutdown::Shutdown;
 
 /// The producer's accumulator and batch building, for `benches/producer.rs`. Not part of
 /// the API: it may change in any release.

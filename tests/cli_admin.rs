@@ -319,3 +319,49 @@ async fn a_properties_file_and_completions() {
     let help = ok(&["groups", "reset-offsets", "--help"]);
     assert!(help.contains("--to-time"), "{help}");
 }
+
+#[tokio::test]
+async fn perf_produces_and_consumes_with_rates_and_latencies() {
+    let client = common::client().await;
+    let topic = common::new_topic(&client, "cli-perf", 2).await;
+    let b = common::bootstrap();
+    let p = json(&[
+        "perf", "produce", "-b", &b, "-t", &topic, "--count", "500", "--size", "64", "--json",
+    ]);
+    assert_eq!(p["records"], 500, "{p}");
+    assert_eq!(p["failed"], 0, "{p}");
+    let lat = &p["latency_ms"];
+    assert!(
+        lat["p50"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap(),
+        "{p}"
+    );
+    assert!(
+        lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap(),
+        "{p}"
+    );
+    let total = client
+        .list_offset(&topic, 0, OffsetSpec::Latest)
+        .await
+        .unwrap()
+        + client
+            .list_offset(&topic, 1, OffsetSpec::Latest)
+            .await
+            .unwrap();
+    assert_eq!(total, 500);
+    let c = json(&["perf", "consume", "-b", &b, "-t", &topic, "--json"]);
+    assert_eq!(c["records"], 500, "{c}");
+    assert_eq!(c["bytes"], 500 * 64, "{c}");
+    let (ok_, _, err) = paperboy(&[
+        "perf",
+        "consume",
+        "-b",
+        &b,
+        "-t",
+        &topic,
+        "--count",
+        "501",
+        "--timeout-ms",
+        "500",
+    ]);
+    assert!(!ok_ && err.contains("read 500 of 501"), "{err}");
+}

@@ -24,7 +24,7 @@ async fn negotiates_versions_at_or_above_the_kafka_4_floor() {
         (ApiKey::OffsetFetch, 1),
     ] {
         let v = client
-            .negotiated_version(node, api)
+            .negotiated_version(node, api as i16)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no common version for {api:?}"));

@@ -13,28 +13,28 @@ use std::time::{Duration, Instant};
 
 use fake_broker::wire::{api_versions, frame, read_request};
 use paperboy::consumer::{BoxFuture, Consumer, ConsumerConfig, RebalanceListener, TopicPartition};
-use paperboy::protocol::kafka_protocol::messages::consumer_group_heartbeat_response::{
+use paperboy_protocol::kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment, TopicPartitions,
 };
-use paperboy::protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
-use paperboy::protocol::kafka_protocol::messages::list_offsets_response::{
+use paperboy_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
+use paperboy_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use paperboy::protocol::kafka_protocol::messages::metadata_response::{
+use paperboy_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use paperboy::protocol::kafka_protocol::messages::offset_commit_response::{
+use paperboy_protocol::kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use paperboy::protocol::kafka_protocol::messages::offset_fetch_response::{
+use paperboy_protocol::kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
 };
-use paperboy::protocol::kafka_protocol::messages::{
+use paperboy_protocol::kafka_protocol::messages::{
     ApiKey, BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
     FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
-use paperboy::protocol::kafka_protocol::protocol::{Decodable, StrBytes};
+use paperboy_protocol::kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use uuid::Uuid;

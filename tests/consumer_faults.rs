@@ -18,18 +18,18 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use fake_broker::wire::{api_versions, frame, read_request};
 use paperboy::consumer::{Consumer, ConsumerConfig};
-use paperboy::protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
-};
-use paperboy::protocol::kafka_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-};
-use paperboy::protocol::kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchResponse, MetadataResponse, TopicName,
-};
-use paperboy::protocol::kafka_protocol::protocol::{Decodable, StrBytes};
 use paperboy::protocol::records::{encode_batch, BatchOptions};
 use paperboy::{Error, NewRecord, TopicPartition};
+use paperboy_protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use paperboy_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use paperboy_protocol::kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchResponse, MetadataResponse, TopicName,
+};
+use paperboy_protocol::kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -118,7 +118,7 @@ async fn serve(mut sock: TcpStream, ports: Arc<std::sync::Mutex<[u16; 2]>>, fetc
                 frame(id, key, version, &metadata(p))
             }
             ApiKey::Fetch => {
-                let req = paperboy::protocol::kafka_protocol::messages::FetchRequest::decode(
+                let req = paperboy_protocol::kafka_protocol::messages::FetchRequest::decode(
                     &mut body, version,
                 )
                 .unwrap();
@@ -346,10 +346,10 @@ impl Log {
 }
 
 async fn serve_log(mut sock: TcpStream, port: u16, log: Arc<Log>) {
-    use paperboy::protocol::kafka_protocol::messages::offset_for_leader_epoch_response::{
+    use paperboy_protocol::kafka_protocol::messages::offset_for_leader_epoch_response::{
         EpochEndOffset, OffsetForLeaderTopicResult,
     };
-    use paperboy::protocol::kafka_protocol::messages::{
+    use paperboy_protocol::kafka_protocol::messages::{
         OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
     };
     while let Some((h, key, version, mut body)) = read_request(&mut sock).await {
@@ -373,7 +373,7 @@ async fn serve_log(mut sock: TcpStream, port: u16, log: Arc<Log>) {
                 frame(id, key, version, &m)
             }
             ApiKey::Fetch => {
-                let req = paperboy::protocol::kafka_protocol::messages::FetchRequest::decode(
+                let req = paperboy_protocol::kafka_protocol::messages::FetchRequest::decode(
                     &mut body, version,
                 )
                 .unwrap();

@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use paperboy::envelope::OrderedValue;
 use paperboy::phq::{Consumer, Message, Producer};
 use paperboy::producer::{self, ProducerConfig, ProducerRecord};
 use paperboy::{ConfigError, Error, TopicPartition};
@@ -90,15 +91,18 @@ async fn committed(c: &Consumer, topic: &str) -> Option<i64> {
 
 /// Runs `process` with a handler that collects every message, until the handler has
 /// seen `n` messages (then it stops the consumer from inside the batch).
-async fn collect(c: &Consumer, n: usize) -> Vec<Message> {
+async fn collect<T>(c: &Consumer<T>, n: usize) -> Vec<Message<T>>
+where
+    T: From<OrderedValue> + Clone + Send + 'static,
+{
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = c.stop_handle();
     let s = seen.clone();
-    let run = c.process(move |batch: Vec<Message>| {
+    let run = c.process(move |batch: Vec<Message<T>>| {
         let mut seen = s.lock().unwrap();
         seen.extend(batch);
         if seen.len() >= n {
-            stop.stop();
+            stop.shutdown();
         }
         std::future::ready(Ok::<(), Error>(()))
     });
@@ -156,7 +160,7 @@ async fn produced_messages_come_back_with_their_refs_and_tombstones_are_committe
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(seen.lock().unwrap().len(), handled);
-        c.stop_handle().stop();
+        c.stop_handle().shutdown();
     };
     let (done, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(run, watch) })
         .await
@@ -173,10 +177,15 @@ async fn produced_messages_come_back_with_their_refs_and_tombstones_are_committe
         assert_eq!(m.topic.as_deref(), Some(topic.as_str()));
         assert_eq!(m.refs.len(), 1);
         let r = &m.refs[0];
-        assert_eq!(
-            r.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["topic", "partition", "offset", "key", "hist"]
+        // As the Python library builds it: written in its key order (a `Value` holds its
+        // keys sorted; the envelope writes a ref's in this order).
+        let written = paperboy::envelope::pack("s", "d", &Value::Null, &m.refs).unwrap();
+        let written = std::str::from_utf8(&written).unwrap();
+        let want = format!(
+            r#""refs": [{{"topic": "{topic}", "partition": 0, "offset": {offset}, "key": "{}", "hist": {{"svc": "phq-test-svc", "dt": ""#,
+            m.id
         );
+        assert!(written.contains(&want), "{written}");
         assert_eq!(r["topic"], topic.as_str());
         assert_eq!(r["partition"], 0);
         assert_eq!(r["offset"], offset);
@@ -311,7 +320,7 @@ async fn latest_only_keeps_the_last_message_of_each_id() {
     let stop = c.stop_handle();
     let run = c.process_latest_only(move |batch: Vec<Message>| {
         s.lock().unwrap().push(batch);
-        stop.stop();
+        stop.shutdown();
         std::future::ready(Ok::<(), Error>(()))
     });
     tokio::time::timeout(LIMIT, run)
@@ -359,7 +368,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
     let run = c.process(move |batch: Vec<Message>| {
         *n.lock().unwrap() += 1;
         assert_eq!(batch.len(), 3);
-        stop.stop();
+        stop.shutdown();
         async {
             // Still working when the stop comes.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,7 +380,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
         .expect("in time")
         .unwrap();
     assert_eq!(*calls.lock().unwrap(), 1);
-    assert!(c.stop_handle().is_stopped());
+    assert!(c.stop_handle().is_shutdown());
     assert_eq!(committed(&c, &topic).await, Some(3));
     // A stopped consumer stays stopped: process returns at once.
     let t = Instant::now();
@@ -387,7 +396,7 @@ async fn stop_finishes_and_commits_the_batch_then_returns() {
     let stop = c.stop_handle();
     let stopper = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        stop.stop();
+        stop.shutdown();
         Instant::now()
     };
     let run = c.process(|_: Vec<Message>| async { Err::<(), _>("nothing to handle") });
@@ -429,7 +438,7 @@ async fn sigterm_stops_the_consumer() {
         .await
         .expect("in time");
     result.unwrap();
-    assert!(c.stop_handle().is_stopped());
+    assert!(c.stop_handle().is_shutdown());
     c.close().await;
 }
 
@@ -519,12 +528,14 @@ async fn floats_pass_through_a_service_bit_for_bit() {
         .collect();
     produce_raw(&topic, &records).await;
 
+    // Payloads that keep their key order, so that they are produced on byte for byte.
     let c = consumer(
         &topic,
         &common::unique_topic("g-floats"),
         Duration::from_millis(500),
     )
-    .await;
+    .await
+    .with_payload::<OrderedValue>();
     let seen = collect(&c, floats.len()).await;
     c.close().await;
     assert_eq!(seen.len(), floats.len());
@@ -548,6 +559,34 @@ async fn floats_pass_through_a_service_bit_for_bit() {
     for ((_, _, value, _), item) in read.iter().zip(&items) {
         let value = std::str::from_utf8(value.as_ref().unwrap()).unwrap();
         let want = format!(r#"{{"item": {item}, "hist": {{"svc": "rust-svc", "dt": ""#);
+        assert!(value.starts_with(&want), "{value}");
+    }
+
+    // As `Value`s (the default payload), the same numbers, the keys sorted.
+    let as_values: Vec<Message> = seen
+        .iter()
+        .map(|m| Message {
+            payload: m.payload.clone().into_value(),
+            id: m.id.clone(),
+            refs: m.refs.clone(),
+            topic: m.topic.clone(),
+        })
+        .collect();
+    let sorted = common::new_topic(&client, "phqc-floats-sorted", 1).await;
+    let producer = Producer::new("rust-svc", &[common::bootstrap()])
+        .await
+        .unwrap();
+    producer.produce_batch(&sorted, &as_values).await.unwrap();
+    producer.close().await;
+    let read = common::read_partition(&client, &sorted, 0, 0, floats.len()).await;
+    assert_eq!(read.len(), floats.len());
+    for ((_, _, value, _), v) in read.iter().zip(&floats) {
+        let value = std::str::from_utf8(value.as_ref().unwrap()).unwrap();
+        let want = format!(
+            r#"{{"item": {{"l": [{}, 0.1], "v": {}}}, "hist": {{"svc": "rust-svc", "dt": ""#,
+            py(-v / 3.0),
+            py(*v)
+        );
         assert!(value.starts_with(&want), "{value}");
     }
 }
@@ -688,7 +727,7 @@ async fn exactly_once_batches_abort_a_failed_handlers_output_and_commit_each_out
             let (p, out, stop) = (p.clone(), out.clone(), stop.clone());
             async move {
                 p.produce_batch(&out, &batch).await?;
-                stop.stop();
+                stop.shutdown();
                 Ok::<(), Error>(())
             }
         }),

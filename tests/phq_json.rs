@@ -23,8 +23,14 @@ fn refs() -> Vec<Value> {
     ]
 }
 
+/// The hist of every envelope here, `{"svc": SVC, "dt": DT, "refs": refs()}`, as compact
+/// JSON text with its keys in the order the PHQ libraries write them: `pack` writes that
+/// order whatever the order of the `Value`s it is given (a `Value` holds its keys sorted:
+/// serde_json's `preserve_order` is off).
+const HIST: &str = r#"{"svc":"svc","dt":"2019-12-23T20:31:43+00:00","refs":[{"topic":"in","partition":3,"offset":12345678901,"key":"k-é","hist":{"svc":"up","dt":"2019-12-23T20:31:43+00:00","refs":[]}}]}"#;
+
 /// One `python3` for the whole test run, answering each request line with one line: the
-/// envelope `json.dumps` writes for it, with the hist of [`refs`].
+/// envelope `json.dumps` writes for it, with the hist [`HIST`].
 struct Python {
     _child: Child,
     stdin: ChildStdin,
@@ -55,9 +61,13 @@ impl Python {
     fn get() -> MutexGuard<'static, Python> {
         static PY: OnceLock<Mutex<Python>> = OnceLock::new();
         PY.get_or_init(|| {
-            let hist = json!({"svc": SVC, "dt": DT, "refs": refs()}).to_string();
+            assert_eq!(
+                serde_json::from_str::<Value>(HIST).unwrap(),
+                json!({"svc": SVC, "dt": DT, "refs": refs()}),
+                "HIST is refs()"
+            );
             let mut child = Command::new("python3")
-                .args(["-c", SCRIPT, &hist])
+                .args(["-c", SCRIPT, HIST])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -468,7 +478,7 @@ proptest! {
         let ours = pack_json(SVC, DT, &text, &refs).unwrap();
         prop_assert_eq!(std::str::from_utf8(&ours).unwrap(), &want, "from {}", text);
         let read = unpack_json(want.as_bytes()).unwrap().unwrap();
-        prop_assert_eq!(&read.hist, &json!({"svc": SVC, "dt": DT, "refs": refs}).to_string());
+        prop_assert_eq!(&read.hist, HIST);
         if !beyond.non_finite {
             let again = pack_json(SVC, DT, &read.item, &refs).unwrap();
             prop_assert_eq!(std::str::from_utf8(&again).unwrap(), &want, "via {}", read.item);

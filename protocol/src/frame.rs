@@ -38,35 +38,40 @@ pub enum FrameError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     /// The message could not be encoded (kafka-protocol refused it).
-    #[error("cannot encode {api:?} v{version}: {source}")]
+    #[error("cannot encode {} v{version}: {source}", api_name(*api))]
     Encode {
-        /// The API being encoded.
-        api: ApiKey,
+        /// The API being encoded: its key (0 Produce, 1 Fetch, ...).
+        api: i16,
         /// The version being encoded.
         version: i16,
         /// The underlying error.
         source: anyhow_like::Error,
     },
     /// The response body or header could not be decoded.
-    #[error("cannot decode {api:?} v{version} response: {source}")]
+    #[error("cannot decode {} v{version} response: {source}", api_name(*api))]
     Decode {
-        /// The API being decoded.
-        api: ApiKey,
+        /// The API being decoded: its key.
+        api: i16,
         /// The version being decoded.
         version: i16,
         /// The underlying error.
         source: anyhow_like::Error,
     },
     /// The response decoded, but bytes were left over: the version or the framing is wrong.
-    #[error("{api:?} v{version} response has {left} unread bytes")]
+    #[error("{} v{version} response has {left} unread bytes", api_name(*api))]
     TrailingBytes {
-        /// The API being decoded.
-        api: ApiKey,
+        /// The API being decoded: its key.
+        api: i16,
         /// The version being decoded.
         version: i16,
         /// How many bytes were left.
         left: usize,
     },
+}
+
+/// Kafka's name of the API with key `key` (`Produce`), or the number.
+pub fn api_name(key: i16) -> String {
+    ApiKey::try_from(key).map_or_else(|_| format!("API {key}"), |k| format!("{k:?}"))
 }
 
 /// A boxed error from kafka-protocol, kept opaque so `anyhow` stays out of our public API.
@@ -128,7 +133,7 @@ pub fn encode_request<R: Request>(
         .with_client_id(client_id.map(|s| StrBytes::from_string(s.to_owned())));
     let header_version = api.request_header_version(version);
     let enc = |e| FrameError::Encode {
-        api,
+        api: R::KEY,
         version,
         source: opaque(e),
     };
@@ -210,7 +215,7 @@ pub fn decode_response<R: Request>(
 ) -> Result<(ResponseHeader, R::Response), FrameError> {
     let api = api_key_of::<R>();
     let dec = |e| FrameError::Decode {
-        api,
+        api: R::KEY,
         version,
         source: opaque(e),
     };
@@ -219,7 +224,7 @@ pub fn decode_response<R: Request>(
     let body = R::Response::decode(&mut frame, version).map_err(dec)?;
     if frame.has_remaining() {
         return Err(FrameError::TrailingBytes {
-            api,
+            api: R::KEY,
             version,
             left: frame.remaining(),
         });

@@ -18,7 +18,7 @@ fn expect_decode_error<R: Request>(frame: &'static [u8], version: i16) {
         Err(FrameError::Decode {
             api, version: v, ..
         }) => {
-            assert_eq!(api as i16, R::KEY, "error names the API");
+            assert_eq!(api, R::KEY, "error names the API");
             assert_eq!(v, version, "error names the version");
         }
         Err(other) => panic!("expected FrameError::Decode, got {other:?}"),

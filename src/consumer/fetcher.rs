@@ -18,7 +18,8 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::{validate, Inner, OffsetReset, Queued, TopicPartition};
-use crate::client::{jitter, IsolationLevel, OffsetSpec};
+use crate::backoff::Backoff;
+use crate::client::{IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
 use crate::telemetry;
 
@@ -595,11 +596,7 @@ pub(super) fn note_failure(
     let now = Instant::now();
     p.failures = p.failures.saturating_add(1);
     let since = *p.failing_since.get_or_insert(now);
-    let exp = cfg
-        .retry_backoff
-        .saturating_mul(1u32 << (p.failures - 1).min(16))
-        .min(cfg.retry_backoff_max);
-    p.retry_at = Some(now + jitter(exp));
+    p.retry_at = Some(now + Backoff::of(cfg).delay(p.failures));
     if now.duration_since(since) >= inner.config.fetch_error_timeout && p.fault.is_none() {
         p.fault = Some(Error::FetchFailed {
             partition: tp.to_string(),

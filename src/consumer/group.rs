@@ -25,7 +25,8 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, info, warn};
 
 use super::TopicPartition;
-use crate::client::{jitter, Client};
+use crate::backoff::Backoff;
+use crate::client::Client;
 use crate::conn::Connection;
 use crate::error::{Error, KafkaCode, Result};
 
@@ -210,7 +211,7 @@ impl GroupClient {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let deadline = self.client.deadline();
-        let mut backoff = self.client.config().retry_backoff;
+        let mut delays = Backoff::of(self.client.config()).delays();
         loop {
             let result = match self.coordinator().await {
                 Ok(conn) => op(conn).await,
@@ -219,20 +220,20 @@ impl GroupClient {
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) if matches!(e, Error::Closed) => return Err(e),
-                Err(e)
-                    if (coordinator_moved(&e)
+                Err(e) => {
+                    let wait = delays.next_delay();
+                    let retriable = coordinator_moved(&e)
                         || matches!(e, Error::NoBrokerAvailable(_))
-                        || e.is_retriable())
-                        && Instant::now() + backoff < deadline =>
-                {
+                        || e.is_retriable();
+                    if !retriable || Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
                     if coordinator_moved(&e) || matches!(e, Error::NoBrokerAvailable(_)) {
                         self.coordinator_lost();
                     }
                     debug!(%what, group = %self.group_id, error = %e, "retrying against the coordinator");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(self.client.config().retry_backoff_max);
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(e),
             }
         }
     }

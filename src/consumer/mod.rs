@@ -1467,6 +1467,10 @@ impl Consumer {
         let Some(group) = &self.inner.group else {
             return Err(crate::config::invalid("group.id", "", "a group id, to commit").into());
         };
+        // Nothing to commit (an empty batch): no request, whatever the group is doing.
+        if offsets.is_empty() {
+            return Ok(());
+        }
         let membership = {
             let st = self.inner.lock();
             let missing: Vec<String> = offsets

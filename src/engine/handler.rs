@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::consumer::{BoxFuture, ConsumerRecord};
+use crate::envelope;
 use crate::error::Error;
-use crate::phq::envelope;
 
 /// The error a hook returns: anything that converts into a boxed error (a `String`, an
 /// `std::io::Error`, an `anyhow::Error`, a [`crate::Error`]...).
@@ -67,6 +67,8 @@ impl Payload for String {
     }
 }
 
+/// Key order: a [`Value`]'s objects hold their keys sorted (Paperboy does not turn on
+/// serde_json's `preserve_order`), not in the order of the record's JSON.
 impl Payload for Value {
     fn decode(value: &Bytes) -> Result<Self, String> {
         serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))
@@ -88,6 +90,12 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Payload for Json<T> {
 /// A value in the PHQ envelope (`{"item": ..., "hist": {...}}`), its item deserialized
 /// into `T`. Read as the PHQ consumer reads it ([`envelope::unpack`]): a history nested
 /// too deep is dropped (`hist` is null and `hist_truncated` is set).
+///
+/// Key order: `T` is deserialized from a [`Value`], so a `T` that keeps the order of its
+/// keys sees them sorted, and an `Envelope<Value>`'s item and every `hist` hold their
+/// keys sorted (Paperboy does not turn on serde_json's `preserve_order`; see
+/// [`envelope`](crate::envelope#key-order)). The PHQ producer writes histories in the
+/// Python library's key order whatever the `Value`'s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope<T> {
     /// The payload: the envelope's `item`.
@@ -103,7 +111,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Payload for Envelope<T> {
         let read = envelope::unpack(value)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "an empty value is not a PHQ envelope".to_owned())?;
-        let item = serde_json::from_value(read.item)
+        let item = serde_json::from_value(read.item.into_value())
             .map_err(|e| format!("the envelope's item does not match the expected type: {e}"))?;
         Ok(Envelope {
             item,
@@ -322,7 +330,7 @@ pub(crate) trait Dispatch: Send + Sync {
 
 pub(crate) fn handler_error(what: &str, records: &[ConsumerRecord], e: BoxError) -> Error {
     Error::Handler {
-        batch: format!("{what} {}", crate::phq::batch_ref(records)),
+        batch: format!("{what} {}", envelope::batch_ref(records)),
         source: Arc::from(e),
     }
 }

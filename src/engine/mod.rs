@@ -96,7 +96,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -411,7 +411,6 @@ impl EngineBuilder {
             }
         };
         let consumer = Consumer::new(self.consumer).await?;
-        let (stop, _) = watch::channel(false);
         let concurrency = Semaphore::new(self.config.max_concurrency);
         Ok(Engine {
             shared: Arc::new(Shared {
@@ -429,34 +428,15 @@ impl EngineBuilder {
                 observer: self.observer,
                 health: Health::new(),
             }),
-            stop: ShutdownHandle { tx: Arc::new(stop) },
+            stop: ShutdownHandle::new(),
         })
     }
 }
 
-/// Stops a running [`Engine`]: fetching stops, handlers finish what they are on, handled
-/// offsets are committed, the engine leaves the group and `run` returns. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl ShutdownHandle {
-    /// Asks the engine to stop.
-    pub fn shutdown(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether [`shutdown`](Self::shutdown) was called.
-    pub fn is_shutdown(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    async fn wait(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
-    }
-}
+/// Stops a running [`Engine`] (the crate's one stop request, [`Shutdown`](crate::Shutdown)): fetching
+/// stops, handlers finish what they are on, handled offsets are committed, the engine
+/// leaves the group and `run` returns. Cheap to clone.
+pub use crate::shutdown::Shutdown as ShutdownHandle;
 
 /// The engine: see the [module documentation](self).
 pub struct Engine {
@@ -517,11 +497,11 @@ impl Engine {
     /// The failure that stopped it ([`Error::Handler`], [`Error::Payload`]); the
     /// consumer's errors; an I/O error installing the signal handlers.
     pub async fn run(self) -> Result<()> {
-        let signals = signals().map_err(|e| Error::Io {
+        self.stop.on_signals().map_err(|e| Error::Io {
             broker: "signal handlers".into(),
             source: Arc::new(e),
         })?;
-        self.run_until(signals).await
+        self.run_until(std::future::pending()).await
     }
 
     /// Runs until `stop` completes (for example a cancellation token's `cancelled()`),
@@ -615,32 +595,6 @@ impl Drop for Running {
                 t.abort();
             }
         }
-    }
-}
-
-/// Resolves on SIGTERM, SIGINT or SIGHUP (Ctrl-C off Unix).
-fn signals() -> std::io::Result<impl Future<Output = ()> + Send> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        Ok(async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-                _ = hup.recv() => "SIGHUP",
-            };
-            info!("{name} received: stopping the engine");
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-            info!("Ctrl-C received: stopping the engine");
-        })
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::{error, info_span, warn, Instrument};
 use super::handler::{Dispatch, Outcome};
 use super::observe::{Event, Mode};
 use super::Shared;
+use crate::backoff::Backoff;
 use crate::consumer::{BoxFuture, ConsumerRecord, TopicPartition};
 use crate::error::Error;
 use crate::producer::ProducerRecord;
@@ -430,10 +431,13 @@ async fn give_up(
     }
 }
 
-/// `base * 2^(attempt-1)`, at most `max`.
+/// `base * 2^(attempt-1)`, at most `max`, exactly (the waits the user configured).
 fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
-    let factor = 1u64 << (attempt - 1).min(20);
-    Duration::from_millis(base_ms.saturating_mul(factor).min(max_ms))
+    Backoff::exact(
+        Duration::from_millis(base_ms),
+        Duration::from_millis(max_ms),
+    )
+    .delay(attempt)
 }
 
 /// Writes `record` to `topic` as it was (key, value, headers), with headers saying

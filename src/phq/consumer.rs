@@ -3,14 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
-use super::{envelope, Message};
+use super::Message;
 use crate::consumer::{self as kafka, ConsumerConfig, ConsumerRecord, TopicPartition};
+use crate::envelope::{self, batch_ref, OrderedValue};
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 
 /// The PHQ consumer settings applied before the caller's overrides (librdkafka names).
@@ -45,7 +47,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 ///   Python library builds it: `{"topic", "partition", "offset", "key", "hist"}` with
 ///   the message's own `hist`. Producing the message on with the PHQ
 ///   [`Producer`](super::Producer) nests the history.
-/// - **A graceful stop.** After [`StopHandle::stop`] (or SIGINT/SIGTERM, with
+/// - **A graceful stop.** After [`StopHandle::shutdown`] (or SIGINT/SIGTERM, with
 ///   [`shutdown_on_signals`](Self::shutdown_on_signals)), a batch being handled is
 ///   finished and committed, then `process` returns `Ok(())`. A stop while waiting for
 ///   records returns at once; records fetched for the next batch but not yet handed to
@@ -53,6 +55,16 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 ///
 /// A record whose key is null gets an empty id (the Python library fails on it). A key
 /// that is not UTF-8 is read lossily (invalid sequences become U+FFFD).
+///
+/// **Key order.** The messages' payloads are `T`, by default a [`serde_json::Value`],
+/// whose objects hold their keys sorted (Paperboy does not turn on serde_json's
+/// `preserve_order`; see [`envelope`](crate::envelope#key-order)): a payload produced on
+/// is written with its keys sorted, where the Python library keeps the order it read.
+/// [`with_payload::<OrderedValue>()`](Self::with_payload) gives payloads that keep it
+/// (and deref to the `Value`), so a message handed on is written byte for byte as the
+/// Python library writes it. The refs are [`Value`]s too, but the PHQ
+/// [`Producer`](super::Producer) writes refs and histories in the Python library's key
+/// order whatever their maps' order.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -86,7 +98,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Consumer {
+pub struct Consumer<T = Value> {
     inner: kafka::Consumer,
     batch_size: usize,
     timeout: Duration,
@@ -95,9 +107,8 @@ pub struct Consumer {
     /// output and offsets.
     transactional: Option<crate::producer::Producer>,
     stop: StopHandle,
-    /// Held so that the signal task of [`Consumer::shutdown_on_signals`] sees when the
-    /// last clone of the consumer is gone.
-    stopped: watch::Receiver<bool>,
+    /// What the messages' payloads are read into.
+    payload: PhantomData<fn() -> T>,
 }
 
 /// What a PHQ [`Consumer`] does with a record whose value does not decode (not UTF-8,
@@ -129,25 +140,11 @@ impl std::fmt::Debug for Undecodable {
     }
 }
 
-/// Stops a PHQ [`Consumer`]'s [`process`](Consumer::process): the batch being handled is
-/// finished and committed, then `process` returns `Ok(())`. Cheap to clone; a stopped
-/// consumer stays stopped.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl StopHandle {
-    /// Asks the consumer to stop after the current batch.
-    pub fn stop(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopped(&self) -> bool {
-        *self.tx.borrow()
-    }
-}
+/// Stops a PHQ [`Consumer`]'s [`process`](Consumer::process) (the crate's one stop
+/// request, [`Shutdown`](crate::Shutdown)): the batch being handled is finished and
+/// committed, then `process` returns `Ok(())`. Cheap to clone; a stopped consumer stays
+/// stopped.
+pub use crate::shutdown::Shutdown as StopHandle;
 
 impl Consumer {
     /// A consumer in group `group_id` for `topics`, with the PHQ defaults
@@ -219,16 +216,53 @@ impl Consumer {
         let config = config(bootstrap_servers, group_id, overrides)?;
         let inner = kafka::Consumer::new(config).await?;
         inner.subscribe(&topics)?;
-        let (tx, stopped) = watch::channel(false);
         Ok(Consumer {
             inner,
             batch_size,
             timeout,
             undecodable: Undecodable::Fail,
             transactional: None,
-            stop: StopHandle { tx: Arc::new(tx) },
-            stopped,
+            stop: StopHandle::new(),
+            payload: PhantomData,
         })
+    }
+}
+
+impl<T: From<OrderedValue>> Consumer<T> {
+    /// The same consumer, its messages' payloads read into `U`: [`Value`] (the default),
+    /// or [`OrderedValue`], which keeps the order of the objects' keys as read, so that a
+    /// message produced on is written byte for byte as the Python library writes it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use paperboy::envelope::OrderedValue;
+    /// use paperboy::phq::{Consumer, Message};
+    ///
+    /// # async fn run() -> paperboy::Result<()> {
+    /// let consumer = Consumer::new(&["127.0.0.1:9092"], &["events"], "relay", 100, Duration::from_secs(1))
+    ///     .await?
+    ///     .with_payload::<OrderedValue>();
+    /// consumer
+    ///     .process(|messages: Vec<Message<OrderedValue>>| async move {
+    ///         for m in &messages {
+    ///             println!("{}", m.payload["n"]); // derefs to the Value
+    ///         }
+    ///         Ok::<(), paperboy::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_payload<U: From<OrderedValue>>(self) -> Consumer<U> {
+        Consumer {
+            inner: self.inner,
+            batch_size: self.batch_size,
+            timeout: self.timeout,
+            undecodable: self.undecodable,
+            transactional: self.transactional,
+            stop: self.stop,
+            payload: PhantomData,
+        }
     }
 
     /// What to do with records that do not decode; [`Undecodable::Fail`] by default.
@@ -322,7 +356,7 @@ impl Consumer {
 
     /// Stops [`process`](Self::process) after the current batch on SIGINT or SIGTERM
     /// (Ctrl-C only, off Unix). A second signal while the batch finishes is logged, not
-    /// obeyed. The task listening ends when the last clone of the consumer is dropped,
+    /// obeyed ([`Shutdown::on_signals`](crate::Shutdown::on_signals)). The task listening ends when the last clone of its stop handle is dropped,
     /// but Tokio keeps its handlers installed for the life of the process: from then on
     /// those signals no longer terminate it by default.
     ///
@@ -332,44 +366,7 @@ impl Consumer {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn shutdown_on_signals(&self) -> std::io::Result<()> {
-        let tx = self.stop.tx.clone();
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut int = signal(SignalKind::interrupt())?;
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::spawn(async move {
-                loop {
-                    let name = tokio::select! {
-                        _ = int.recv() => "SIGINT",
-                        _ = term.recv() => "SIGTERM",
-                        _ = tx.closed() => return,
-                    };
-                    if tx.send_replace(true) {
-                        warn!("{name} received: already stopping after the current batch");
-                    } else {
-                        info!("{name} received: stopping after the current batch");
-                    }
-                }
-            });
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                        _ = tx.closed() => return,
-                    }
-                    if tx.send_replace(true) {
-                        warn!("Ctrl-C received: already stopping after the current batch");
-                    } else {
-                        info!("Ctrl-C received: stopping after the current batch");
-                    }
-                }
-            });
-        }
-        Ok(())
+        self.stop.on_signals()
     }
 
     /// Consumes until stopped: takes up to `batch_size` records (or what arrived within
@@ -394,7 +391,7 @@ impl Consumer {
     /// ([`kafka::Consumer::recv_batch`], commit errors other than a rebalance).
     pub async fn process<F, Fut, E>(&self, handler: F) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -410,7 +407,7 @@ impl Consumer {
     /// As [`process`](Self::process).
     pub async fn process_latest_only<F, Fut, E>(&self, handler: F) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -425,20 +422,18 @@ impl Consumer {
 
     async fn run<F, Fut, E>(&self, mut handler: F, latest_only: bool) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut stopped = self.stopped.clone();
         loop {
-            if *stopped.borrow_and_update() {
+            if self.stop.is_shutdown() {
                 info!("PHQ consumer stopped");
                 return Ok(());
             }
             let records = tokio::select! {
                 biased;
-                // The sender lives in `self.stop`: this resolves only on a stop.
-                _ = stopped.wait_for(|s| *s) => continue,
+                _ = self.stop.wait() => continue,
                 r = self.inner.recv_batch(self.batch_size, self.timeout) => r?,
             };
             if records.is_empty() {
@@ -456,7 +451,7 @@ impl Consumer {
         latest_only: bool,
     ) -> Result<()>
     where
-        F: FnMut(Vec<Message>) -> Fut,
+        F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -656,19 +651,14 @@ fn lost_to_rebalance(e: &Error) -> bool {
         )
 }
 
-/// `topic[partition=first:last+1,...]`, for log lines and errors (the engine's too).
-pub(crate) fn batch_ref(records: &[ConsumerRecord]) -> String {
-    envelope::format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
-}
-
 /// The message of a record: `None` for a tombstone or an empty value.
-fn decode(
+fn decode<T: From<OrderedValue>>(
     topic: &str,
     partition: i32,
     offset: i64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-) -> Result<Option<Message>> {
+) -> Result<Option<Message<T>>> {
     let Some(value) = value else {
         return Ok(None);
     };
@@ -693,7 +683,7 @@ fn decode(
     let consumed = envelope::consumed_ref(topic, partition, offset, &id, read.hist);
     Ok(Some(Message {
         id,
-        payload: read.item,
+        payload: T::from(read.item),
         refs: vec![consumed],
         topic: Some(topic.to_owned()),
     }))
@@ -733,7 +723,7 @@ mod tests {
             &[json!({"topic": "raw", "partition": 1, "offset": 2, "key": "r", "hist": null})],
         )
         .unwrap();
-        let m = decode("events", 3, 41, Some(b"e-1"), Some(&value))
+        let m = decode::<Value>("events", 3, 41, Some(b"e-1"), Some(&value))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "e-1");
@@ -758,19 +748,23 @@ mod tests {
 
     #[test]
     fn tombstones_empty_values_and_null_keys() {
-        assert!(decode("t", 0, 0, Some(b"k"), None).unwrap().is_none());
-        assert!(decode("t", 0, 0, Some(b"k"), Some(b"")).unwrap().is_none());
-        let m = decode("t", 0, 7, None, Some(br#"{"item": 1, "hist": null}"#))
+        assert!(decode::<Value>("t", 0, 0, Some(b"k"), None)
+            .unwrap()
+            .is_none());
+        assert!(decode::<Value>("t", 0, 0, Some(b"k"), Some(b""))
+            .unwrap()
+            .is_none());
+        let m = decode::<Value>("t", 0, 7, None, Some(br#"{"item": 1, "hist": null}"#))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "");
         assert_eq!(m.refs[0]["key"], "");
         assert_eq!(m.refs[0]["hist"], Value::Null);
-        let m = decode("t", 0, 7, Some(b"a\xffb"), Some(br#"{"item": 1}"#))
+        let m = decode::<Value>("t", 0, 7, Some(b"a\xffb"), Some(br#"{"item": 1}"#))
             .unwrap()
             .unwrap();
         assert_eq!(m.id, "a\u{fffd}b");
-        let e = decode("t", 2, 9, Some(b"k"), Some(b"{oops")).unwrap_err();
+        let e = decode::<Value>("t", 2, 9, Some(b"k"), Some(b"{oops")).unwrap_err();
         assert!(
             e.to_string().starts_with("JSON error: t[2] at offset 9: "),
             "{e}"

@@ -39,7 +39,9 @@
 //! ```
 
 mod consumer;
-pub mod envelope;
+
+/// The PHQ JSON envelope: [`crate::envelope`], re-exported here where it used to live.
+pub use crate::envelope;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -48,7 +50,6 @@ use tracing::warn;
 use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
-pub(crate) use consumer::batch_ref;
 pub use consumer::{Consumer, StopHandle, Undecodable, UndecodableCallback, CONSUMER_DEFAULTS};
 
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it
@@ -58,11 +59,19 @@ pub struct Message<T = Value> {
     /// The message id, written as the record key (a consumed record with a null key has
     /// an empty id).
     pub id: String,
-    /// The payload: the envelope's `item`.
+    /// The payload: the envelope's `item`, written as it serializes. A [`Value`]'s
+    /// objects hold their keys sorted (Paperboy does not turn on serde_json's
+    /// `preserve_order`), so a consumed `Value` payload produced on has its keys sorted;
+    /// an [`OrderedValue`](crate::envelope::OrderedValue) (see
+    /// [`Consumer::with_payload`]) keeps the order read, as the Python library does.
     pub payload: T,
     /// The history refs, written as the envelope's `hist.refs`. A consumed message has
     /// one: where it was read, `{"topic", "partition", "offset", "key", "hist"}`, with
-    /// the history it arrived with; producing it on nests that history.
+    /// the history it arrived with; producing it on nests that history. Written with
+    /// each ref's keys `{"topic", "partition", "offset", "key", "hist"}` and each
+    /// history's `{"svc", "dt", "refs"}` in that order, as the Python library writes
+    /// them, though a `Value` holds them sorted (see
+    /// [`envelope`](crate::envelope#key-order)).
     pub refs: Vec<Value>,
     /// The topic it was read from (set by consumers).
     pub topic: Option<String>,

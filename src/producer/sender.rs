@@ -54,7 +54,8 @@ use super::accumulator::{admit, choose, now_ms, Accumulator, Batch, Tp};
 use super::txn::{self, Phase, Txn};
 use super::txn_coordinator::{Coordinator, MAX_PRODUCE_VERSION};
 use super::{Delivery, Partitioner, ProducerConfig, ProducerRecord};
-use crate::client::{jitter, Acks, Client};
+use crate::backoff::Backoff;
+use crate::client::{Acks, Client};
 use crate::error::{Error, KafkaCode, Result};
 use crate::telemetry;
 
@@ -343,13 +344,10 @@ impl Shared {
         }
     }
 
+    /// The wait before a batch's retry after `attempts` tries (the first retry waits
+    /// twice `retry.backoff.ms`).
     fn backoff(&self, attempts: u32) -> Duration {
-        let c = &self.cfg.client;
-        let exp = c
-            .retry_backoff
-            .saturating_mul(1 << attempts.min(16))
-            .min(c.retry_backoff_max);
-        jitter(exp)
+        Backoff::of(&self.cfg.client).delay(attempts.saturating_add(1))
     }
 }
 

@@ -20,7 +20,8 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use super::accumulator::Tp;
-use crate::client::{jitter, Client};
+use crate::backoff::Backoff;
+use crate::client::Client;
 use crate::conn::Connection;
 use crate::error::{Error, KafkaCode, Result};
 use crate::offsets::{ConsumerGroupMetadata, TopicPartition};
@@ -128,8 +129,8 @@ impl Coordinator {
         F: FnMut(Arc<Connection>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let cfg = self.client.config();
-        let mut backoff = cfg.retry_backoff;
+        let started = Instant::now();
+        let mut delays = Backoff::of(self.client.config()).delays();
         loop {
             let result = match self.conn(key_type, key).await {
                 Ok(conn) => op(conn).await,
@@ -142,19 +143,18 @@ impl Coordinator {
             if moved(&err) && key_type == 1 {
                 *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
-            let wait = jitter(backoff);
             if !coordinator_retriable(&err) {
                 return Err(err);
             }
+            let wait = delays.next_delay();
             if Instant::now() + wait >= deadline {
                 return Err(Error::Timeout {
                     what: format!("{what} (last error: {err})"),
-                    after: deadline.saturating_duration_since(Instant::now()) + wait,
+                    after: started.elapsed(),
                 });
             }
             debug!(%what, error = %err, "transaction request retried");
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(cfg.retry_backoff_max);
         }
     }
 

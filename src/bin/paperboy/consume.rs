@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use paperboy::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
-use paperboy::phq::envelope;
+use paperboy::envelope;
 use paperboy::OffsetSpec;
 
 use clap::Args;

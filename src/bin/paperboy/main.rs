@@ -7,11 +7,12 @@
 //! paperboy topics    list|describe|create|delete|alter-config ...
 //! paperboy groups    list|describe|reset-offsets ...
 //! paperboy offsets   -b HOST:PORT -t TOPIC [--time earliest|latest|MS] [--json]
+//! paperboy perf      produce|consume -b HOST:PORT -t TOPIC [--count N] [--size B]
 //! paperboy dev       [--port PORT] [--nodes N] [--partitions N]
 //! paperboy completions bash|zsh|fish|...
 //! ```
 //! `paperboy help COMMAND` for the options. One file per command (`produce.rs`,
-//! `consume.rs`, `admin.rs` for metadata/topics/groups/offsets, `dev.rs`), the
+//! `consume.rs`, `admin.rs` for metadata/topics/groups/offsets, `perf.rs`, `dev.rs`), the
 //! connection options they share (`connect.rs`) and signal handling (`signal.rs`).
 
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ mod admin;
 mod connect;
 mod consume;
 mod dev;
+mod perf;
 mod produce;
 mod signal;
 
@@ -50,6 +52,9 @@ enum Command {
     Groups(admin::GroupsCommand),
     /// Earliest, latest or by-time offsets of a topic's partitions (kcat -Q)
     Offsets(admin::OffsetsArgs),
+    /// A quick load test: produce or consume with progress, rates and latencies
+    #[command(subcommand)]
+    Perf(perf::PerfCommand),
     /// A local Kafka in this process (no Java needed)
     Dev(dev::DevArgs),
     /// Shell completions for bash, zsh, fish, elvish or powershell, on stdout
@@ -70,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Topics(c) => admin::topics(c).await,
         Command::Groups(c) => admin::groups(c).await,
         Command::Offsets(a) => admin::offsets(a).await,
+        Command::Perf(c) => perf::run(c).await,
         Command::Dev(a) => dev::run(a).await,
         Command::Completions { shell } => {
             clap_complete::generate(

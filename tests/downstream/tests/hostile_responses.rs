@@ -9,21 +9,22 @@
 //!
 //! The frames are those of `protocol/tests/hostile_responses.rs`, sent by a plain TCP peer
 //! to a real `Client` (ApiVersions, Metadata and Fetch answers), and handed to the
-//! re-exported `paperboy::protocol` layer directly (OffsetCommit, Metadata, Fetch).
+//! protocol layer directly (`paperboy-protocol`, whose `FrameError` paperboy re-exports) (OffsetCommit, Metadata, Fetch).
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use paperboy::protocol::frame::{decode_response, FrameError};
-use paperboy::protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
-use paperboy::protocol::kafka_protocol::messages::metadata_response::{
+use paperboy::protocol::frame::FrameError;
+use paperboy_protocol::frame::decode_response;
+use paperboy_protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
+use paperboy_protocol::kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use paperboy::protocol::kafka_protocol::messages::{
+use paperboy_protocol::kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, ResponseHeader, TopicName,
 };
-use paperboy::protocol::kafka_protocol::protocol::{Encodable, Request, StrBytes};
+use paperboy_protocol::kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use paperboy::{Client, ClientConfig, Error, FetchOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +36,7 @@ fn expect_decode_error<R: Request>(frame: &'static [u8], version: i16) {
         Err(FrameError::Decode {
             api, version: v, ..
         }) => {
-            assert_eq!(api as i16, R::KEY, "error names the API");
+            assert_eq!(api, R::KEY, "error names the API");
             assert_eq!(v, version, "error names the version");
         }
         Err(other) => panic!("expected FrameError::Decode, got {other:?}"),
@@ -202,7 +203,7 @@ fn assert_decode_error(err: &Error, api: ApiKey, version: i16) {
             },
             ..
         } => {
-            assert_eq!((*a, *v), (api, version), "{err}");
+            assert_eq!((*a, *v), (api as i16, version), "{err}");
         }
         other => panic!("expected Error::Protocol with FrameError::Decode, got {other:?}"),
     }

@@ -1,6 +1,12 @@
 //! The PHQ JSON envelope, written byte for byte as Python's `json.dumps` writes it, and
 //! read as the Python library reads it.
 //!
+//! A layer below both the [`engine`](crate::engine) (its [`Envelope`] payload) and the
+//! [PHQ API](crate::phq) (whose `phq::envelope` re-exports this module): it depends on
+//! neither.
+//!
+//! [`Envelope`]: crate::engine::Envelope
+//!
 //! Writing ([`pack`]): Python's defaults differ from serde_json's compact output in three
 //! ways, all kept here: separators are `", "` and `": "`; every character outside
 //! printable ASCII is escaped as `\uXXXX` (`ensure_ascii`); floats are written as
@@ -21,13 +27,44 @@
 //! unless serde_json keeps numbers as their text: its `arbitrary_precision` feature,
 //! which Paperboy's feature of that name turns on (for the whole program: it changes
 //! [`serde_json::Number`] for every crate in it, so Paperboy does not do it by default).
+//!
+//! # Key order
+//!
+//! Python's `json.dumps` writes a dict's keys in the order they were inserted, and
+//! `json.loads` inserts them in the order they are written, so a message handed on by a
+//! Python service keeps its key order. Paperboy does not turn on serde_json's
+//! `preserve_order` feature (which would change [`serde_json::Map`] for every crate of
+//! the program), so a [`Value`]'s objects hold their keys sorted (by byte, as a
+//! `BTreeMap`), unless another crate of the program turns that feature on. What
+//! [`pack`] writes:
+//!
+//! - The envelope's own objects in the order the Python library writes them: the
+//!   envelope `{"item", "hist"}`; a history `{"svc", "dt", "refs"}`; each ref
+//!   `{"topic", "partition", "offset", "key", "hist"}`, and the history in a ref's
+//!   `hist` the same way, at every depth. Other keys of a ref or a history follow those,
+//!   in their map's order. So the refs and histories of every envelope the PHQ
+//!   libraries write are written again byte for byte, whatever the order of the
+//!   [`Value`]s that hold them; a ref or history that something else wrote with its
+//!   keys in another order is written in this one.
+//! - The payload as it serializes: a struct in the order of its fields, a [`Value`] in
+//!   its map's order (sorted), an [`OrderedValue`] (what [`unpack`] reads an item into)
+//!   in the order it was read, a `serde_json::value::RawValue` (serde_json's `raw_value`
+//!   feature) in the order of its text. [`pack_json`] and [`unpack_json`] keep the
+//!   order of the text.
+//!
+//! So an item read by [`unpack`] and given to [`pack`] is written byte for byte as
+//! Python's `json.dumps(json.loads(...))` writes it (numbers as [above](#numbers));
+//! once it is a [`Value`] (the payload of a [`phq::Message`](crate::phq::Message) the
+//! PHQ consumer reads by default, the `hist` of an [`Unpacked`], an
+//! `engine::Envelope<Value>`'s item), its objects' keys are sorted.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::ser::Formatter;
 use serde_json::{Number, Value};
 
@@ -246,20 +283,82 @@ struct Envelope<'a, T: Serialize> {
 struct Hist<'a> {
     svc: &'a str,
     dt: &'a str,
-    refs: &'a [Value],
+    refs: Refs<'a>,
+}
+
+/// The keys of a history, in the order the Python library writes them.
+const HIST_KEYS: [&str; 3] = ["svc", "dt", "refs"];
+/// The keys of a ref, in the order the Python library writes them.
+const REF_KEYS: [&str; 5] = ["topic", "partition", "offset", "key", "hist"];
+
+/// Refs, each written as [`Phq::Ref`].
+struct Refs<'a>(&'a [Value]);
+
+impl Serialize for Refs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for r in self.0 {
+            seq.serialize_element(&Phq::Ref(r))?;
+        }
+        seq.end()
+    }
+}
+
+/// A ref or a history, written with its keys in the Python library's order (see
+/// [the module](self#key-order)), whatever the order of its map.
+enum Phq<'a> {
+    Ref(&'a Value),
+    Hist(&'a Value),
+}
+
+impl Serialize for Phq<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let (value, first): (_, &[&str]) = match self {
+            Phq::Ref(v) => (*v, &REF_KEYS),
+            Phq::Hist(v) => (*v, &HIST_KEYS),
+        };
+        let Value::Object(map) = value else {
+            return value.serialize(s);
+        };
+        let mut out = s.serialize_map(Some(map.len()))?;
+        for key in first {
+            let Some(v) = map.get(*key) else { continue };
+            match (self, *key) {
+                (Phq::Ref(_), "hist") => out.serialize_entry(key, &Phq::Hist(v))?,
+                (Phq::Hist(_), "refs") => match v {
+                    Value::Array(refs) => out.serialize_entry(key, &Refs(refs))?,
+                    _ => out.serialize_entry(key, v)?,
+                },
+                _ => out.serialize_entry(key, v)?,
+            }
+        }
+        for (k, v) in map {
+            if !first.contains(&k.as_str()) {
+                out.serialize_entry(k, v)?;
+            }
+        }
+        out.end()
+    }
 }
 
 /// Packs a payload in the PHQ envelope:
 /// `{"item": payload, "hist": {"svc": svc, "dt": dt, "refs": refs}}`.
 ///
+/// Key order (see [the module](self#key-order)): each ref is written
+/// `{"topic", "partition", "offset", "key", "hist"}` and the histories in it
+/// `{"svc", "dt", "refs"}`, as the Python library writes them, other keys after those in
+/// their map's order; the payload's objects in the order it serializes them (a
+/// [`Value`]'s sorted, an [`OrderedValue`]'s as read).
+///
 /// ```
-/// use paperboy::phq::envelope::pack;
+/// use paperboy::envelope::pack;
 /// use serde_json::json;
 ///
-/// let bytes = pack("billing", "2019-12-23T20:31:43+00:00", &json!({"total": 1.5, "name": "café"}), &[]).unwrap();
+/// let refs = [json!({"hist": null, "key": "k", "offset": 5, "partition": 0, "topic": "in"})];
+/// let bytes = pack("billing", "2019-12-23T20:31:43+00:00", &json!({"name": "café", "total": 1.5}), &refs).unwrap();
 /// assert_eq!(
 ///     std::str::from_utf8(&bytes).unwrap(),
-///     r#"{"item": {"total": 1.5, "name": "caf\u00e9"}, "hist": {"svc": "billing", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}"#
+///     r#"{"item": {"name": "caf\u00e9", "total": 1.5}, "hist": {"svc": "billing", "dt": "2019-12-23T20:31:43+00:00", "refs": [{"topic": "in", "partition": 0, "offset": 5, "key": "k", "hist": null}]}}"#
 /// );
 /// ```
 ///
@@ -273,12 +372,17 @@ pub fn pack<T: Serialize + ?Sized>(
 ) -> Result<Vec<u8>> {
     to_python_json(&Envelope {
         item: &payload,
-        hist: Hist { svc, dt, refs },
+        hist: Hist {
+            svc,
+            dt,
+            refs: Refs(refs),
+        },
     })
 }
 
 /// The ref of a consumed message, as the Python library builds it:
-/// `{"topic", "partition", "offset", "key", "hist"}` with the message's own history.
+/// `{"topic", "partition", "offset", "key", "hist"}` with the message's own history
+/// ([`pack`] writes its keys in that order).
 pub(crate) fn consumed_ref(
     topic: &str,
     partition: i32,
@@ -309,9 +413,13 @@ pub const MAX_NESTING: usize = 512;
 /// A message read from the envelope by [`unpack`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unpacked {
-    /// The payload: the envelope's `item`.
-    pub item: Value,
-    /// The envelope's `hist`; null when it is missing, null, or was dropped.
+    /// The payload: the envelope's `item`, its objects' keys in the order read (so
+    /// [`pack`] writes it as Python would); [`OrderedValue::into_value`] gives the
+    /// [`Value`], whose keys are sorted (see [the module](self#key-order)).
+    pub item: OrderedValue,
+    /// The envelope's `hist`; null when it is missing, null, or was dropped. A
+    /// [`Value`]: its keys are sorted, and [`pack`] writes a history in the Python
+    /// library's order whatever the order of its map.
     pub hist: Value,
     /// Whether the history was dropped: nested [`MAX_HIST_DEPTH`] or more levels deep
     /// (or more than [`MAX_NESTING`] levels of JSON), or holding a `refs` that is an
@@ -336,15 +444,22 @@ pub struct Unpacked {
 /// as their text (its `arbitrary_precision` feature, see [the module](self)); otherwise
 /// it reads as the nearest float. [`unpack_json`] keeps every number as written.
 ///
+/// Key order: the item is an [`OrderedValue`], which keeps the order of its objects'
+/// keys as read (a repeated key at its first position), so [`pack`] writes it again as
+/// Python would; the hist is a [`Value`] (sorted keys; [`pack`] writes histories in the
+/// Python library's order).
+///
 /// ```
-/// use paperboy::phq::envelope::unpack;
+/// use paperboy::envelope::{pack, unpack};
 /// use serde_json::json;
 ///
-/// let read = unpack(br#"{"item": {"n": 1}, "hist": {"svc": "a", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}"#)
-///     .unwrap()
-///     .unwrap();
-/// assert_eq!(read.item, json!({"n": 1}));
+/// let bytes = br#"{"item": {"n": 1, "a": 2}, "hist": {"svc": "a", "dt": "2019-12-23T20:31:43+00:00", "refs": []}}"#;
+/// let read = unpack(bytes).unwrap().unwrap();
+/// assert_eq!(read.item, json!({"n": 1, "a": 2}));
 /// assert_eq!(read.hist["svc"], "a");
+/// // The item keeps its key order; as a `Value`, its keys are sorted.
+/// assert_eq!(pack("a", "2019-12-23T20:31:43+00:00", &read.item, &[]).unwrap(), bytes);
+/// assert_eq!(read.item.into_value().to_string(), r#"{"a":2,"n":1}"#);
 /// assert!(unpack(b"").unwrap().is_none());
 /// ```
 ///
@@ -358,7 +473,7 @@ pub fn unpack(value: &[u8]) -> Result<Option<Unpacked>> {
     };
     Ok(Some(Unpacked {
         item: read.item,
-        hist: read.hist,
+        hist: read.hist.into_value(),
         hist_truncated: read.hist_truncated,
     }))
 }
@@ -385,7 +500,7 @@ pub struct UnpackedJson {
 /// [`pack_json`] to write it on as Python would.
 ///
 /// ```
-/// use paperboy::phq::envelope::unpack_json;
+/// use paperboy::envelope::unpack_json;
 ///
 /// let read = unpack_json(br#"{"item": {"id": 123456789012345678901234567890, "x": 0.1}, "hist": null}"#)
 ///     .unwrap()
@@ -420,7 +535,7 @@ pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
 /// its last value).
 ///
 /// ```
-/// use paperboy::phq::envelope::pack_json;
+/// use paperboy::envelope::pack_json;
 ///
 /// let bytes = pack_json("svc", "2019-12-23T20:31:43+00:00", r#"{"id":123456789012345678901234567890,"x":1E3,"s":"é"}"#, &[]).unwrap();
 /// assert_eq!(
@@ -434,7 +549,11 @@ pub fn unpack_json(value: &[u8]) -> Result<Option<UnpackedJson>> {
 /// deep).
 pub fn pack_json(svc: &str, dt: &str, item: &str, refs: &[Value]) -> Result<Vec<u8>> {
     let node = Parser::<Nodes>::new(item, "not JSON").document()?;
-    let hist = to_python_json(&Hist { svc, dt, refs })?;
+    let hist = to_python_json(&Hist {
+        svc,
+        dt,
+        refs: Refs(refs),
+    })?;
     let mut out = Vec::with_capacity(item.len() + hist.len() + 24);
     out.extend_from_slice(b"{\"item\": ");
     write_node(&mut out, &node, Style::Python);
@@ -484,45 +603,277 @@ trait Build<'a> {
     fn hist_too_long(hist: &Self::Out) -> bool;
 }
 
-/// Builds [`Value`]s: numbers as [`number_value`] makes them; a lone surrogate is an
-/// error.
+/// Builds [`OrderedValue`]s: numbers as [`number_value`] makes them; a lone surrogate
+/// is an error.
 struct Values;
 
 impl<'a> Build<'a> for Values {
-    type Out = Value;
+    type Out = OrderedValue;
     type Key = String;
-    type Object = serde_json::Map<String, Value>;
+    /// The map, and its keys in the order read (each at its first position).
+    type Object = (serde_json::Map<String, Value>, Vec<(String, Order)>);
 
-    fn scalar(node: Node<'a>) -> Result<Value> {
-        scalar_value(node)
+    fn scalar(node: Node<'a>) -> Result<OrderedValue> {
+        scalar_value(node).map(OrderedValue::from)
     }
 
     fn key(text: Text<'a>) -> Result<String> {
         string_value(text)
     }
 
-    fn null() -> Value {
-        Value::Null
+    fn null() -> OrderedValue {
+        OrderedValue::from(Value::Null)
     }
 
-    fn array(items: Vec<Value>) -> Value {
-        Value::Array(items)
+    fn array(items: Vec<OrderedValue>) -> OrderedValue {
+        let (values, orders): (Vec<Value>, Vec<Order>) =
+            items.into_iter().map(|v| (v.value, v.order)).unzip();
+        let order = if orders.iter().all(|o| matches!(o, Order::Map)) {
+            Order::Map
+        } else {
+            Order::Array(orders)
+        };
+        OrderedValue {
+            value: Value::Array(values),
+            order,
+        }
     }
 
     fn object() -> Self::Object {
-        serde_json::Map::new()
+        (serde_json::Map::new(), Vec::new())
     }
 
-    fn insert(object: &mut Self::Object, key: String, value: Value) {
-        object.insert(key, value); // preserve_order: the first position, the last value
+    fn insert(object: &mut Self::Object, key: String, value: OrderedValue) {
+        let (map, keys) = object;
+        // As Python's dict: a repeated key keeps its first position, takes the last value.
+        if map.contains_key(&key) {
+            if let Some(slot) = keys.iter_mut().find(|(k, _)| *k == key) {
+                slot.1 = value.order;
+            }
+        } else {
+            keys.push((key.clone(), value.order));
+        }
+        map.insert(key, value.value);
     }
 
-    fn end(object: Self::Object) -> Value {
-        Value::Object(object)
+    fn end((map, keys): Self::Object) -> OrderedValue {
+        let in_map_order = keys.iter().all(|(_, o)| matches!(o, Order::Map))
+            && map.keys().eq(keys.iter().map(|(k, _)| k));
+        OrderedValue {
+            value: Value::Object(map),
+            order: if in_map_order {
+                Order::Map
+            } else {
+                Order::Object(keys)
+            },
+        }
     }
 
-    fn hist_too_long(hist: &Value) -> bool {
-        hist_too_long(hist, 1)
+    fn hist_too_long(hist: &OrderedValue) -> bool {
+        hist_too_long(&hist.value, 1)
+    }
+}
+
+/// A [`Value`] that keeps the order of its objects' keys as read, as Python's dict
+/// does: what [`unpack`] reads an envelope's item into. A [`Value`]'s objects hold their
+/// keys sorted (Paperboy does not turn on serde_json's `preserve_order`, see
+/// [the module](self#key-order)); this one serializes them in the order they were read
+/// (a repeated key at its first position, with its last value), so [`pack`] writes it
+/// as Python's `json.dumps` writes what `json.loads` read.
+///
+/// It derefs to the [`Value`] (read-only: the order is kept with it), compares equal to
+/// a [`Value`] holding the same JSON whatever the order, and
+/// [`into_value`](Self::into_value) gives the [`Value`]. Its `Display` writes compact
+/// JSON in its order (`{:#}`: pretty).
+///
+/// ```
+/// use paperboy::envelope::unpack;
+/// use serde_json::json;
+///
+/// let read = unpack(br#"{"item": {"b": [1, {"y": 2, "x": 3}], "a": true}}"#).unwrap().unwrap();
+/// assert_eq!(read.item.to_string(), r#"{"b":[1,{"y":2,"x":3}],"a":true}"#);
+/// assert_eq!(read.item["b"][1]["x"], 3); // as a Value
+/// assert_eq!(read.item, json!({"a": true, "b": [1, {"x": 3, "y": 2}]}));
+/// let value: serde_json::Value = read.item.into_value(); // keys sorted
+/// assert_eq!(value.to_string(), r#"{"a":true,"b":[1,{"x":3,"y":2}]}"#);
+/// ```
+#[derive(Clone)]
+pub struct OrderedValue {
+    value: Value,
+    order: Order,
+}
+
+/// Where an [`OrderedValue`]'s order differs from its [`Value`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Order {
+    /// As the value's maps iterate (scalars, and containers already in that order).
+    Map,
+    /// An array's elements' orders.
+    Array(Vec<Order>),
+    /// An object's keys in order, with their values' orders.
+    Object(Vec<(String, Order)>),
+}
+
+impl OrderedValue {
+    /// The [`Value`] (its objects' keys in its map's order: sorted, unless serde_json's
+    /// `preserve_order` is on in the program).
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// The [`Value`], as [`Deref`](std::ops::Deref) gives it.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// A [`Value`] in its map's order.
+impl From<Value> for OrderedValue {
+    fn from(value: Value) -> Self {
+        OrderedValue {
+            value,
+            order: Order::Map,
+        }
+    }
+}
+
+impl From<OrderedValue> for Value {
+    fn from(v: OrderedValue) -> Value {
+        v.value
+    }
+}
+
+impl std::ops::Deref for OrderedValue {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// Equal when they hold the same JSON in the same order.
+impl PartialEq for OrderedValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value && InOrder::from(self) == InOrder::from(other)
+    }
+}
+
+/// Equal when it holds the same JSON, whatever the order of its keys.
+impl PartialEq<Value> for OrderedValue {
+    fn eq(&self, other: &Value) -> bool {
+        self.value == *other
+    }
+}
+
+/// Equal when it holds the same JSON, whatever the order of its keys.
+impl PartialEq<OrderedValue> for Value {
+    fn eq(&self, other: &OrderedValue) -> bool {
+        *self == other.value
+    }
+}
+
+impl std::fmt::Display for OrderedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = if f.alternate() {
+            serde_json::to_string_pretty(self)
+        } else {
+            serde_json::to_string(self)
+        };
+        f.write_str(&text.map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::fmt::Debug for OrderedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OrderedValue({self})")
+    }
+}
+
+impl Serialize for OrderedValue {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        InOrder::from(self).serialize(s)
+    }
+}
+
+/// A value with its order, serialized in that order.
+#[derive(Clone, Copy)]
+struct InOrder<'a>(&'a Value, &'a Order);
+
+impl<'a> From<&'a OrderedValue> for InOrder<'a> {
+    fn from(v: &'a OrderedValue) -> Self {
+        InOrder(&v.value, &v.order)
+    }
+}
+
+/// Equal when the keys come in the same order at every level (the values being equal).
+impl PartialEq for InOrder<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.0, other.0) {
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len()
+                    && (0..a.len()).all(|i| {
+                        InOrder(&a[i], self.element(i)) == InOrder(&b[i], other.element(i))
+                    })
+            }
+            (Value::Object(_), Value::Object(_)) => {
+                let (a, b) = (self.members(), other.members());
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(&b)
+                        .all(|((ka, va), (kb, vb))| ka == kb && va == vb)
+            }
+            _ => true,
+        }
+    }
+}
+
+impl<'a> InOrder<'a> {
+    /// The order of an array's element `i`.
+    fn element(&self, i: usize) -> &'a Order {
+        match self.1 {
+            Order::Array(orders) => orders.get(i).unwrap_or(&Order::Map),
+            _ => &Order::Map,
+        }
+    }
+
+    /// An object's members in order.
+    fn members(&self) -> Vec<(&'a str, InOrder<'a>)> {
+        let Value::Object(map) = self.0 else {
+            return Vec::new();
+        };
+        match self.1 {
+            Order::Object(keys) if keys.len() == map.len() => keys
+                .iter()
+                .filter_map(|(k, o)| map.get(k).map(|v| (k.as_str(), InOrder(v, o))))
+                .collect(),
+            _ => map
+                .iter()
+                .map(|(k, v)| (k.as_str(), InOrder(v, &Order::Map)))
+                .collect(),
+        }
+    }
+}
+
+impl Serialize for InOrder<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match (self.0, self.1) {
+            (_, Order::Map) => self.0.serialize(s),
+            (Value::Array(items), _) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for (i, v) in items.iter().enumerate() {
+                    seq.serialize_element(&InOrder(v, self.element(i)))?;
+                }
+                seq.end()
+            }
+            (Value::Object(map), _) => {
+                let mut out = s.serialize_map(Some(map.len()))?;
+                for (k, v) in self.members() {
+                    out.serialize_entry(k, &v)?;
+                }
+                out.end()
+            }
+            (v, _) => v.serialize(s),
+        }
     }
 }
 
@@ -1261,7 +1612,7 @@ impl<'a, B: Build<'a>> Parser<'a, B> {
 /// (a missing or null field as `None`).
 ///
 /// ```
-/// use paperboy::phq::envelope::format_kafka_ref;
+/// use paperboy::envelope::format_kafka_ref;
 /// use serde_json::json;
 ///
 /// let r = json!({"topic": "events", "partition": 2, "offset": 41, "key": "e-7", "hist": null});
@@ -1290,7 +1641,7 @@ pub fn format_kafka_ref(r: &Value) -> String {
 /// first appear.
 ///
 /// ```
-/// use paperboy::phq::envelope::format_batch_ref;
+/// use paperboy::envelope::format_batch_ref;
 ///
 /// let positions = [("a", 0, 5), ("a", 1, 9), ("a", 0, 7), ("b", 3, 0)];
 /// assert_eq!(format_batch_ref(positions), "a[0=5:8,1=9:10],b[3=0:1]");
@@ -1348,6 +1699,12 @@ pub fn format_batch_ref<S: AsRef<str>>(
         out.push(']');
     }
     out
+}
+
+/// `topic[partition=first:last+1,...]` of a batch of consumed records, for log lines and
+/// errors (the PHQ consumer's and the engine's): [`format_batch_ref`] of their positions.
+pub(crate) fn batch_ref(records: &[crate::consumer::ConsumerRecord]) -> String {
+    format_batch_ref(records.iter().map(|r| (&*r.topic, r.partition, r.offset)))
 }
 
 #[cfg(test)]
@@ -1448,9 +1805,76 @@ mod tests {
             json!({"svc": "svc", "dt": "2019-12-23T20:31:43+00:00", "refs": refs})
         );
         assert!(!read.hist_truncated);
-        // Key order is kept (preserve_order), so the item re-packs to the same bytes.
+        // The item (an OrderedValue) re-packs to the same bytes.
         let again = pack("svc", "2019-12-23T20:31:43+00:00", &read.item, &refs).unwrap();
         assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn key_order_is_kept_without_preserve_order() {
+        // An item in no sorted order, with a repeated key (first place, last value),
+        // nested in arrays and objects; refs and histories whose keys a Value holds
+        // sorted, with an extra key.
+        let text = r#"{"item": {"z": 1, "b": [{"y": 1, "x": {"q": 2, "p": 3}}, 4], "a": null, "z": 2}, "hist": {"svc": "up", "dt": "d0", "refs": [{"topic": "t", "partition": 1, "offset": 2, "key": "k", "hist": {"svc": "s0", "dt": "d", "refs": [], "extra": 1}, "more": true}]}}"#;
+        let read = unpack(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            read.item.to_string(),
+            r#"{"z":2,"b":[{"y":1,"x":{"q":2,"p":3}},4],"a":null}"#
+        );
+        assert_eq!(
+            read.item,
+            json!({"a": null, "b": [{"x": {"p": 3, "q": 2}, "y": 1}, 4], "z": 2})
+        );
+        assert_eq!(read.item["b"][0]["x"]["p"], 3);
+        let refs = read.hist["refs"].as_array().unwrap();
+        let out = pack("up", "d0", &read.item, refs).unwrap();
+        let out = std::str::from_utf8(&out).unwrap();
+        assert_eq!(
+            out,
+            r#"{"item": {"z": 2, "b": [{"y": 1, "x": {"q": 2, "p": 3}}, 4], "a": null}, "hist": {"svc": "up", "dt": "d0", "refs": [{"topic": "t", "partition": 1, "offset": 2, "key": "k", "hist": {"svc": "s0", "dt": "d", "refs": [], "extra": 1}, "more": true}]}}"#
+        );
+        // The same through the text path.
+        assert_eq!(
+            pack_json(
+                "up",
+                "d0",
+                &unpack_json(text.as_bytes()).unwrap().unwrap().item,
+                refs
+            )
+            .unwrap(),
+            out.as_bytes()
+        );
+        // A consumed ref, nesting the history it arrived with, as the Python library
+        // writes it.
+        let r = consumed_ref("in", 0, 7, "id", read.hist.clone());
+        let out = pack("next", "d1", &json!(1), &[r]).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"item": 1, "hist": {"svc": "next", "dt": "d1", "refs": [{"topic": "in", "partition": 0, "offset": 7, "key": "id", "hist": {"svc": "up", "dt": "d0", "refs": [{"topic": "t", "partition": 1, "offset": 2, "key": "k", "hist": {"svc": "s0", "dt": "d", "refs": [], "extra": 1}, "more": true}]}}]}}"#
+        );
+        // Refs that are not objects, and a refs that is not a list, pass through.
+        let out = pack(
+            "s",
+            "d",
+            &json!(null),
+            &[json!(1), json!({"hist": {"refs": {"b": 1, "a": 2}}})],
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"item": null, "hist": {"svc": "s", "dt": "d", "refs": [1, {"hist": {"refs": {"a": 2, "b": 1}}}]}}"#
+        );
+        // OrderedValue: equal with the same order, unequal with another; a Value as is.
+        let other =
+            unpack(br#"{"item": {"a": null, "b": [{"x": {"p": 3, "q": 2}, "y": 1}, 4], "z": 2}}"#)
+                .unwrap()
+                .unwrap()
+                .item;
+        assert_ne!(read.item, other);
+        assert_eq!(other, OrderedValue::from(other.clone().into_value()));
+        assert_eq!(read.item.clone(), read.item);
+        assert_eq!(format!("{other:?}"), format!("OrderedValue({other})"));
+        assert_eq!(read.item.into_value().to_string(), other.to_string());
     }
 
     #[test]
