@@ -399,6 +399,36 @@ async fn metrics_on_the_in_process_cluster() {
     cluster.shutdown();
 }
 
+/// A connection refused: counted as an error of `connect`, by broker and client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_counted() {
+    let addr = exporter();
+    // A port nothing listens on: one the OS gave and took back.
+    let closed = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let err = Client::connect(
+        ClientConfig::new(&closed)
+            .with_client_id("metered-refused")
+            // Bootstrap is retried within the request timeout: a short one.
+            .with_request_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .err()
+    .expect("nothing listens there");
+    let m = scrape(addr).await;
+    let labels = [
+        ("messaging_operation_name", "connect"),
+        ("messaging_client_id", "metered-refused"),
+        ("server_address", closed.as_str()),
+        ("error_type", "io"),
+    ];
+    assert!(sum(&m, "paperboy_client_errors", &labels) >= 1.0, "{err}");
+    let connects = [("messaging_client_id", "metered-refused")];
+    assert_eq!(sum(&m, "paperboy_client_connects", &connects), 0.0);
+}
+
 /// On the real broker (PAPERBOY_BOOTSTRAP; a missing broker fails the test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_on_the_broker() {
