@@ -415,8 +415,7 @@ async fn a_refused_connection_is_counted() {
             .with_request_timeout(Duration::from_millis(300)),
     )
     .await
-    .err()
-    .expect("nothing listens there");
+    .expect_err("nothing listens there");
     let m = scrape(addr).await;
     let labels = [
         ("messaging_operation_name", "connect"),
