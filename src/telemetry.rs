@@ -80,6 +80,7 @@ mod on {
     const GROUP: &str = "messaging.consumer.group.name";
     const CLIENT: &str = "messaging.client.id";
     const SERVER: &str = "server.address";
+    const PORT: &str = "server.port";
     const ERROR_TYPE: &str = "error.type";
 
     /// When something started (an `Instant`; nothing without the feature).
@@ -160,35 +161,40 @@ mod on {
             .increment(1);
     }
 
-    /// One connection's metrics: its broker and client id, and a request-duration
-    /// histogram per API, made on the API's first request.
+    /// One connection's metrics: its broker (host and port) and client id, and a
+    /// request-duration histogram per API, made on the API's first request.
     pub(crate) struct Conn {
-        labels: [Label; 2],
+        labels: Vec<Label>,
         durations: Mutex<HashMap<ApiKey, Histogram>>,
     }
 
     impl Conn {
         pub(crate) fn new(broker: &str, client_id: &str) -> Conn {
-            Conn {
-                labels: [
-                    Label::new(SERVER, broker.to_owned()),
-                    Label::new(CLIENT, client_id.to_owned()),
+            let mut labels = match crate::config::parse_host_port(broker) {
+                Some((host, port)) => vec![
+                    Label::new(SERVER, host.to_owned()),
+                    Label::new(PORT, port.to_string()),
                 ],
+                None => vec![Label::new(SERVER, broker.to_owned())],
+            };
+            labels.push(Label::new(CLIENT, client_id.to_owned()));
+            Conn {
+                labels,
                 durations: Mutex::new(HashMap::new()),
             }
         }
 
         pub(crate) fn connected(&self) {
-            counter!(CONNECTS, self.labels.to_vec()).increment(1);
+            counter!(CONNECTS, self.labels.clone()).increment(1);
         }
 
         pub(crate) fn disconnected(&self) {
-            counter!(DISCONNECTS, self.labels.to_vec()).increment(1);
+            counter!(DISCONNECTS, self.labels.clone()).increment(1);
         }
 
         /// A connection attempt failed.
         pub(crate) fn connect_failed(&self, e: &Error) {
-            let mut labels = self.labels.to_vec();
+            let mut labels = self.labels.clone();
             labels.push(Label::new(OPERATION, "connect"));
             labels.push(Label::new(ERROR_TYPE, error_type(e)));
             counter!(ERRORS, labels).increment(1);
@@ -199,7 +205,7 @@ mod on {
         pub(crate) fn request(&self, api: ApiKey, start: Start, error: Option<&Error>) {
             let secs = start.secs();
             if let Some(e) = error {
-                let mut labels = self.labels.to_vec();
+                let mut labels = self.labels.clone();
                 labels.push(Label::new(OPERATION, api_name(api)));
                 labels.push(Label::new(ERROR_TYPE, error_type(e)));
                 histogram!(OPERATION_DURATION, labels).record(secs);
@@ -209,7 +215,7 @@ mod on {
             durations
                 .entry(api)
                 .or_insert_with(|| {
-                    let mut labels = self.labels.to_vec();
+                    let mut labels = self.labels.clone();
                     labels.push(Label::new(OPERATION, api_name(api)));
                     histogram!(OPERATION_DURATION, labels)
                 })
