@@ -60,7 +60,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod admin;
 mod backoff;
 mod client;
 mod config;
@@ -79,9 +78,9 @@ pub mod security;
 mod shutdown;
 mod telemetry;
 
-pub use admin::{ConfigEntry, ConfigResource, GroupDescription, GroupListing, MemberDescription};
 pub use client::{
-    Acks, Client, FetchOptions, FetchedPartition, IsolationLevel, NewTopic, OffsetSpec, ProduceAck,
+    Acks, Client, ConfigEntry, ConfigResource, FetchOptions, FetchedPartition, GroupDescription,
+    GroupListing, IsolationLevel, MemberDescription, NewTopic, OffsetSpec, ProduceAck,
 };
 pub use config::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord};

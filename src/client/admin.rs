@@ -4,8 +4,11 @@
 //! `default.api.timeout.ms` and retries what Kafka marks retriable.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -18,13 +21,15 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerGroupDescribeRequest, CreatePartitionsRequest, DeleteRecordsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, GroupId, IncrementalAlterConfigsRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ConsumerGroupDescribeRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use tracing::{info, Instrument};
 
-use crate::client::Client;
+use super::Client;
 use crate::error::{Error, KafkaCode, Result};
 use crate::group_protocol::decode_assignment;
 use crate::offsets::TopicPartition;
@@ -114,6 +119,38 @@ fn settled(e: &Error) -> bool {
     e.is_retriable() && e.kafka_code() != Some(KafkaCode::UnknownTopicOrPartition)
 }
 
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    /// The topic name.
+    pub name: String,
+    /// Number of partitions (-1: the broker's default).
+    pub partitions: i32,
+    /// Replication factor (-1: the broker's default).
+    pub replication_factor: i16,
+    /// Topic configs, such as `("cleanup.policy", "compact")`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions, each with `replication_factor` replicas.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a topic config.
+    #[must_use]
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
@@ -126,6 +163,191 @@ fn check(code: i16, message: Option<&str>, what: impl FnOnce() -> String) -> Res
 }
 
 impl Client {
+    /// Creates topics, and waits until each has a leader for every partition.
+    ///
+    /// # Errors
+    /// The first topic's error, e.g. TOPIC_ALREADY_EXISTS as [`Error::Kafka`]
+    /// (check with `err.kafka_code() == Some(KafkaCode::TopicAlreadyExists)`).
+    pub async fn create_topics(&self, topics: &[NewTopic]) -> Result<()> {
+        let span = tracing::info_span!("create_topics", count = topics.len());
+        async {
+            let timeout = self.inner.config.request_timeout;
+            let req = CreateTopicsRequest::default()
+                .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            CreatableTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t.name.clone())))
+                                .with_num_partitions(t.partitions)
+                                .with_replication_factor(t.replication_factor)
+                                .with_configs(
+                                    t.configs
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            CreatableTopicConfig::default()
+                                                .with_name(StrBytes::from_string(k.clone()))
+                                                .with_value(Some(StrBytes::from_string(v.clone())))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                );
+            let resp = self
+                .retry("create_topics", self.deadline(), &[], || async {
+                    let (_, resp) = self.conn_to_any().await?.request(&req).await?;
+                    // NOT_CONTROLLER and friends are retriable: retry the whole request.
+                    for t in &resp.topics {
+                        if let Some(e) =
+                            Error::from_code(t.error_code, t.error_message.as_deref(), || {
+                                format!("create topic {}", t.name.0)
+                            })
+                        {
+                            if e.is_retriable() {
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(resp)
+                })
+                .await?;
+            for t in &resp.topics {
+                if let Some(e) = Error::from_code(t.error_code, t.error_message.as_deref(), || {
+                    format!("create topic {}", t.name.0)
+                }) {
+                    return Err(e);
+                }
+            }
+            let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+            self.wait_for_leaders(&names).await?;
+            info!(topics = ?names, "created topics");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Waits until every partition of `topics` has a leader known to the metadata.
+    async fn wait_for_leaders(&self, topics: &[&str]) -> Result<()> {
+        let deadline = self.deadline();
+        loop {
+            let c = self.refresh_metadata(topics).await?;
+            let ready = topics.iter().all(|t| {
+                c.topic(t).is_some_and(|t| {
+                    !t.partitions.is_empty()
+                        && t.partitions
+                            .iter()
+                            .all(|p| p.leader >= 0 && c.brokers.contains_key(&p.leader))
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("leaders for {topics:?}"),
+                    after: self.inner.config.default_api_timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sets configuration of a consumer group (IncrementalAlterConfigs on the GROUP
+    /// resource, Kafka 4.0+), e.g. `consumer.session.timeout.ms` or
+    /// `consumer.heartbeat.interval.ms` for a `group.protocol=consumer` group. The
+    /// group need not exist yet. The broker bounds the values
+    /// (`group.consumer.min.session.timeout.ms`, ...).
+    ///
+    /// # Errors
+    /// The broker's error, e.g. INVALID_CONFIG as [`Error::Kafka`] with its message.
+    pub async fn alter_group_config(&self, group: &str, configs: &[(&str, &str)]) -> Result<()> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        const GROUP_RESOURCE: i8 = 32;
+        const SET: i8 = 0;
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(GROUP_RESOURCE)
+                .with_resource_name(StrBytes::from_string(group.to_owned()))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string((*k).to_owned()))
+                                .with_config_operation(SET)
+                                .with_value(Some(StrBytes::from_string((*v).to_owned())))
+                        })
+                        .collect(),
+                ),
+        ]);
+        self.retry("alter_group_config", self.deadline(), &[], || async {
+            let (_, resp) = self.conn_to_any().await?.request(&req).await?;
+            for r in &resp.responses {
+                if let Some(e) = Error::from_code(r.error_code, r.error_message.as_deref(), || {
+                    format!("alter config of group {group}")
+                }) {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes topics.
+    ///
+    /// # Errors
+    /// The first topic's error, e.g. UNKNOWN_TOPIC_OR_PARTITION as [`Error::Kafka`].
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
+        let timeout = self.inner.config.request_timeout;
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_topic_names(
+                topics
+                    .iter()
+                    .map(|t| TopicName(StrBytes::from_string((*t).to_owned())))
+                    .collect(),
+            )
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                            .with_name(Some(TopicName(StrBytes::from_string((*t).to_owned()))))
+                    })
+                    .collect(),
+            );
+        let (_, resp) = self.conn_to_any().await?.request(&req).await?;
+        for t in &resp.responses {
+            if let Some(e) = Error::from_code(t.error_code, t.error_message.as_deref(), || {
+                format!(
+                    "delete topic {}",
+                    t.name.as_ref().map(|n| n.0.as_str()).unwrap_or("?")
+                )
+            }) {
+                return Err(e);
+            }
+        }
+        let mut c = (*self.cluster()).clone();
+        for t in topics {
+            if let Some(old) = c.topics.remove(*t) {
+                c.names_by_id.remove(&old.id);
+            }
+        }
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+        Ok(())
+    }
+
     /// The configuration of `resource`: every entry, defaults included.
     ///
     /// # Errors
