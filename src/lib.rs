@@ -22,6 +22,15 @@
 //! Layers only call downward: protocol ← client ← producer/consumer ← envelope ←
 //! engine and phq.
 //!
+//! # Metrics
+//! With the cargo feature `metrics` (off by default), requests, producers, consumers and
+//! the engine record counters, gauges and histograms through the
+//! [`metrics`](https://docs.rs/metrics) facade, named after OpenTelemetry's messaging
+//! conventions (`messaging.client.sent.messages`, `messaging.client.consumed.messages`,
+//! `messaging.client.operation.duration`...); install a recorder (e.g.
+//! `metrics-exporter-prometheus`) before connecting a client. The README lists every
+//! metric and its labels. Without the feature the instrumentation compiles to nothing.
+//!
 //! # Example
 //! ```no_run
 //! use paperboy::{Acks, Client, ClientConfig, Compression, FetchOptions, NewRecord, NewTopic};
@@ -67,6 +76,7 @@ pub mod phq;
 pub mod producer;
 pub mod security;
 mod shutdown;
+mod telemetry;
 
 pub use client::{
     Acks, Client, ConfigEntry, ConfigResource, FetchOptions, FetchedPartition, GroupDescription,

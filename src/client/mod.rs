@@ -21,6 +21,7 @@ use crate::config::ClientConfig;
 use crate::conn::{Connection, Dialer};
 use crate::error::{Error, Result};
 use crate::metadata::Cluster;
+use crate::telemetry;
 
 mod admin;
 mod data;
@@ -390,6 +391,7 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
+            telemetry::error(what, &cfg.client_id, &err);
             if delays.attempts() >= cfg.retries {
                 return Err(err);
             }
@@ -401,6 +403,7 @@ impl Client {
                 return Err(err);
             }
             let attempt = delays.attempts();
+            telemetry::retry(what, &cfg.client_id);
             warn!(%what, attempt, error = %err, backoff_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             if err.is_stale_metadata() && !topics.is_empty() {

@@ -36,6 +36,7 @@ use tracing::{debug, trace, warn, Instrument};
 use crate::config::{parse_host_port, ClientConfig};
 use crate::error::{Error, Result};
 use crate::security::{self, Security};
+use crate::telemetry;
 
 mod auth;
 
@@ -83,6 +84,8 @@ struct Shared {
     addr: String,
     pending: Mutex<Pending>,
     poisoned: AtomicBool,
+    /// Connects, disconnects and request durations (feature `metrics`).
+    metrics: telemetry::Conn,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             std::mem::take(&mut p.replies)
         };
         if !self.poisoned.swap(true, Ordering::AcqRel) {
+            self.metrics.disconnected();
             debug!(broker = %self.addr, %reason, in_flight = replies.len(), "connection closed");
         }
         for (_, tx) in replies {
@@ -200,13 +204,19 @@ impl Connection {
             }
             Ok(conn)
         };
-        match tokio::time::timeout(dialer.connect_timeout, fut.instrument(span)).await {
+        let result = match tokio::time::timeout(dialer.connect_timeout, fut.instrument(span)).await
+        {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 what: format!("connecting to {addr}"),
                 after: dialer.connect_timeout,
             }),
+        };
+        match &result {
+            Ok(conn) => conn.link.shared.metrics.connected(),
+            Err(e) => telemetry::Conn::new(addr, &dialer.client_id).connect_failed(e),
         }
+        result
     }
 
     /// Starts the reader and writer tasks on an established stream.
@@ -225,6 +235,7 @@ impl Connection {
             addr: addr.to_owned(),
             pending: Mutex::new(Pending::default()),
             poisoned: AtomicBool::new(false),
+            metrics: telemetry::Conn::new(addr, &dialer.client_id),
         });
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let (auth_tx, auth_rx) = mpsc::channel::<AuthCmd>(4);
@@ -344,8 +355,26 @@ impl Connection {
 
 impl Link {
     /// Sends `req` at `version` and waits up to `timeout` for the answer; `sasl` sends it
-    /// past a paused writer (the frames of a SASL exchange).
+    /// past a paused writer (the frames of a SASL exchange). Its duration is recorded
+    /// (`messaging.client.operation.duration`, feature `metrics`).
     async fn call<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        sasl: bool,
+        written: impl FnOnce(),
+    ) -> Result<R::Response> {
+        let start = telemetry::Start::now();
+        let result = self.exchange(req, version, timeout, sasl, written).await;
+        self.shared
+            .metrics
+            .request(api_key_of::<R>(), start, result.as_ref().err());
+        result
+    }
+
+    /// [`Link::call`] without the measurement.
+    async fn exchange<R: Request>(
         &self,
         req: &R,
         version: i16,

@@ -21,6 +21,7 @@ use super::{validate, Inner, OffsetReset, Queued, TopicPartition};
 use crate::backoff::Backoff;
 use crate::client::{IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
+use crate::telemetry;
 
 /// What a broker's fetch session holds: per partition, the fetch offset, the partition
 /// byte cap and the leader epoch last sent.
@@ -633,6 +634,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
     let mut faulted = false;
     match done.result {
         Err(e) => {
+            telemetry::error("receive", inner.config.client.client_id(), &e);
             // Said once per failing spell (a dead broker fails every retry until the
             // metadata names a new leader); the retries are debug.
             let first = done
@@ -662,11 +664,20 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
                 }
                 if r.high_watermark >= 0 {
                     p.high_watermark = r.high_watermark;
+                    if let Some(pos) = p.position {
+                        p.metrics.lag(
+                            &st.metrics,
+                            &p.topic,
+                            r.tp.partition,
+                            r.high_watermark - pos,
+                        );
+                    }
                 }
                 if r.last_stable_offset >= 0 {
                     p.last_stable_offset = r.last_stable_offset;
                 }
                 if let Some(e) = r.error {
+                    telemetry::error("receive", inner.config.client.client_id(), &e);
                     match e.kafka_code() {
                         Some(KafkaCode::OffsetOutOfRange) => {
                             warn!(partition = %r.tp, offset = p.fetch_offset, "offset out of range");
@@ -699,6 +710,7 @@ fn settle(inner: &Arc<Inner>, done: FetchDone) -> Vec<String> {
             }
         }
     }
+    st.metrics.prefetch(st.buffered);
     if arrived || faulted {
         inner.ready.notify_waiters();
     }

@@ -76,6 +76,7 @@ pub use stream::{BatchStream, RecordStream, Stream};
 
 use crate::client::{Client, IsolationLevel, OffsetSpec};
 use crate::error::{Error, KafkaCode, Result};
+use crate::telemetry;
 use group::{GroupClient, Membership};
 
 pub use crate::offsets::{ConsumerGroupMetadata, TopicPartition};
@@ -243,6 +244,8 @@ struct PartState {
     /// leader epoch of the record before it: after a leader change, or when it came
     /// from a committed offset that carries its epoch. Not fetched until then.
     validate: Option<i32>,
+    /// Consumed counters and lag gauge, made on first use (feature `metrics`).
+    metrics: telemetry::Part,
 }
 
 /// A fresh fetch generation for a partition's state, never handed out before in this
@@ -283,6 +286,7 @@ impl PartState {
             out_of_range: false,
             leader_epoch: -1,
             validate: None,
+            metrics: telemetry::Part::new(),
         }
     }
 
@@ -343,6 +347,8 @@ struct State {
     kip848: membership::State848,
     /// How the last rebalance task failed, for the next `recv` to return.
     rebalance_error: Option<Error>,
+    /// The prefetch gauge and the labels of partitions' handles (feature `metrics`).
+    metrics: telemetry::Consumer,
 }
 
 impl State {
@@ -447,6 +453,8 @@ impl Consumer {
             .group_id
             .clone()
             .map(|g| GroupClient::new(client.clone(), g, config.group_instance_id.clone()));
+        let metrics =
+            telemetry::Consumer::new(config.client.client_id(), config.group_id.as_deref());
         let inner = Arc::new(Inner {
             client,
             config,
@@ -469,6 +477,7 @@ impl Consumer {
                 rebalancing: false,
                 rebalance_error: None,
                 kip848: membership::State848::default(),
+                metrics,
             }),
             ready: Notify::new(),
             fetch_wake: Notify::new(),
@@ -845,6 +854,7 @@ impl Consumer {
             parts,
             buffered,
             stash,
+            metrics,
             ..
         } = &mut *st;
         let budget = self.inner.config.prefetch_budget;
@@ -885,6 +895,8 @@ impl Consumer {
                     continue;
                 }
                 let mut quota = per_part.min(want);
+                // Records and bytes taken for the application (feature `metrics`).
+                let (mut n_taken, mut bytes_taken) = (0usize, 0usize);
                 while quota > 0 {
                     let Some(cur) = p.current.as_mut() else {
                         let compressed = p.queue.front().is_some_and(|q| {
@@ -930,6 +942,9 @@ impl Consumer {
                             p.position = Some(r.offset + 1);
                             p.position_epoch = cur.leader_epoch;
                             let headers = r.headers();
+                            n_taken += 1;
+                            bytes_taken += r.key.as_ref().map_or(0, |k| k.len())
+                                + r.value.as_ref().map_or(0, |v| v.len());
                             stash.push_back(ConsumerRecord {
                                 topic: p.topic.clone(),
                                 partition: tp.partition,
@@ -960,11 +975,21 @@ impl Consumer {
                         }
                     }
                 }
+                if n_taken > 0 {
+                    let (topic, partition) = (&p.topic, tp.partition);
+                    p.metrics
+                        .consumed(metrics, topic, partition, n_taken, bytes_taken);
+                    if let Some(pos) = p.position.filter(|_| p.high_watermark >= 0) {
+                        p.metrics
+                            .lag(metrics, topic, partition, p.high_watermark - pos);
+                    }
+                }
             }
             if want == 0 || want == before {
                 break;
             }
         }
+        metrics.prefetch(*buffered);
         taken
     }
 

@@ -112,6 +112,7 @@ pub use observe::{Event, Health, Mode, Observer, Stats};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
 use crate::error::{Error, Result};
 use crate::producer::Producer;
+use crate::telemetry;
 use commit::{committer, Listener};
 use exactly_once::ExactlyOnce;
 use handler::Dispatch;
@@ -346,6 +347,7 @@ impl Shared {
             }
             Event::Committed { offsets } => debug!(?offsets, "committed"),
             Event::Revoked { partitions } => info!(?partitions, "partitions revoked"),
+            Event::Retrying { partition, .. } => telemetry::handler_retry(&partition.topic),
             _ => {}
         }
         if let Some(o) = &self.observer {

@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::consumer::{BoxFuture, ConsumerRecord, TopicPartition};
 use crate::error::Error;
 use crate::producer::ProducerRecord;
+use crate::telemetry;
 
 /// A handling call's worth of records.
 pub(crate) enum Unit {
@@ -69,7 +70,11 @@ pub(crate) async fn run(
 ) {
     let slot = shared.health.busy_slot(&tp);
     let mut done = Finished::default();
-    work(&shared, &tp, &*handler, rx, &cancel, &slot, &mut done).await;
+    let metrics = telemetry::Engine::new(&tp.topic);
+    work(
+        &shared, &tp, &*handler, rx, &cancel, &slot, &mut done, &metrics,
+    )
+    .await;
     // What was handled counts, however the worker ends.
     done.report(&shared, &tp);
     shared.health.forget_busy(&tp, &slot);
@@ -94,6 +99,7 @@ impl Finished {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the worker's state, passed down from `run`
 async fn work(
     shared: &Shared,
     tp: &TopicPartition,
@@ -102,6 +108,7 @@ async fn work(
     cancel: &AtomicBool,
     slot: &super::observe::BusySlot,
     done: &mut Finished,
+    metrics: &telemetry::Engine,
 ) {
     let observed = shared.observer.is_some();
     loop {
@@ -138,6 +145,7 @@ async fn work(
         // The precise clock only for an observer; the busy slot takes the engine's
         // coarse one (the last poll), which is what a liveness probe needs.
         let started = observed.then(Instant::now);
+        let start = telemetry::Start::now();
         shared.health.set_busy(slot, true);
         let call = handle(shared, tp, handler, &unit, cancel);
         tokio::pin!(call);
@@ -156,6 +164,7 @@ async fn work(
         shared.health.set_busy(slot, false);
         let (error, fatal) = match result {
             Handled::Done => {
+                metrics.handled(start, n);
                 done.next = Some(last + 1);
                 done.records += n;
                 shared
@@ -198,6 +207,7 @@ async fn work(
             Handled::Fatal(e) => (e, true),
         };
         done.report(shared, tp);
+        metrics.failed(n);
         shared.health.inner.failed.fetch_add(1, Ordering::Relaxed);
         shared.emit(Event::Failed {
             partition: tp.clone(),

@@ -57,6 +57,7 @@ use super::{Delivery, Partitioner, ProducerConfig, ProducerRecord};
 use crate::backoff::Backoff;
 use crate::client::{Acks, Client};
 use crate::error::{Error, KafkaCode, Result};
+use crate::telemetry;
 
 /// A Produce request stops taking partitions past this many bytes.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -103,6 +104,8 @@ pub(crate) struct Shared {
     /// Wakes `flush` callers when nothing is pending.
     idle: Notify,
     closed: AtomicBool,
+    /// Buffer gauges and sent counters (feature `metrics`).
+    metrics: telemetry::Producer,
 }
 
 impl Shared {
@@ -130,6 +133,7 @@ impl Shared {
         };
         let txn = cfg.transactional_id.clone().map(Txn::new);
         let seed = (now_ms() as u64) ^ (std::process::id() as u64).rotate_left(32) | 1;
+        let metrics = telemetry::Producer::new(cfg.client.client_id());
         let shared = Arc::new(Shared {
             client,
             cfg,
@@ -155,6 +159,7 @@ impl Shared {
             space: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
+            metrics,
         });
         tokio::spawn(run(shared.clone()));
         Ok(shared)
@@ -273,6 +278,8 @@ impl Shared {
         let wake = st
             .acc
             .append(record, size, chosen, count, tx, Instant::now(), &self.cfg);
+        self.metrics
+            .buffer(st.acc.buffered_bytes, st.acc.buffered_records);
         drop(st);
         if wake {
             self.wake.notify_one();
@@ -283,6 +290,8 @@ impl Shared {
     /// Removes a settled batch's records from the accounting.
     fn release(&self, st: &mut State, batch: &Batch) {
         st.acc.release(batch);
+        self.metrics
+            .buffer(st.acc.buffered_bytes, st.acc.buffered_records);
         self.space.notify_waiters();
         if st.flushing > 0 || st.acc.buffered_records == 0 {
             self.idle.notify_waiters();
@@ -318,12 +327,14 @@ impl Shared {
     fn succeed(
         &self,
         st: &mut State,
-        partition: i32,
+        (topic, partition): &Tp,
         batch: Batch,
         base: i64,
         append: Option<i64>,
     ) {
         self.release(st, &batch);
+        self.metrics.sent(topic, batch.len(), batch.bytes);
+        let partition = *partition;
         for (i, (reply, record)) in batch.replies.into_iter().zip(&batch.records).enumerate() {
             let _ = reply.send(Ok(Delivery {
                 partition,
@@ -988,17 +999,18 @@ impl Shared {
                 if batch.expired {
                     warn!(topic = %tp.0, partition = tp.1, records = batch.len(), offset = base, "a batch whose records failed at their delivery timeout was written after all");
                 }
-                self.succeed(st, tp.1, batch, base, append);
+                self.succeed(st, &tp, batch, base, append);
                 return false;
             }
             Err(e) => e,
         };
         batch.in_doubt |= lost;
+        telemetry::error("send", cfg.client.client_id(), &err);
         let code = err.kafka_code();
         if code == Some(KafkaCode::DuplicateSequenceNumber) {
             debug!(topic = %tp.0, partition = tp.1, "batch was already written (duplicate sequence)");
             part.confirmed = true;
-            self.succeed(st, tp.1, batch, -1, None);
+            self.succeed(st, &tp, batch, -1, None);
             return false;
         }
         let too_large = matches!(
@@ -1031,6 +1043,7 @@ impl Shared {
         let in_time = batch.created + cfg.delivery_timeout > now;
         if retriable && in_time && !batch.expired && batch.attempts < cfg.client.retries {
             batch.attempts += 1;
+            telemetry::retry("send", cfg.client.client_id());
             let wait = self.backoff(batch.attempts);
             debug!(topic = %tp.0, partition = tp.1, seq = batch.base_seq, records = batch.len(), attempt = batch.attempts, error = %err, "retrying batch");
             batch.not_before = Some(now + wait);
