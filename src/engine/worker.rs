@@ -274,27 +274,10 @@ async fn handle(
                 }
                 _ => {}
             }
-            let outcome = {
-                let Ok(_permit) = shared.concurrency.acquire().await else {
-                    return Handled::Abandoned;
-                };
-                if cancel.load(Ordering::Acquire) {
-                    return Handled::Abandoned;
-                }
-                let call = match unit {
-                    Unit::Single(r) => handler.single(r),
-                    Unit::Bulk(rs) => handler.bulk(rs),
-                };
-                CatchUnwind(call).instrument(span.clone()).await
-            };
-            let error = match outcome {
-                Ok(Outcome::Done) => return Handled::Done,
-                Ok(Outcome::Failed(e)) => e,
-                Err(panic) => super::handler::handler_error(
-                    "a hook panicked in",
-                    records,
-                    format!("panic: {panic}").into(),
-                ),
+            let error = match attempt_once(shared, handler, unit, cancel, &span).await {
+                Ok(()) => return Handled::Done,
+                Err(None) => return Handled::Abandoned,
+                Err(Some(e)) => e,
             };
             let attempt = eos.note_failure(key, &error);
             if attempt > cfg.max_retries {
@@ -313,27 +296,10 @@ async fn handle(
         let mut attempt: u32 = 0;
         let error = loop {
             attempt += 1;
-            let outcome = {
-                let Ok(_permit) = shared.concurrency.acquire().await else {
-                    return Handled::Abandoned;
-                };
-                if cancel.load(Ordering::Acquire) {
-                    return Handled::Abandoned;
-                }
-                let call = match unit {
-                    Unit::Single(r) => handler.single(r),
-                    Unit::Bulk(rs) => handler.bulk(rs),
-                };
-                CatchUnwind(call).instrument(span.clone()).await
-            };
-            let error = match outcome {
-                Ok(Outcome::Done) => return Handled::Done,
-                Ok(Outcome::Failed(e)) => e,
-                Err(panic) => super::handler::handler_error(
-                    "a hook panicked in",
-                    records,
-                    format!("panic: {panic}").into(),
-                ),
+            let error = match attempt_once(shared, handler, unit, cancel, &span).await {
+                Ok(()) => return Handled::Done,
+                Err(None) => return Handled::Abandoned,
+                Err(Some(e)) => e,
             };
             if attempt > cfg.max_retries {
                 break error;
@@ -359,6 +325,36 @@ async fn handle(
             }
         };
         give_up(shared, tp, handler, unit, cancel, error).await
+    }
+}
+
+/// One call of the handler on `unit` within a concurrency permit: `Err(None)` when the
+/// partition is given up before it starts; a panic becomes the handler's error.
+async fn attempt_once(
+    shared: &Shared,
+    handler: &dyn Dispatch,
+    unit: &Unit,
+    cancel: &AtomicBool,
+    span: &tracing::Span,
+) -> Result<(), Option<Error>> {
+    let Ok(_permit) = shared.concurrency.acquire().await else {
+        return Err(None);
+    };
+    if cancel.load(Ordering::Acquire) {
+        return Err(None);
+    }
+    let call = match unit {
+        Unit::Single(r) => handler.single(r),
+        Unit::Bulk(rs) => handler.bulk(rs),
+    };
+    match CatchUnwind(call).instrument(span.clone()).await {
+        Ok(Outcome::Done) => Ok(()),
+        Ok(Outcome::Failed(e)) => Err(Some(e)),
+        Err(panic) => Err(Some(super::handler::handler_error(
+            "a hook panicked in",
+            unit.records(),
+            format!("panic: {panic}").into(),
+        ))),
     }
 }
 
