@@ -119,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             EngineConfig {
                 with_bulk_mode: true,
                 bulk_mode_threshold: None,
-                bulk_mode_timeout_ms: 100,
+                bulk_mode_timeout: Duration::from_millis(100),
                 ..EngineConfig::default()
             },
         ),

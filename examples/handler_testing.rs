@@ -218,7 +218,7 @@ async fn every_order_once_and_committed(narrate: bool) {
 
     let (book, ledger, refusals) = book("orders");
     let config = EngineConfig {
-        commit_interval_ms: 100, // commit soon, so the test does not wait 10 s
+        commit_interval: Duration::from_millis(100), // commit soon, so the test does not wait 10 s
         ..EngineConfig::default()
     };
     let engine = start(&bootstrap, "billing", config, book).await;
@@ -287,8 +287,8 @@ async fn a_poison_order_stops_the_engine_and_the_commit_stops_before_it() {
     let (book, ledger, refusals) = book("orders");
     let config = EngineConfig {
         max_retries: 2,
-        retry_backoff_ms: 10,
-        commit_interval_ms: 100,
+        retry_backoff: Duration::from_millis(10),
+        commit_interval: Duration::from_millis(100),
         ..EngineConfig::default() // fail_on_exception: true
     };
     let engine = start(&bootstrap, "billing", config, book).await;
@@ -347,8 +347,8 @@ async fn a_poison_order_goes_to_the_dead_letter_topic_and_the_rest_goes_on() {
     let (book, ledger, refusals) = book("orders");
     let config = EngineConfig {
         max_retries: 1,
-        retry_backoff_ms: 10,
-        commit_interval_ms: 100,
+        retry_backoff: Duration::from_millis(10),
+        commit_interval: Duration::from_millis(100),
         dead_letter_topic: Some("{topic}.dlq".into()),
         ..EngineConfig::default()
     };
@@ -429,7 +429,7 @@ async fn commits_land_through_not_coordinator_and_a_coordinator_move() {
 
     let (book, ledger, _) = book("orders");
     let config = EngineConfig {
-        commit_interval_ms: 50,
+        commit_interval: Duration::from_millis(50),
         ..EngineConfig::default()
     };
     let engine = start(&bootstrap, "billing", config, book).await;

@@ -184,8 +184,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             with_bulk_mode: true,
             bulk_mode_threshold: Some(1_000), // bulk while a partition is 1 000+ behind
             bulk_mode_max_records: 2_000,
-            bulk_mode_timeout_ms: 500,
-            commit_interval_ms: 1_000,
+            bulk_mode_timeout: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(1_000),
             ..EngineConfig::default()
         })
         .handler(Orders {

@@ -333,8 +333,8 @@ async fn consumers_and_the_engine_ride_through_leader_and_coordinator_failures()
             with_bulk_mode: true,
             bulk_mode_threshold: None,
             bulk_mode_max_records: 200,
-            bulk_mode_timeout_ms: 100,
-            commit_interval_ms: 200,
+            bulk_mode_timeout: Duration::from_millis(100),
+            commit_interval: Duration::from_millis(200),
             ..EngineConfig::default()
         })
         .handler(Recorder {

@@ -305,7 +305,7 @@ async fn start(
 
 fn single_mode() -> EngineConfig {
     EngineConfig {
-        commit_interval_ms: 200,
+        commit_interval: Duration::from_millis(200),
         ..EngineConfig::default()
     }
 }
@@ -397,7 +397,7 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
     let bulk = EngineConfig {
         with_bulk_mode: true,
         bulk_mode_threshold: None,
-        bulk_mode_timeout_ms: 500,
+        bulk_mode_timeout: Duration::from_millis(500),
         ..EngineConfig::default()
     };
 
@@ -473,7 +473,7 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
     let skip = EngineConfig {
         with_bulk_mode: true,
         bulk_mode_threshold: None,
-        bulk_mode_timeout_ms: 500,
+        bulk_mode_timeout: Duration::from_millis(500),
         fail_on_exception: false,
         ..EngineConfig::default()
     };
@@ -616,7 +616,7 @@ async fn shutdown_finishes_the_record_in_hand_then_commits_and_leaves() {
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
     let config = EngineConfig {
-        commit_interval_ms: 60_000,
+        commit_interval: Duration::from_millis(60_000),
         ..EngineConfig::default()
     };
     let (stop, health, task) = start(&group, config, handler, &Events::default()).await;
@@ -669,8 +669,8 @@ async fn modes_switch_to_single_when_caught_up_and_back_to_bulk_on_a_new_backlog
         with_bulk_mode: true,
         bulk_mode_threshold: Some(100),
         bulk_mode_max_records: 50,
-        bulk_mode_timeout_ms: 200,
-        commit_interval_ms: 200,
+        bulk_mode_timeout: Duration::from_millis(200),
+        commit_interval: Duration::from_millis(200),
         ..EngineConfig::default()
     };
     let handler = Recorder::new(&topic);
@@ -752,7 +752,7 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_after_its_retries() {
     let events = Events::default();
     let config = EngineConfig {
         max_retries: 2,
-        retry_backoff_ms: 50,
+        retry_backoff: Duration::from_millis(50),
         dead_letter_topic: Some("{topic}.dlq".into()),
         ..single_mode()
     };
@@ -829,9 +829,9 @@ async fn in_bulk_mode_only_the_poison_record_goes_to_the_dead_letter_topic() {
     let config = EngineConfig {
         with_bulk_mode: true,
         bulk_mode_threshold: None,
-        bulk_mode_timeout_ms: 300,
+        bulk_mode_timeout: Duration::from_millis(300),
         max_retries: 1,
-        retry_backoff_ms: 10,
+        retry_backoff: Duration::from_millis(10),
         dead_letter_topic: Some(dlq.clone()),
         ..EngineConfig::default()
     };
@@ -941,7 +941,7 @@ async fn rebalance_while_handling(client: &Client, group: String) {
         produce(client, &topic, p, &numbered(40)).await;
     }
     let config = EngineConfig {
-        commit_interval_ms: 60_000, // commits only on revocation and stop
+        commit_interval: Duration::from_millis(60_000), // commits only on revocation and stop
         ..EngineConfig::default()
     };
     let mut a = Recorder::new(&topic);
@@ -1071,7 +1071,7 @@ async fn engine_child_process() {
         .unwrap();
     let engine = Engine::builder(consumer_config(&group))
         .config(EngineConfig {
-            commit_interval_ms: 100,
+            commit_interval: Duration::from_millis(100),
             ..EngineConfig::default()
         })
         .handler(Child {
@@ -1293,7 +1293,7 @@ async fn an_undecodable_value_goes_to_the_dead_letter_topic() {
     let events = Events::default();
     let config = EngineConfig {
         max_retries: 1,
-        retry_backoff_ms: 20,
+        retry_backoff: Duration::from_millis(20),
         dead_letter_topic: Some("{topic}.dlq".into()),
         ..single_mode()
     };

@@ -186,14 +186,14 @@ async fn failed_handler_run(bulk: bool, kip848: bool) {
     let producer = txn_producer(&common::unique_topic("eos-txn")).await;
     let engine = Engine::builder(consumer_config(&group, None))
         .config(EngineConfig {
-            commit_interval_ms: 100,
+            commit_interval: Duration::from_millis(100),
             max_retries: 1,
-            retry_backoff_ms: 10,
+            retry_backoff: Duration::from_millis(10),
             dead_letter_topic: Some("{topic}.dlq".into()),
             with_bulk_mode: bulk,
             bulk_mode_threshold: None,
             bulk_mode_max_records: 30,
-            bulk_mode_timeout_ms: 50,
+            bulk_mode_timeout: Duration::from_millis(50),
             ..EngineConfig::default()
         })
         .handler(Transform {
@@ -248,7 +248,7 @@ async fn eos_engine_child_process() {
     let producer = txn_producer(&var("EOS_TXN_ID")).await;
     let engine = Engine::builder(consumer_config(&group, Some("eos-child")))
         .config(EngineConfig {
-            commit_interval_ms: 150,
+            commit_interval: Duration::from_millis(150),
             ..EngineConfig::default()
         })
         .handler(Transform {

@@ -650,10 +650,10 @@ impl Storm {
                 let config = EngineConfig {
                     with_bulk_mode: bulk,
                     bulk_mode_threshold: Some(100),
-                    bulk_mode_timeout_ms: 200,
+                    bulk_mode_timeout: Duration::from_millis(200),
                     bulk_mode_max_records: 200,
-                    commit_interval_ms: 500,
-                    shutdown_timeout_ms: 10_000,
+                    commit_interval: Duration::from_millis(500),
+                    shutdown_timeout: Duration::from_millis(10_000),
                     ..EngineConfig::default()
                 };
                 let engine = Engine::builder(consumer_config(&self.group, self.strategy, false))

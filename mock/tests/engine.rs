@@ -99,8 +99,8 @@ async fn the_quickstart_scenario_runs_on_the_mock() {
             with_bulk_mode: true,
             bulk_mode_threshold: Some(1_000),
             bulk_mode_max_records: 2_000,
-            bulk_mode_timeout_ms: 500,
-            commit_interval_ms: 200,
+            bulk_mode_timeout: Duration::from_millis(500),
+            commit_interval: Duration::from_millis(200),
             ..EngineConfig::default()
         })
         .handler(Orders { seen: seen.clone() })

@@ -766,9 +766,9 @@ async fn an_exactly_once_engine_writes_every_output_exactly_once() {
     let producer = txn_producer(&cluster, "eos-txn").await;
     let engine = Engine::builder(consumer_config(&cluster, Some("eos-g"), "read_committed"))
         .config(EngineConfig {
-            commit_interval_ms: 100,
+            commit_interval: Duration::from_millis(100),
             max_retries: 1,
-            retry_backoff_ms: 10,
+            retry_backoff: Duration::from_millis(10),
             dead_letter_topic: Some("{topic}.dlq".into()),
             ..EngineConfig::default()
         })

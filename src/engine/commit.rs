@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
-use std::time::Duration;
 
 use tracing::warn;
 
@@ -31,11 +30,10 @@ impl Shared {
                 }
             }
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.config.shutdown_timeout_ms);
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         for (tp, mut task) in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                warn!(%tp, "a handler did not finish within shutdown_timeout_ms: its record is not committed");
+                warn!(%tp, "a handler did not finish within shutdown_timeout: Duration::from_millis(its) record is not committed");
                 task.abort();
                 let _ = task.await;
             }
@@ -99,7 +97,7 @@ impl Shared {
 /// Commits after each bulk batch and every `commit_interval_ms`.
 pub(super) async fn committer(shared: Weak<Shared>) {
     let Some(s) = shared.upgrade() else { return };
-    let interval = Duration::from_millis(s.config.commit_interval_ms);
+    let interval = s.config.commit_interval;
     drop(s);
     loop {
         let Some(s) = shared.upgrade() else { return };

@@ -27,7 +27,7 @@ impl Shared {
         } else {
             500
         };
-        let bulk_timeout = Duration::from_millis(cfg.bulk_mode_timeout_ms);
+        let bulk_timeout = cfg.bulk_mode_timeout;
         loop {
             if self.failed() {
                 return Ok(());
@@ -167,7 +167,7 @@ impl Shared {
 
     /// Sends the bulk batches whose time is up.
     pub(super) fn flush_due(&self) {
-        let bulk_timeout = Duration::from_millis(self.config.bulk_mode_timeout_ms);
+        let bulk_timeout = self.config.bulk_mode_timeout;
         let generation = self.generation();
         for p in self.lock().values_mut() {
             if p.forming_since.is_some_and(|t| t.elapsed() >= bulk_timeout) {

@@ -283,7 +283,7 @@ async fn handle(
             if attempt > cfg.max_retries {
                 return Handled::Rewind(error, Duration::ZERO);
             }
-            let backoff = backoff(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms, attempt);
+            let backoff = backoff(cfg.retry_backoff, cfg.retry_backoff_max, attempt);
             shared.emit(Event::Retrying {
                 partition: tp.clone(),
                 offset: records[0].offset,
@@ -304,7 +304,7 @@ async fn handle(
             if attempt > cfg.max_retries {
                 break error;
             }
-            let backoff = backoff(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms, attempt);
+            let backoff = backoff(cfg.retry_backoff, cfg.retry_backoff_max, attempt);
             shared.health.inner.retried.fetch_add(1, Ordering::Relaxed);
             warn!(%tp, offset = records[0].offset, attempt, ?backoff, error = %error, "handling failed; trying again");
             shared.emit(Event::Retrying {
@@ -428,12 +428,8 @@ async fn give_up(
 }
 
 /// `base * 2^(attempt-1)`, at most `max`, exactly (the waits the user configured).
-fn backoff(base_ms: u64, max_ms: u64, attempt: u32) -> Duration {
-    Backoff::exact(
-        Duration::from_millis(base_ms),
-        Duration::from_millis(max_ms),
-    )
-    .delay(attempt)
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    Backoff::exact(base, max).delay(attempt)
 }
 
 /// Writes `record` to `topic` as it was (key, value, headers), with headers saying
@@ -496,10 +492,15 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let b: Vec<u64> = (1..=6)
-            .map(|a| backoff(100, 1000, a).as_millis() as u64)
+            .map(|a| {
+                backoff(Duration::from_millis(100), Duration::from_secs(1), a).as_millis() as u64
+            })
             .collect();
         assert_eq!(b, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff(100, u64::MAX, 64), Duration::from_millis(100 << 20));
+        assert_eq!(
+            backoff(Duration::from_millis(100), Duration::MAX, 64),
+            Duration::from_millis(100 << 20)
+        );
     }
 
     #[tokio::test]
