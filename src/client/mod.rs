@@ -219,8 +219,23 @@ impl Client {
     }
 
     /// The address (`host:port`) of the coordinator of `key`: a group (`key_type` 0) or
-    /// a transactional id (1). One FindCoordinator request; the caller retries.
+    /// a transactional id (1). One FindCoordinator request over a pooled connection; the
+    /// caller retries.
     pub(crate) async fn find_coordinator(&self, key_type: i8, key: &str) -> Result<String> {
+        let conn = self.conn_to_any().await?;
+        self.find_coordinator_on(&conn, key_type, key)
+            .await
+            .map(|(_, addr)| addr)
+    }
+
+    /// As [`Client::find_coordinator`], over `conn` (the group's own connection to a
+    /// coordinator it lost, say), with the coordinator's node id.
+    pub(crate) async fn find_coordinator_on(
+        &self,
+        conn: &Connection,
+        key_type: i8,
+        key: &str,
+    ) -> Result<(i32, String)> {
         let what = || {
             let kind = if key_type == 1 {
                 "transactional id"
@@ -229,7 +244,6 @@ impl Client {
             };
             format!("find coordinator of {kind} {key}")
         };
-        let conn = self.conn_to_any().await?;
         let version = conn.version_for::<FindCoordinatorRequest>()?;
         let key = StrBytes::from_string(key.to_owned());
         let req = if version >= 4 {
@@ -241,13 +255,14 @@ impl Client {
         let resp = conn
             .request_at(&req, version, self.inner.config.request_timeout)
             .await?;
-        let (code, message, host, port) = if version >= 4 {
+        let (code, message, node, host, port) = if version >= 4 {
             let c = resp.coordinators.first().ok_or_else(|| {
                 Error::IncompleteResponse(format!("{}: no coordinator in the response", what()))
             })?;
             (
                 c.error_code,
                 c.error_message.clone(),
+                c.node_id.0,
                 c.host.clone(),
                 c.port,
             )
@@ -255,6 +270,7 @@ impl Client {
             (
                 resp.error_code,
                 resp.error_message.clone(),
+                resp.node_id.0,
                 resp.host,
                 resp.port,
             )
@@ -262,7 +278,7 @@ impl Client {
         if let Some(e) = Error::from_code(code, message.as_deref(), what) {
             return Err(e);
         }
-        Ok(format!("{host}:{port}"))
+        Ok((node, format!("{host}:{port}")))
     }
 
     /// Asks the cluster for metadata of `topics` (or of no topic, for just the brokers)

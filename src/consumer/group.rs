@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    find_coordinator_request::FindCoordinatorRequest,
     heartbeat_request::HeartbeatRequest,
     join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol},
     leave_group_request::{LeaveGroupRequest, MemberIdentity},
@@ -157,46 +156,26 @@ impl GroupClient {
             Some((_, c)) => c.clone(),
             None => self.client.conn_to_any().await?,
         };
-        let version = conn.version_for::<FindCoordinatorRequest>()?;
-        let req = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![s(&self.group_id)])
-        } else {
-            FindCoordinatorRequest::default().with_key(s(&self.group_id))
-        };
-        let resp = match conn
-            .request_at(&req, version, self.client.config().request_timeout)
+        let (node, addr) = match self
+            .client
+            .find_coordinator_on(&conn, 0, &self.group_id)
             .await
         {
-            Ok(r) => r,
+            Ok(found) => found,
             Err(e) => {
-                // The lost coordinator's connection did not answer: the next lookup
-                // goes over the pooled connections.
-                *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if e.kafka_code().is_none() {
+                    // The lost coordinator's connection did not answer: the next lookup
+                    // goes over the pooled connections.
+                    *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
                 return Err(e);
             }
         };
-        let (node, host, port) = if version >= 4 {
-            let c = resp.coordinators.first().ok_or_else(|| {
-                Error::IncompleteResponse("find_coordinator: no coordinator in response".into())
-            })?;
-            check(c.error_code, || {
-                format!("find coordinator of group {}", self.group_id)
-            })?;
-            (c.node_id.0, c.host.to_string(), c.port)
-        } else {
-            check(resp.error_code, || {
-                format!("find coordinator of group {}", self.group_id)
-            })?;
-            (resp.node_id.0, resp.host.to_string(), resp.port)
-        };
-        debug!(group = %self.group_id, node, %host, port, "found coordinator");
+        debug!(group = %self.group_id, node, %addr, "found coordinator");
         let conn = match previous {
             Some((was, c)) if was == node && !c.is_poisoned() => c,
-            _ => Arc::new(
-                self.client
-                    .open_connection(&format!("{host}:{port}"))
-                    .await?,
-            ),
+            // A connection of the group's own, from the client (see the struct's field).
+            _ => Arc::new(self.client.open_connection(&addr).await?),
         };
         *self.previous.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.coordinator.lock().unwrap_or_else(|e| e.into_inner()) = Some((node, conn.clone()));
