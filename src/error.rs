@@ -330,6 +330,34 @@ impl Error {
             || self.kafka_code() == Some(KafkaCode::RequestTimedOut)
     }
 
+    /// Whether this client was fenced: a transactional producer replaced by a newer one
+    /// with its `transactional.id` ([`Error::Fenced`]), or a static member replaced by a
+    /// newer one with its `group.instance.id` (FENCED_INSTANCE_ID). Final: make a new
+    /// client.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
+            || matches!(
+                self.kafka_code(),
+                Some(KafkaCode::ProducerFenced | KafkaCode::FencedInstanceId)
+            )
+    }
+
+    /// Whether a setting is wrong ([`Error::Config`]): fix the configuration.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
+
+    /// Whether the connection to a broker failed or was lost (I/O, closed, TLS).
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Disconnected { .. }
+                | Error::Tls { .. }
+                | Error::NoBrokerAvailable(_)
+        )
+    }
+
     /// Builds an [`Error::Kafka`] from a response's error code, or `None` for code 0.
     pub(crate) fn from_code(
         code: i16,
@@ -381,6 +409,23 @@ mod tests {
     fn error_is_send_sync_and_small_enough() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn predicates_sort_errors() {
+        let fenced = Error::Fenced {
+            transactional_id: "t".into(),
+            reason: "newer".into(),
+        };
+        assert!(fenced.is_fenced() && !fenced.is_retriable());
+        assert!(Error::from_code(82, None, String::new).unwrap().is_fenced());
+        let cfg: Error = ConfigError::UnknownKey { key: "x".into() }.into();
+        assert!(cfg.is_config() && !cfg.is_connection());
+        let gone = Error::Disconnected {
+            broker: "b:1".into(),
+            reason: "closed".into(),
+        };
+        assert!(gone.is_connection() && gone.is_retriable() && !gone.is_fenced());
     }
 
     #[test]
