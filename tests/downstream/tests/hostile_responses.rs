@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use paperboy::protocol::frame::FrameError;
+use paperboy::{Client, ClientConfig, Error, FetchOptions};
 use paperboy_protocol::frame::decode_response;
 use paperboy_protocol::kafka_protocol::messages::api_versions_response::ApiVersion;
 use paperboy_protocol::kafka_protocol::messages::metadata_response::{
@@ -25,7 +26,6 @@ use paperboy_protocol::kafka_protocol::messages::{
     OffsetCommitRequest, ResponseHeader, TopicName,
 };
 use paperboy_protocol::kafka_protocol::protocol::{Encodable, Request, StrBytes};
-use paperboy::{Client, ClientConfig, Error, FetchOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
