@@ -225,8 +225,12 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        if let Some(t) = &self.lock().txn {
-            t.check_send()?;
+        // A transactional producer refuses a send outside a transaction at once (it is
+        // checked again under the lock below); a plain one takes no lock here.
+        if self.cfg.transactional_id.is_some() {
+            if let Some(t) = &self.lock().txn {
+                t.check_send()?;
+            }
         }
         let size = admit(&record, &self.cfg)?;
         // max.block.ms bounds the whole wait: for the topic's metadata, then for room.
