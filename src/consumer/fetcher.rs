@@ -220,51 +220,44 @@ fn plan(
     let fetched = |p: &super::PartState| p.bytes - p.current.as_ref().map_or(0, |c| c.inflated);
     let mut by_node: BTreeMap<i32, Vec<Want>> = BTreeMap::new();
     let mut new_leader = Vec::new();
+    // The leaders of the partitions for which `pick` holds.
+    let leaders = |pick: &dyn Fn(&super::PartState) -> bool| -> HashSet<i32> {
+        st.parts
+            .iter()
+            .filter(|(_, p)| pick(p))
+            .filter_map(|(tp, _)| {
+                cluster
+                    .topic(&tp.topic)
+                    .and_then(|t| t.partition(tp.partition))
+                    .map(|p| p.leader)
+            })
+            .collect()
+    };
     // Brokers leading a partition that has more to fetch but is held back by the budget:
     // a fetch to them only for partitions at their end would long-poll
     // (`fetch.max.wait.ms`) and hold the broker's one fetch slot while that partition's
     // room comes back, so reading to the end idled half a second at a time. Those
     // partitions wait and go with the next fetch, which has data to return at once.
-    let held: HashSet<i32> = st
-        .parts
-        .iter()
-        .filter(|(_, p)| {
-            (p.bytes >= share || fetched(p) >= ahead)
-                && !p.paused
-                && p.error.is_none()
-                && p.position.is_some()
-                && p.high_watermark > p.fetch_offset
-        })
-        .filter_map(|(tp, _)| {
-            cluster
-                .topic(&tp.topic)
-                .and_then(|t| t.partition(tp.partition))
-                .map(|p| p.leader)
-        })
-        .collect();
+    let held = leaders(&|p| {
+        (p.bytes >= share || fetched(p) >= ahead)
+            && !p.paused
+            && p.error.is_none()
+            && p.position.is_some()
+            && p.high_watermark > p.fetch_offset
+    });
     // Brokers leading a partition paused in the last `RECENT_PAUSE` with more to read:
     // a pause of the engine's flow control lasts until its handler catches up, and a
     // fetch to such a broker only for partitions at their end would long-poll
     // `fetch.max.wait.ms` and hold the broker's one fetch slot when the partition is
     // resumed (the engine's bulk mode lost about 0.5 s in 2 of 5 runs of
     // engine_throughput). Such a fetch waits `SHORT_WAIT` at most.
-    let now_paused: HashSet<i32> = st
-        .parts
-        .iter()
-        .filter(|(_, p)| {
-            p.paused
-                && p.paused_at
-                    .is_some_and(|t| now.duration_since(t) < RECENT_PAUSE)
-                && p.position.is_some()
-                && p.high_watermark > p.fetch_offset
-        })
-        .filter_map(|(tp, _)| {
-            cluster
-                .topic(&tp.topic)
-                .and_then(|t| t.partition(tp.partition))
-                .map(|p| p.leader)
-        })
-        .collect();
+    let now_paused = leaders(&|p| {
+        p.paused
+            && p.paused_at
+                .is_some_and(|t| now.duration_since(t) < RECENT_PAUSE)
+            && p.position.is_some()
+            && p.high_watermark > p.fetch_offset
+    });
     for (tp, p) in st.parts.iter_mut() {
         if p.position.is_none()
             || p.paused
