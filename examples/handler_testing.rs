@@ -27,7 +27,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use paperboy::engine::{BoxError, Engine, EngineConfig, Handler, Json, Message, ShutdownHandle};
+use paperboy::engine::{
+    BoxError, Engine, EngineConfig, EngineError, Handler, Json, Message, ShutdownHandle,
+};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
 use paperboy::ConsumerConfig;
 use paperboy_mock::Cluster;
@@ -138,7 +140,7 @@ fn consumer(bootstrap: &str, group: &str) -> ConsumerConfig {
 /// A running engine: stop it with `stop.shutdown()`, then await `running`.
 struct Running {
     stop: ShutdownHandle,
-    running: JoinHandle<paperboy::Result<()>>,
+    running: JoinHandle<Result<(), EngineError>>,
 }
 
 async fn start(bootstrap: &str, group: &str, config: EngineConfig, book: OrderBook) -> Running {
@@ -158,14 +160,14 @@ async fn start(bootstrap: &str, group: &str, config: EngineConfig, book: OrderBo
 
 impl Running {
     /// Stops the engine (finish, commit, leave the group) and returns how `run` ended.
-    async fn stop(self) -> paperboy::Result<()> {
+    async fn stop(self) -> Result<(), EngineError> {
         self.stop.shutdown();
         self.finished().await
     }
 
     /// How `run` ended, without asking it to stop (it stops by itself on a failure with
     /// `fail_on_exception`).
-    async fn finished(self) -> paperboy::Result<()> {
+    async fn finished(self) -> Result<(), EngineError> {
         tokio::time::timeout(TIMEOUT, self.running)
             .await
             .expect("the engine stopped in time")
@@ -298,7 +300,7 @@ async fn a_poison_order_stops_the_engine_and_the_commit_stops_before_it() {
         .finished()
         .await
         .expect_err("the poison order stops the engine");
-    let paperboy::Error::Handler { batch, source } = &err else {
+    let EngineError::Handler { batch, source } = &err else {
         panic!("not the handler's error: {err:?}");
     };
     assert!(batch.contains("orders"), "names the record: {batch}");

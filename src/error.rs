@@ -86,39 +86,6 @@ pub enum Error {
         waited: Duration,
     },
 
-    /// Some messages of a batch were not delivered: `(message id, why)` for each.
-    #[error("{} of {total} messages were not delivered (first: {}: {})", failed.len(), failed.first().map(|f| f.0.as_str()).unwrap_or("?"), failed.first().map(|f| f.1.to_string()).unwrap_or_default())]
-    Undelivered {
-        /// The failed messages' ids, with their errors.
-        failed: Vec<(String, Error)>,
-        /// How many messages the batch had.
-        total: usize,
-    },
-
-    /// The handler of a [PHQ consumer](crate::phq::Consumer) failed on a batch; nothing
-    /// of the batch was committed.
-    #[error("handler failed on batch {batch}: {source}")]
-    Handler {
-        /// The batch, as [`format_batch_ref`](crate::phq::envelope::format_batch_ref)
-        /// writes it: `topic[partition=first:last+1,...]`.
-        batch: String,
-        /// The handler's error (shared, so that the error can be cloned). Downcast it
-        /// (`source.downcast_ref::<MyError>()`) to get the handler's own type back.
-        #[source]
-        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
-    },
-
-    /// A record's value did not decode into what its [engine
-    /// handler](crate::engine::Handler) expects (not UTF-8, not JSON, not the expected
-    /// type, not a PHQ envelope).
-    #[error("record {record} does not decode: {reason}")]
-    Payload {
-        /// The record: `topic[partition]@offset`.
-        record: String,
-        /// What is wrong with its value.
-        reason: String,
-    },
-
     /// A message could not be serialized or deserialized as JSON.
     #[error("JSON error: {0}")]
     Json(String),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use paperboy::engine::{
-    BoxError, Engine, EngineConfig, Event, Handler, Json, Message, Mode, Observer,
+    BoxError, Engine, EngineConfig, EngineError, Event, Handler, Json, Message, Mode, Observer,
 };
 use paperboy::{
     Acks, Client, Compression, Consumer, ConsumerConfig, ConsumerRecord, Error, NewRecord,
@@ -217,13 +217,13 @@ impl Handler for Recorder {
 
     async fn on_error(
         &self,
-        error: Error,
+        error: EngineError,
         record: &ConsumerRecord,
         _: &mut Vec<&'static str>,
-    ) -> Option<Error> {
+    ) -> Option<EngineError> {
         let kind = match &error {
-            Error::Payload { .. } => "payload",
-            Error::Handler { .. } => "handler",
+            EngineError::Payload { .. } => "payload",
+            EngineError::Handler { .. } => "handler",
             _ => "other",
         };
         self.note(format!("on_error:{}:{kind}", at(record)));
@@ -266,10 +266,10 @@ impl Handler for Recorder {
 
     async fn on_bulk_error(
         &self,
-        _error: Error,
+        _error: EngineError,
         records: &[ConsumerRecord],
         _: &mut Vec<&'static str>,
-    ) -> Option<Error> {
+    ) -> Option<EngineError> {
         self.note(format!(
             "on_bulk_error:{}+{}",
             at(&records[0]),
@@ -288,7 +288,7 @@ async fn start(
 ) -> (
     paperboy::engine::ShutdownHandle,
     paperboy::engine::Health,
-    tokio::task::JoinHandle<paperboy::Result<()>>,
+    tokio::task::JoinHandle<Result<(), EngineError>>,
 ) {
     let engine = Engine::builder(consumer_config(group))
         .config(config)
@@ -455,7 +455,7 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
         .expect("the engine stops on the failure")
         .unwrap()
         .expect_err("fail_on_exception returns the error");
-    assert!(matches!(err, Error::Handler { .. }), "{err:?}");
+    assert!(matches!(err, EngineError::Handler { .. }), "{err:?}");
     assert!(err.to_string().contains("cannot handle 0:6"), "{err}");
     let log = lines(&log);
     assert!(log.contains(&"on_bulk_error:0:0+7".to_string()), "{log:?}");
@@ -580,7 +580,7 @@ async fn a_panicking_handler_is_a_typed_error_and_commits_stop_before_it() {
         .expect("stops")
         .unwrap()
         .expect_err("the panic, as an error");
-    assert!(matches!(err, Error::Handler { .. }), "{err:?}");
+    assert!(matches!(err, EngineError::Handler { .. }), "{err:?}");
     assert!(err.to_string().contains("handler panics on 0:2"), "{err}");
     assert_eq!(committed(&group, &topic, 1).await, [Some(2)]);
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use paperboy::phq::{Message, Producer};
+use paperboy::phq::{Message, PhqError, Producer};
 use paperboy::{Error, NewTopic};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -93,7 +93,7 @@ async fn empty_topic_and_too_large_messages() {
         .produce_batch("", &[Message::new("a", json!({}))])
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(matches!(err, PhqError::Client(Error::Config(_))), "{err}");
 
     let topic = common::unique_topic("phq-large");
     client
@@ -106,7 +106,7 @@ async fn empty_topic_and_too_large_messages() {
         Message::new("small-2", json!({"v": 2})),
     ];
     match producer.produce_batch(&topic, &batch).await.unwrap_err() {
-        Error::Undelivered { failed, total } => {
+        PhqError::Undelivered { failed, total } => {
             assert_eq!(total, 3);
             assert_eq!(failed.len(), 1);
             assert_eq!(failed[0].0, "big");

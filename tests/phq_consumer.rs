@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paperboy::envelope::OrderedValue;
-use paperboy::phq::{Consumer, Message, Producer};
+use paperboy::phq::{Consumer, Message, PhqError, Producer};
 use paperboy::producer::{self, ProducerConfig, ProducerRecord};
 use paperboy::{ConfigError, Error, TopicPartition};
 use serde_json::{json, Value};
@@ -262,7 +262,7 @@ async fn handler_error_then_success(client: &paperboy::Client, group: String) {
     .await
     .expect("in time");
     match result {
-        Err(Error::Handler { batch, source }) => {
+        Err(PhqError::Handler { batch, source }) => {
             assert_eq!(batch, format!("{topic}[0=0:5]"));
             assert_eq!(source.to_string(), "boom on 5");
         }
@@ -706,13 +706,16 @@ async fn exactly_once_batches_abort_a_failed_handlers_output_and_commit_each_out
             let (p, out) = (p.clone(), out.clone());
             async move {
                 p.produce_batch(&out, &batch).await?;
-                Err::<(), Error>(Error::Json("fails after producing".into()))
+                Err::<(), PhqError>(Error::Json("fails after producing".into()).into())
             }
         }),
     )
     .await
     .expect("in time");
-    assert!(matches!(result, Err(Error::Handler { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(PhqError::Handler { .. })),
+        "{result:?}"
+    );
     assert_eq!(committed(&a, &input).await, None);
     a.close().await;
 
@@ -728,7 +731,7 @@ async fn exactly_once_batches_abort_a_failed_handlers_output_and_commit_each_out
             async move {
                 p.produce_batch(&out, &batch).await?;
                 stop.shutdown();
-                Ok::<(), Error>(())
+                Ok::<(), PhqError>(())
             }
         }),
     )

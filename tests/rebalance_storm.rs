@@ -477,7 +477,7 @@ enum Live {
         ctx: Arc<MemberCtx>,
         consumer: Consumer,
         stop: ShutdownHandle,
-        task: JoinHandle<paperboy::Result<()>>,
+        task: JoinHandle<Result<(), paperboy::engine::EngineError>>,
     },
     Kcat {
         ctx: Arc<MemberCtx>,

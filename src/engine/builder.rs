@@ -107,7 +107,7 @@ impl EngineBuilder {
     ///     }
     /// }
     ///
-    /// # async fn run() -> paperboy::Result<()> {
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let producer = Producer::new(ProducerConfig::from_properties([
     ///     ("bootstrap.servers", "127.0.0.1:9092"),
     ///     ("transactional.id", "shouter-0"),
@@ -123,8 +123,8 @@ impl EngineBuilder {
     ///     .exactly_once(producer)
     ///     .build()
     ///     .await?;
-    /// engine.run().await
-    /// # }
+    /// engine.run().await?;
+    /// # Ok(()) }
     /// ```
     pub fn exactly_once(mut self, producer: Producer) -> Self {
         self.exactly_once = Some(producer);

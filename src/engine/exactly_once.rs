@@ -28,13 +28,14 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 
+use super::EngineError;
 use crate::consumer::TopicPartition;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::producer::Producer;
 
 /// A rewind asked for: why, and how long to wait before handling again.
 pub(super) struct RewindRequest {
-    pub(super) error: Error,
+    pub(super) error: EngineError,
     pub(super) backoff: Duration,
 }
 
@@ -55,7 +56,7 @@ pub(super) struct ExactlyOnce {
     pub(super) rewind_wake: Notify,
     /// Failed attempts per unit (partition, first offset), across rewinds, with the
     /// last error.
-    attempts: Mutex<HashMap<UnitKey, (u32, Error)>>,
+    attempts: Mutex<HashMap<UnitKey, (u32, EngineError)>>,
 }
 
 impl ExactlyOnce {
@@ -90,7 +91,7 @@ impl ExactlyOnce {
 
     /// Asks the poll loop to rewind (the first request's error and the longest backoff
     /// win).
-    pub(super) fn request_rewind(&self, error: Error, backoff: Duration) {
+    pub(super) fn request_rewind(&self, error: EngineError, backoff: Duration) {
         let mut r = self.rewind.lock().unwrap_or_else(|e| e.into_inner());
         match r.as_mut() {
             Some(req) => req.backoff = req.backoff.max(backoff),
@@ -106,7 +107,7 @@ impl ExactlyOnce {
     }
 
     /// The failed attempts of a unit so far, with the last error.
-    pub(super) fn attempts(&self, key: &UnitKey) -> Option<(u32, Error)> {
+    pub(super) fn attempts(&self, key: &UnitKey) -> Option<(u32, EngineError)> {
         self.attempts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -115,7 +116,7 @@ impl ExactlyOnce {
     }
 
     /// Counts a failed attempt of a unit; returns how many it has had.
-    pub(super) fn note_failure(&self, key: UnitKey, error: &Error) -> u32 {
+    pub(super) fn note_failure(&self, key: UnitKey, error: &EngineError) -> u32 {
         let mut a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let entry = a.entry(key).or_insert_with(|| (0, error.clone()));
         entry.0 += 1;
@@ -149,7 +150,7 @@ impl ExactlyOnce {
         .await;
         if let Err(e) = &result {
             warn!(error = %e, "committing the transaction failed: aborting it and handling its records again");
-            self.request_rewind(e.clone(), Duration::ZERO);
+            self.request_rewind(e.clone().into(), Duration::ZERO);
         }
         result
     }
@@ -162,7 +163,7 @@ impl ExactlyOnce {
     /// The first half of a rewind, under the exclusive gate: aborts the transaction and
     /// makes every unit dispatched so far stale. The caller then moves the partitions
     /// back, waits the backoff and calls [`ExactlyOnce::resume`].
-    pub(super) async fn abort(&self, why: &Error) -> Result<()> {
+    pub(super) async fn abort(&self, why: &EngineError) -> Result<()> {
         info!(error = %why, "rewinding: the transaction is aborted and its records handled again");
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.producer.abort_transaction().await
@@ -193,7 +194,7 @@ impl Shared {
         let _gate = eos.exclusive().await;
         if let Err(e) = eos.abort(&request.error).await {
             warn!(error = %e, "aborting the transaction failed: stopping the engine");
-            self.fail(e);
+            self.fail(e.into());
             return;
         }
         {
@@ -220,7 +221,7 @@ impl Shared {
         }
         tokio::time::sleep(request.backoff).await;
         if let Err(e) = eos.resume() {
-            self.fail(e);
+            self.fail(e.into());
         }
     }
 }

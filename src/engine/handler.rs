@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::error::EngineError;
 use crate::consumer::{BoxFuture, ConsumerRecord};
 use crate::envelope;
-use crate::error::Error;
 
 /// The error a hook returns: anything that converts into a boxed error (a `String`, an
 /// `std::io::Error`, an `anyhow::Error`, a [`crate::Error`]...).
@@ -46,7 +46,7 @@ impl<P> Message<P> {
 /// ([`Json`]) and the PHQ envelope ([`Envelope`]).
 ///
 /// A value that does not decode is not handed to `on_message`: the handler's
-/// [`on_error`](Handler::on_error) gets an [`Error::Payload`] naming the record.
+/// [`on_error`](Handler::on_error) gets an [`EngineError::Payload`] naming the record.
 pub trait Payload: Sized + Send + Sync + 'static {
     /// Decodes a (non-null) record value.
     ///
@@ -245,14 +245,14 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Decides what a failure of one record means: return the error (the default) to fail
     /// the record, or `None` to swallow it (the record counts as handled). `error` is an
-    /// [`Error::Handler`] for a hook's error or an [`Error::Payload`] for a value that did
+    /// [`EngineError::Handler`] for a hook's error or an [`EngineError::Payload`] for a value that did
     /// not decode; `record` is the record as consumed.
     fn on_error(
         &self,
-        error: Error,
+        error: EngineError,
         record: &ConsumerRecord,
         ctx: &mut Self::Context,
-    ) -> impl Future<Output = Option<Error>> + Send {
+    ) -> impl Future<Output = Option<EngineError>> + Send {
         let _ = (record, ctx);
         async { Some(error) }
     }
@@ -304,10 +304,10 @@ pub trait Handler: Send + Sync + 'static {
     /// to swallow it. `records` is the batch as consumed.
     fn on_bulk_error(
         &self,
-        error: Error,
+        error: EngineError,
         records: &[ConsumerRecord],
         ctx: &mut Self::Context,
-    ) -> impl Future<Output = Option<Error>> + Send {
+    ) -> impl Future<Output = Option<EngineError>> + Send {
         let _ = (records, ctx);
         async { Some(error) }
     }
@@ -318,7 +318,7 @@ pub(crate) enum Outcome {
     /// Handled, or its error was swallowed.
     Done,
     /// Failed: the error the error hook kept (or a panic).
-    Failed(Error),
+    Failed(EngineError),
 }
 
 /// A [`Handler`] with its types erased, so that the engine can hold handlers of every
@@ -328,17 +328,17 @@ pub(crate) trait Dispatch: Send + Sync {
     fn bulk<'a>(&'a self, records: &'a [ConsumerRecord]) -> BoxFuture<'a, Outcome>;
 }
 
-pub(crate) fn handler_error(what: &str, records: &[ConsumerRecord], e: BoxError) -> Error {
-    Error::Handler {
+pub(crate) fn handler_error(what: &str, records: &[ConsumerRecord], e: BoxError) -> EngineError {
+    EngineError::Handler {
         batch: format!("{what} {}", envelope::batch_ref(records)),
         source: Arc::from(e),
     }
 }
 
-fn decode<P: Payload>(record: &ConsumerRecord) -> Result<Message<P>, Error> {
+fn decode<P: Payload>(record: &ConsumerRecord) -> Result<Message<P>, EngineError> {
     let value = match &record.value {
         None => None,
-        Some(v) => Some(P::decode(v).map_err(|reason| Error::Payload {
+        Some(v) => Some(P::decode(v).map_err(|reason| EngineError::Payload {
             record: format!("{}[{}]@{}", record.topic, record.partition, record.offset),
             reason,
         })?),
@@ -354,7 +354,7 @@ impl<H: Handler> Dispatch for H {
         Box::pin(async move {
             let mut ctx = self.define_context().await;
             let records = std::slice::from_ref(record);
-            let result: Result<Message<H::Payload>, Error> = async {
+            let result: Result<Message<H::Payload>, EngineError> = async {
                 let msg = decode::<H::Payload>(record)?;
                 let msg = self
                     .did_receive_message(msg, &mut ctx)
@@ -388,7 +388,7 @@ impl<H: Handler> Dispatch for H {
     fn bulk<'a>(&'a self, records: &'a [ConsumerRecord]) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let mut ctx = self.define_context().await;
-            let result: Result<Vec<Message<H::Payload>>, Error> = async {
+            let result: Result<Vec<Message<H::Payload>>, EngineError> = async {
                 let msgs = records
                     .iter()
                     .map(decode::<H::Payload>)

@@ -69,7 +69,7 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> paperboy::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let consumer = ConsumerConfig::from_properties([
 //!     ("bootstrap.servers", "127.0.0.1:9092"),
 //!     ("group.id", "auditor"),
@@ -81,7 +81,8 @@
 //!     .handler(Audit)
 //!     .build()
 //!     .await?;
-//! engine.run().await // until SIGTERM, SIGINT or SIGHUP
+//! engine.run().await?; // until SIGTERM, SIGINT or SIGHUP
+//! # Ok(())
 //! # }
 //! ```
 
@@ -89,6 +90,7 @@ mod builder;
 mod commit;
 mod config;
 mod dispatch;
+mod error;
 mod exactly_once;
 mod handler;
 mod observe;
@@ -106,11 +108,12 @@ use tracing::{debug, info, warn};
 
 pub use builder::EngineBuilder;
 pub use config::EngineConfig;
+pub use error::EngineError;
 pub use handler::{BoxError, Envelope, Handler, Json, Message, Payload};
 pub use observe::{Event, Health, Mode, Observer, Stats};
 
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::producer::Producer;
 use crate::telemetry;
 use commit::{committer, Listener};
@@ -172,9 +175,9 @@ impl Engine {
     /// [`ShutdownHandle::shutdown`], or a failure with `fail_on_exception`.
     ///
     /// # Errors
-    /// The failure that stopped it ([`Error::Handler`], [`Error::Payload`]); the
+    /// The failure that stopped it ([`EngineError::Handler`], [`EngineError::Payload`]); the
     /// consumer's errors; an I/O error installing the signal handlers.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(self) -> Result<(), EngineError> {
         self.stop.on_signals().map_err(|e| Error::Io {
             broker: "signal handlers".into(),
             source: Arc::new(e),
@@ -187,7 +190,7 @@ impl Engine {
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> Result<()> {
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
         let shared = self.shared.clone();
         let consumer = shared.consumer.clone();
         consumer.set_rebalance_listener(Listener(Arc::downgrade(&shared)));
@@ -241,7 +244,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        match (result, fatal) {
+        match (result.map_err(EngineError::from), fatal) {
             (Err(e), _) | (Ok(()), Some(e)) => {
                 warn!(error = %e, "engine stopped on an error");
                 Err(e)
@@ -315,7 +318,7 @@ struct Shared {
     /// A bulk batch was handled: commit now.
     commit_wake: Notify,
     /// The failure that stops the engine.
-    fatal: Mutex<Option<Error>>,
+    fatal: Mutex<Option<EngineError>>,
     fatal_wake: Notify,
     concurrency: Semaphore,
     dlq: Option<DeadLetter>,
@@ -371,7 +374,7 @@ impl Shared {
     }
 
     /// Records the failure that stops the engine (the first one wins).
-    fn fail(&self, e: Error) {
+    fn fail(&self, e: EngineError) {
         let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
             *f = Some(e);

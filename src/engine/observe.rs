@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::EngineError;
 use crate::consumer::TopicPartition;
-use crate::error::Error;
 
 /// How a partition's records are handed to its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +58,7 @@ pub enum Event {
         /// The wait before the next attempt.
         backoff: Duration,
         /// Why it failed.
-        error: Error,
+        error: EngineError,
     },
     /// A record was written to the dead-letter topic after its last attempt failed.
     DeadLettered {
@@ -69,7 +69,7 @@ pub enum Event {
         /// The dead-letter topic.
         topic: String,
         /// Why it failed.
-        error: Error,
+        error: EngineError,
     },
     /// A handling call failed for good. With `fail_on_exception` the engine stops;
     /// otherwise its records are skipped.
@@ -81,7 +81,7 @@ pub enum Event {
         /// How many records.
         records: usize,
         /// Why.
-        error: Error,
+        error: EngineError,
     },
     /// Offsets were committed: for each partition, the next offset to read.
     Committed {

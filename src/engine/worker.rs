@@ -14,10 +14,10 @@ use tracing::{error, info_span, warn, Instrument};
 
 use super::handler::{Dispatch, Outcome};
 use super::observe::{Event, Mode};
+use super::EngineError;
 use super::Shared;
 use crate::backoff::Backoff;
 use crate::consumer::{BoxFuture, ConsumerRecord, TopicPartition};
-use crate::error::Error;
 use crate::producer::ProducerRecord;
 use crate::telemetry;
 
@@ -48,15 +48,15 @@ enum Handled {
     /// Handled, swallowed, or dead-lettered: its offsets may be committed.
     Done,
     /// Failed for good: `fail_on_exception` decides.
-    Failed(Error),
+    Failed(EngineError),
     /// The dead-letter topic could not be written: the engine must stop.
-    Fatal(Error),
+    Fatal(EngineError),
     /// The partition is being given up (or the engine stops) before the unit finished:
     /// it is not done, and not committed.
     Abandoned,
     /// Exactly-once: an attempt failed; the transaction is to be aborted and the
     /// partitions rewound (after the backoff), so that the unit is handled again.
-    Rewind(Error, Duration),
+    Rewind(EngineError, Duration),
 }
 
 /// The worker task of `tp`: takes units in order until its sender is dropped or it is
@@ -336,7 +336,7 @@ async fn attempt_once(
     unit: &Unit,
     cancel: &AtomicBool,
     span: &tracing::Span,
-) -> Result<(), Option<Error>> {
+) -> Result<(), Option<EngineError>> {
     let Ok(_permit) = shared.concurrency.acquire().await else {
         return Err(None);
     };
@@ -368,7 +368,7 @@ async fn give_up(
     handler: &dyn Dispatch,
     unit: &Unit,
     cancel: &AtomicBool,
-    error: Error,
+    error: EngineError,
 ) -> Handled {
     {
         let cfg = &shared.config;
@@ -422,7 +422,7 @@ async fn give_up(
                 });
                 Handled::Done
             }
-            Err(e) => Handled::Fatal(e),
+            Err(e) => Handled::Fatal(e.into()),
         }
     }
 }
@@ -438,8 +438,8 @@ async fn dead_letter(
     producer: &crate::producer::Producer,
     topic: &str,
     record: &ConsumerRecord,
-    error: &Error,
-) -> Result<(), Error> {
+    error: &EngineError,
+) -> crate::Result<()> {
     let mut out = ProducerRecord::new(topic);
     if let Some(k) = &record.key {
         out = out.with_key(k.clone());

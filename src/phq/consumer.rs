@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
-use super::Message;
+use super::{Message, PhqError};
 use crate::consumer::{self as kafka, ConsumerConfig, ConsumerRecord, TopicPartition};
 use crate::envelope::{self, batch_ref, OrderedValue};
 use crate::error::{ConfigError, Error, KafkaCode, Result};
@@ -39,7 +39,7 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 8] = [
 ///
 /// - **Commit after processing.** A batch's offsets are committed only after its handler
 ///   returned `Ok`. When the handler fails, nothing of the batch is committed and
-///   `process` returns [`Error::Handler`]: a consumer started again in the group reads
+///   `process` returns [`PhqError::Handler`]: a consumer started again in the group reads
 ///   the same records again. Auto-commit cannot be turned on.
 /// - **Tombstones and empty values are skipped, but committed** with their batch, so
 ///   they are not read again. A batch of nothing else does not call the handler.
@@ -239,7 +239,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
     /// use paperboy::envelope::OrderedValue;
     /// use paperboy::phq::{Consumer, Message};
     ///
-    /// # async fn run() -> paperboy::Result<()> {
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let consumer = Consumer::new(&["127.0.0.1:9092"], &["events"], "relay", 100, Duration::from_secs(1))
     ///     .await?
     ///     .with_payload::<OrderedValue>();
@@ -384,12 +384,13 @@ impl<T: From<OrderedValue>> Consumer<T> {
     /// partitions (at least once, as before).
     ///
     /// # Errors
-    /// [`Error::Handler`] when the handler fails (logged as
+    /// [`PhqError::Handler`] when the handler fails (logged as
     /// `[topic[p=first:last+1,...]] Encountered exception...`, nothing committed);
-    /// [`Error::Json`] naming the record when a value is not a PHQ envelope (nothing of
-    /// its batch committed, as the Python library raises); the consumer's errors
-    /// ([`kafka::Consumer::recv_batch`], commit errors other than a rebalance).
-    pub async fn process<F, Fut, E>(&self, handler: F) -> Result<()>
+    /// [`PhqError::Client`] with [`Error::Json`] naming the record when a value is not a
+    /// PHQ envelope (nothing of its batch committed, as the Python library raises), or
+    /// with the consumer's errors ([`kafka::Consumer::recv_batch`], commit errors other
+    /// than a rebalance).
+    pub async fn process<F, Fut, E>(&self, handler: F) -> Result<(), PhqError>
     where
         F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -405,7 +406,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
     ///
     /// # Errors
     /// As [`process`](Self::process).
-    pub async fn process_latest_only<F, Fut, E>(&self, handler: F) -> Result<()>
+    pub async fn process_latest_only<F, Fut, E>(&self, handler: F) -> Result<(), PhqError>
     where
         F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -420,7 +421,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
         self.inner.close().await;
     }
 
-    async fn run<F, Fut, E>(&self, mut handler: F, latest_only: bool) -> Result<()>
+    async fn run<F, Fut, E>(&self, mut handler: F, latest_only: bool) -> Result<(), PhqError>
     where
         F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -449,7 +450,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
         records: &[ConsumerRecord],
         handler: &mut F,
         latest_only: bool,
-    ) -> Result<()>
+    ) -> Result<(), PhqError>
     where
         F: FnMut(Vec<Message<T>>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
@@ -482,7 +483,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
                         "[{}] Encountered exception reading the batch; nothing of it is committed: {e}",
                         batch_ref(records)
                     );
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -503,7 +504,7 @@ impl<T: From<OrderedValue>> Consumer<T> {
                         warn!(%batch, error = %abort, "aborting the batch's transaction failed");
                     }
                 }
-                return Err(Error::Handler {
+                return Err(PhqError::Handler {
                     batch,
                     source: Arc::from(e),
                 });
@@ -511,8 +512,8 @@ impl<T: From<OrderedValue>> Consumer<T> {
             debug!(messages = count, records = records.len(), "batch handled");
         }
         match &self.transactional {
-            Some(p) => self.commit_transaction(p, records).await,
-            None => self.commit(records).await,
+            Some(p) => Ok(self.commit_transaction(p, records).await?),
+            None => Ok(self.commit(records).await?),
         }
     }
 

@@ -39,6 +39,7 @@
 //! ```
 
 mod consumer;
+mod error;
 
 /// The PHQ JSON envelope: [`crate::envelope`], re-exported here where it used to live.
 pub use crate::envelope;
@@ -51,6 +52,7 @@ use crate::error::{ConfigError, Error, KafkaCode, Result};
 use crate::producer::{self, ProducerConfig, ProducerRecord};
 
 pub use consumer::{Consumer, StopHandle, Undecodable, UndecodableCallback, CONSUMER_DEFAULTS};
+pub use error::PhqError;
 
 /// A message: an id (the Kafka key), a JSON payload, and the refs that trace where it
 /// came from.
@@ -181,17 +183,19 @@ impl Producer {
     ///
     /// # Errors
     /// [`Error::Config`] for an empty topic; [`Error::Json`] for a payload that does not
-    /// serialize (before anything is sent); [`Error::Undelivered`] naming every message
+    /// serialize (before anything is sent), both as [`PhqError::Client`];
+    /// [`PhqError::Undelivered`] naming every message
     /// that failed, with its error.
     pub async fn produce_batch<T: Serialize>(
         &self,
         topic: &str,
         messages: &[Message<T>],
-    ) -> Result<()> {
+    ) -> Result<(), PhqError> {
         if topic.is_empty() {
             return Err(Error::Config(ConfigError::Invalid(
                 "produce_batch needs an output topic".into(),
-            )));
+            ))
+            .into());
         }
         let dt = envelope::now_dt();
         let mut values = Vec::with_capacity(messages.len());
@@ -233,7 +237,7 @@ impl Producer {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(Error::Undelivered {
+            Err(PhqError::Undelivered {
                 failed,
                 total: messages.len(),
             })
