@@ -1,4 +1,6 @@
-//! The error type every Paperboy operation returns.
+//! The error type of the client, producer and consumer (the engine and the PHQ API wrap
+//! it in their own: [`EngineError`](crate::engine::EngineError),
+//! [`PhqError`](crate::phq::PhqError)).
 //!
 //! [`Error`] is one enum callers can match on, with predicates for the questions callers
 //! actually ask: is it worth retrying ([`Error::is_retriable`]), did the broker say so

@@ -57,7 +57,7 @@
 //! }
 //! # Ok(()) }
 //! ```
-#![deny(missing_docs)]
+#![deny(missing_docs, unnameable_types)]
 #![forbid(unsafe_code)]
 
 mod backoff;
