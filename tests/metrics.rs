@@ -318,6 +318,14 @@ async fn produce_consume_handle(bootstrap: &str, name: &str, cluster: Option<&Cl
     let prefetch = select(&m, "paperboy_consumer_prefetch_bytes", &group);
     assert_eq!(prefetch.len(), 1, "one prefetch gauge");
     assert_eq!(prefetch[0].value, consumer.buffered_bytes() as f64);
+    // Everything was taken and nothing more was produced: each batch was released with
+    // its last record, so nothing stays charged to the budget.
+    assert_eq!(
+        consumer.buffered_bytes(),
+        0,
+        "all consumed: nothing buffered"
+    );
+    assert_eq!(prefetch[0].value, 0.0);
     // The group's requests went through the connection layer too.
     for api in [
         "Fetch",

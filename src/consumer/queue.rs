@@ -210,6 +210,19 @@ pub(super) fn open_batch(
     }))
 }
 
+/// Releases the partition's current batch, all of whose records were taken: its charge
+/// leaves the budget and the position moves past it (past trailing offsets a compaction
+/// removed).
+fn finish_batch(p: &mut PartState, buffered: &mut usize, inflated_open: &mut usize) {
+    let done = p.current.take().expect("a current batch");
+    if done.inflated > 0 {
+        *inflated_open -= 1;
+    }
+    p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
+    p.bytes -= done.bytes;
+    *buffered -= done.bytes;
+}
+
 impl Consumer {
     /// Takes up to `n` records from the queue into the stash, round-robin over
     /// partitions; a partition's error or fault comes back with it (not yet marked as
@@ -315,6 +328,10 @@ impl Consumer {
                             }
                             p.position = Some(r.offset + 1);
                             p.position_epoch = cur.leader_epoch;
+                            // The batch's last record: its bytes are released now, not
+                            // at the next take (a compacted batch whose last record is
+                            // gone is released when its records run out, below).
+                            let last_of_batch = r.offset >= cur.last_offset;
                             let headers = r.headers();
                             n_taken += 1;
                             bytes_taken += r.key.as_ref().map_or(0, |k| k.len())
@@ -332,19 +349,17 @@ impl Consumer {
                             });
                             quota -= 1;
                             want -= 1;
+                            if last_of_batch {
+                                finish_batch(p, buffered, &mut inflated_open);
+                                taken.freed = true;
+                            }
                         }
                         Some(Err(e)) => {
                             p.error = Some(Error::Decode(e));
                             break;
                         }
                         None => {
-                            let done = p.current.take().expect("current was some");
-                            if done.inflated > 0 {
-                                inflated_open -= 1;
-                            }
-                            p.position = Some(p.position.unwrap_or(0).max(done.last_offset + 1));
-                            p.bytes -= done.bytes;
-                            *buffered -= done.bytes;
+                            finish_batch(p, buffered, &mut inflated_open);
                             taken.freed = true;
                         }
                     }
