@@ -15,16 +15,25 @@ use crate::{Scenario, WorkerArgs};
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 pub fn run(args: &WorkerArgs) -> Res<WorkerOut> {
+    // With the feature `metrics`: every metric recorded, as a service exporting them would.
+    #[cfg(feature = "metrics")]
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let out = rt.block_on(async {
         match args.scenario {
             Scenario::Produce => produce(args).await,
             Scenario::Latency => latency(args).await,
             Scenario::Consume | Scenario::Memory | Scenario::Sweep => consume(args).await,
         }
-    })
+    });
+    #[cfg(feature = "metrics")]
+    eprintln!(
+        "paperboy metrics: {} lines of Prometheus text",
+        metrics.render().lines().count()
+    );
+    out
 }
 
 async fn producer(args: &WorkerArgs) -> Res<Producer> {
