@@ -109,19 +109,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, config) in [
         (
             "single",
-            EngineConfig {
-                max_pending_records: Some(1_000_000),
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_max_pending_records(1_000_000),
         ),
         (
             "bulk",
-            EngineConfig {
-                with_bulk_mode: true,
-                bulk_mode_threshold: None,
-                bulk_mode_timeout: Duration::from_millis(100),
-                ..EngineConfig::default()
-            },
+            EngineConfig::default()
+                .with_bulk_mode(true)
+                .with_bulk_mode_threshold(None)
+                .with_bulk_mode_timeout(Duration::from_millis(100)),
         ),
     ] {
         let n = Arc::new(AtomicU64::new(0));

@@ -219,10 +219,7 @@ async fn every_order_once_and_committed(narrate: bool) {
     }
 
     let (book, ledger, refusals) = book("orders");
-    let config = EngineConfig {
-        commit_interval: Duration::from_millis(100), // commit soon, so the test does not wait 10 s
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().with_commit_interval(Duration::from_millis(100)); // commit soon, so the test does not wait 10 s
     let engine = start(&bootstrap, "billing", config, book).await;
 
     // Commits never pass handling: once they reach the high watermarks, every order
@@ -287,12 +284,10 @@ async fn a_poison_order_stops_the_engine_and_the_commit_stops_before_it() {
     assert_eq!(poison_offset, 7);
 
     let (book, ledger, refusals) = book("orders");
-    let config = EngineConfig {
-        max_retries: 2,
-        retry_backoff: Duration::from_millis(10),
-        commit_interval: Duration::from_millis(100),
-        ..EngineConfig::default() // fail_on_exception: true
-    };
+    let config = EngineConfig::default()
+        .with_max_retries(2)
+        .with_retry_backoff(Duration::from_millis(10), Duration::from_secs(10))
+        .with_commit_interval(Duration::from_millis(100)); // fail_on_exception: true (the default)
     let engine = start(&bootstrap, "billing", config, book).await;
 
     // No shutdown: the failure stops the engine by itself.
@@ -347,13 +342,11 @@ async fn a_poison_order_goes_to_the_dead_letter_topic_and_the_rest_goes_on() {
     produce(&bootstrap, "orders", &orders).await;
 
     let (book, ledger, refusals) = book("orders");
-    let config = EngineConfig {
-        max_retries: 1,
-        retry_backoff: Duration::from_millis(10),
-        commit_interval: Duration::from_millis(100),
-        dead_letter_topic: Some("{topic}.dlq".into()),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .with_max_retries(1)
+        .with_retry_backoff(Duration::from_millis(10), Duration::from_secs(10))
+        .with_commit_interval(Duration::from_millis(100))
+        .with_dead_letter_topic("{topic}.dlq");
     let engine = start(&bootstrap, "billing", config, book).await;
     assert!(
         cluster
@@ -430,10 +423,7 @@ async fn commits_land_through_not_coordinator_and_a_coordinator_move() {
     produce(&bootstrap, "orders", &first).await;
 
     let (book, ledger, _) = book("orders");
-    let config = EngineConfig {
-        commit_interval: Duration::from_millis(50),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().with_commit_interval(Duration::from_millis(50));
     let engine = start(&bootstrap, "billing", config, book).await;
     assert!(
         cluster

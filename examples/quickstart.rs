@@ -180,14 +180,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(AtomicU64::new(0)),
     );
     let engine = Engine::builder(consumer)
-        .config(EngineConfig {
-            with_bulk_mode: true,
-            bulk_mode_threshold: Some(1_000), // bulk while a partition is 1 000+ behind
-            bulk_mode_max_records: 2_000,
-            bulk_mode_timeout: Duration::from_millis(500),
-            commit_interval: Duration::from_millis(1_000),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .with_bulk_mode(true)
+                .with_bulk_mode_threshold(Some(1_000)) // bulk while a partition is 1 000+ behind
+                .with_bulk_mode_max_records(2_000)
+                .with_bulk_mode_timeout(Duration::from_millis(500))
+                .with_commit_interval(Duration::from_millis(1_000)),
+        )
         .handler(Orders {
             topic: orders_topic.clone(),
             handled: orders_done.clone(),

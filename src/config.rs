@@ -97,11 +97,7 @@ impl ClientConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut c = ClientConfig::default();
-        for (k, v) in props {
-            c.set(k.as_ref(), v.as_ref())?;
-        }
-        Ok(c)
+        from_properties(ClientConfig::default(), ClientConfig::set, props)
     }
 
     /// Sets one property by its librdkafka/Java name.
@@ -111,9 +107,7 @@ impl ClientConfig {
     /// [`ConfigError::InvalidValue`] for a value that does not parse.
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ConfigError> {
         if !self.try_set(key, value)? {
-            return Err(ConfigError::UnknownKey {
-                key: key.to_owned(),
-            });
+            return Err(unknown_key(key));
         }
         Ok(self)
     }
@@ -290,6 +284,38 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one `from_properties` of every configuration: `defaults` with each `key = value`
+/// given to `set` in turn; the first error stops it.
+pub(crate) fn from_properties<C, I, K, V>(
+    defaults: C,
+    set: impl for<'c> Fn(&'c mut C, &str, &str) -> Result<&'c mut C, ConfigError>,
+    props: I,
+) -> Result<C, ConfigError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut config = defaults;
+    for (k, v) in props {
+        set(&mut config, k.as_ref(), v.as_ref())?;
+    }
+    Ok(config)
+}
+
+/// The error for a key no configuration knows.
+pub(crate) fn unknown_key(key: &str) -> ConfigError {
+    ConfigError::UnknownKey {
+        key: key.to_owned(),
+    }
+}
+
+/// The value trimmed, or `None` when that is empty.
+pub(crate) fn non_empty(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
 pub(crate) fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.to_owned(),
@@ -314,6 +340,11 @@ pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
         "false" => Ok(false),
         _ => Err(invalid(key, value, "true or false")),
     }
+}
+
+/// A size given in KiB (librdkafka's `...kbytes` properties), in bytes.
+pub(crate) fn parse_kib(key: &str, value: &str) -> Result<usize, ConfigError> {
+    parse_num::<usize>(key, value, 1).map(|kib| kib.saturating_mul(1024))
 }
 
 pub(crate) fn parse_ms(key: &str, value: &str, min: u64) -> Result<Duration, ConfigError> {

@@ -329,14 +329,14 @@ async fn consumers_and_the_engine_ride_through_leader_and_coordinator_failures()
     let group_b = common::unique_topic("fo-engine");
     let handled_b: Shared = Arc::default();
     let engine = Engine::builder(consumer_config(&bootstrap, &group_b))
-        .config(EngineConfig {
-            with_bulk_mode: true,
-            bulk_mode_threshold: None,
-            bulk_mode_max_records: 200,
-            bulk_mode_timeout: Duration::from_millis(100),
-            commit_interval: Duration::from_millis(200),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .with_bulk_mode(true)
+                .with_bulk_mode_threshold(None)
+                .with_bulk_mode_max_records(200)
+                .with_bulk_mode_timeout(Duration::from_millis(100))
+                .with_commit_interval(Duration::from_millis(200)),
+        )
         .handler(Recorder {
             topic: topic.clone(),
             handled: handled_b.clone(),

@@ -304,10 +304,7 @@ async fn start(
 }
 
 fn single_mode() -> EngineConfig {
-    EngineConfig {
-        commit_interval: Duration::from_millis(200),
-        ..EngineConfig::default()
-    }
+    EngineConfig::default().with_commit_interval(Duration::from_millis(200))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,12 +391,10 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
     let mut values = numbered(5);
     values[3] = None;
     produce(&client, &topic, 0, &values).await;
-    let bulk = EngineConfig {
-        with_bulk_mode: true,
-        bulk_mode_threshold: None,
-        bulk_mode_timeout: Duration::from_millis(500),
-        ..EngineConfig::default()
-    };
+    let bulk = EngineConfig::default()
+        .with_bulk_mode(true)
+        .with_bulk_mode_threshold(None)
+        .with_bulk_mode_timeout(Duration::from_millis(500));
 
     // A good batch: every bulk hook in order, then committed.
     let group = common::unique_topic("g-bulk");
@@ -470,13 +465,11 @@ async fn bulk_mode_hook_order_and_a_failed_batch_is_not_committed() {
     let group3 = common::unique_topic("g-bulk-skip");
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
-    let skip = EngineConfig {
-        with_bulk_mode: true,
-        bulk_mode_threshold: None,
-        bulk_mode_timeout: Duration::from_millis(500),
-        fail_on_exception: false,
-        ..EngineConfig::default()
-    };
+    let skip = EngineConfig::default()
+        .with_bulk_mode(true)
+        .with_bulk_mode_threshold(None)
+        .with_bulk_mode_timeout(Duration::from_millis(500))
+        .with_fail_on_exception(false);
     let (stop, health, task) = start(&group3, skip, handler, &Events::default()).await;
     wait_for("the batch through", 30, || health.stats().processed == 7).await;
     stop.shutdown();
@@ -543,10 +536,7 @@ async fn fail_on_exception_commits_what_completed_and_returns_the_error() {
     let group = common::unique_topic("g-fail-off");
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
-    let config = EngineConfig {
-        fail_on_exception: false,
-        ..single_mode()
-    };
+    let config = single_mode().with_fail_on_exception(false);
     let (stop, health, task) = start(&group, config, handler, &Events::default()).await;
     wait_for("9 records handled", 30, || health.stats().processed == 9).await;
     stop.shutdown();
@@ -591,10 +581,7 @@ async fn with_commit_false_commits_nothing() {
     let topic = common::new_topic(&client, "engine-nocommit", 1).await;
     produce(&client, &topic, 0, &numbered(5)).await;
     let group = common::unique_topic("g-nocommit");
-    let config = EngineConfig {
-        with_commit: false,
-        ..single_mode()
-    };
+    let config = single_mode().with_commit(false);
     let (stop, health, task) =
         start(&group, config, Recorder::new(&topic), &Events::default()).await;
     wait_for("5 records handled", 30, || health.stats().processed == 5).await;
@@ -615,10 +602,7 @@ async fn shutdown_finishes_the_record_in_hand_then_commits_and_leaves() {
     let group = common::unique_topic("g-stop");
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
-    let config = EngineConfig {
-        commit_interval: Duration::from_millis(60_000),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().with_commit_interval(Duration::from_millis(60_000));
     let (stop, health, task) = start(&group, config, handler, &Events::default()).await;
     wait_for("record 2 in hand", 30, || {
         lines(&log).contains(&"on_message:0:2".to_string())
@@ -665,14 +649,12 @@ async fn modes_switch_to_single_when_caught_up_and_back_to_bulk_on_a_new_backlog
     let topic = common::new_topic(&client, "engine-modes", 1).await;
     produce(&client, &topic, 0, &numbered(1000)).await;
     let group = common::unique_topic("g-modes");
-    let config = EngineConfig {
-        with_bulk_mode: true,
-        bulk_mode_threshold: Some(100),
-        bulk_mode_max_records: 50,
-        bulk_mode_timeout: Duration::from_millis(200),
-        commit_interval: Duration::from_millis(200),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .with_bulk_mode(true)
+        .with_bulk_mode_threshold(Some(100))
+        .with_bulk_mode_max_records(50)
+        .with_bulk_mode_timeout(Duration::from_millis(200))
+        .with_commit_interval(Duration::from_millis(200));
     let handler = Recorder::new(&topic);
     let events = Events::default();
     let (stop, health, task) = start(&group, config, handler, &events).await;
@@ -750,12 +732,10 @@ async fn a_poison_record_goes_to_the_dead_letter_topic_after_its_retries() {
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
     let events = Events::default();
-    let config = EngineConfig {
-        max_retries: 2,
-        retry_backoff: Duration::from_millis(50),
-        dead_letter_topic: Some("{topic}.dlq".into()),
-        ..single_mode()
-    };
+    let config = single_mode()
+        .with_max_retries(2)
+        .with_retry_backoff(Duration::from_millis(50), Duration::from_secs(10))
+        .with_dead_letter_topic("{topic}.dlq");
     let (stop, health, task) = start(&group, config, handler, &events).await;
     wait_for("10 records through", 30, || health.stats().processed == 10).await;
     stop.shutdown();
@@ -826,15 +806,13 @@ async fn in_bulk_mode_only_the_poison_record_goes_to_the_dead_letter_topic() {
     let group = common::unique_topic("g-poison-bulk");
     let handler = Recorder::new(&topic);
     let log = handler.log.clone();
-    let config = EngineConfig {
-        with_bulk_mode: true,
-        bulk_mode_threshold: None,
-        bulk_mode_timeout: Duration::from_millis(300),
-        max_retries: 1,
-        retry_backoff: Duration::from_millis(10),
-        dead_letter_topic: Some(dlq.clone()),
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .with_bulk_mode(true)
+        .with_bulk_mode_threshold(None)
+        .with_bulk_mode_timeout(Duration::from_millis(300))
+        .with_max_retries(1)
+        .with_retry_backoff(Duration::from_millis(10), Duration::from_secs(10))
+        .with_dead_letter_topic(dlq.clone());
     let (stop, health, task) = start(&group, config, handler, &Events::default()).await;
     wait_for("20 records through", 30, || health.stats().processed == 20).await;
     stop.shutdown();
@@ -888,10 +866,7 @@ async fn the_engine_refuses_auto_commit_and_bad_settings() {
 
     let err = Engine::builder(consumer_config("g"))
         .handler(Recorder::new("t"))
-        .config(EngineConfig {
-            bulk_mode_max_records: 0,
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().with_bulk_mode_max_records(0))
         .build()
         .await
         .expect_err("a zero batch");
@@ -940,10 +915,7 @@ async fn rebalance_while_handling(client: &Client, group: String) {
     for p in 0..2 {
         produce(client, &topic, p, &numbered(40)).await;
     }
-    let config = EngineConfig {
-        commit_interval: Duration::from_millis(60_000), // commits only on revocation and stop
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default().with_commit_interval(Duration::from_millis(60_000)); // commits only on revocation and stop
     let mut a = Recorder::new(&topic);
     a.delay = Duration::from_millis(50);
     let a_log = a.log.clone();
@@ -1070,10 +1042,7 @@ async fn engine_child_process() {
         .open(log_path)
         .unwrap();
     let engine = Engine::builder(consumer_config(&group))
-        .config(EngineConfig {
-            commit_interval: Duration::from_millis(100),
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().with_commit_interval(Duration::from_millis(100)))
         .handler(Child {
             topic,
             log: Mutex::new(log),
@@ -1291,12 +1260,10 @@ async fn an_undecodable_value_goes_to_the_dead_letter_topic() {
         .unwrap();
     let group = common::unique_topic("g-undecodable");
     let events = Events::default();
-    let config = EngineConfig {
-        max_retries: 1,
-        retry_backoff: Duration::from_millis(20),
-        dead_letter_topic: Some("{topic}.dlq".into()),
-        ..single_mode()
-    };
+    let config = single_mode()
+        .with_max_retries(1)
+        .with_retry_backoff(Duration::from_millis(20), Duration::from_secs(10))
+        .with_dead_letter_topic("{topic}.dlq");
     let (stop, health, task) = start(&group, config, Recorder::new(&topic), &events).await;
     wait_for("6 records through", 30, || health.stats().processed == 6).await;
     stop.shutdown();

@@ -185,17 +185,17 @@ async fn failed_handler_run(bulk: bool, kip848: bool) {
     };
     let producer = txn_producer(&common::unique_topic("eos-txn")).await;
     let engine = Engine::builder(consumer_config(&group, None))
-        .config(EngineConfig {
-            commit_interval: Duration::from_millis(100),
-            max_retries: 1,
-            retry_backoff: Duration::from_millis(10),
-            dead_letter_topic: Some("{topic}.dlq".into()),
-            with_bulk_mode: bulk,
-            bulk_mode_threshold: None,
-            bulk_mode_max_records: 30,
-            bulk_mode_timeout: Duration::from_millis(50),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .with_commit_interval(Duration::from_millis(100))
+                .with_max_retries(1)
+                .with_retry_backoff(Duration::from_millis(10), Duration::from_secs(10))
+                .with_dead_letter_topic("{topic}.dlq")
+                .with_bulk_mode(bulk)
+                .with_bulk_mode_threshold(None)
+                .with_bulk_mode_max_records(30)
+                .with_bulk_mode_timeout(Duration::from_millis(50)),
+        )
         .handler(Transform {
             input: input.clone(),
             output: output.clone(),
@@ -247,10 +247,7 @@ async fn eos_engine_child_process() {
     let (input, output, group) = (var("EOS_INPUT"), var("EOS_OUTPUT"), var("EOS_GROUP"));
     let producer = txn_producer(&var("EOS_TXN_ID")).await;
     let engine = Engine::builder(consumer_config(&group, Some("eos-child")))
-        .config(EngineConfig {
-            commit_interval: Duration::from_millis(150),
-            ..EngineConfig::default()
-        })
+        .config(EngineConfig::default().with_commit_interval(Duration::from_millis(150)))
         .handler(Transform {
             input,
             output,

@@ -647,15 +647,13 @@ impl Storm {
             }
             Kind::SingleEngine | Kind::BulkEngine => {
                 let bulk = kind == Kind::BulkEngine;
-                let config = EngineConfig {
-                    with_bulk_mode: bulk,
-                    bulk_mode_threshold: Some(100),
-                    bulk_mode_timeout: Duration::from_millis(200),
-                    bulk_mode_max_records: 200,
-                    commit_interval: Duration::from_millis(500),
-                    shutdown_timeout: Duration::from_millis(10_000),
-                    ..EngineConfig::default()
-                };
+                let config = EngineConfig::default()
+                    .with_bulk_mode(bulk)
+                    .with_bulk_mode_threshold(Some(100))
+                    .with_bulk_mode_timeout(Duration::from_millis(200))
+                    .with_bulk_mode_max_records(200)
+                    .with_commit_interval(Duration::from_millis(500))
+                    .with_shutdown_timeout(Duration::from_millis(10_000));
                 let engine = Engine::builder(consumer_config(&self.group, self.strategy, false))
                     .config(config)
                     .handler(StormHandler {

@@ -95,14 +95,14 @@ async fn the_quickstart_scenario_runs_on_the_mock() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let clicks_done = Arc::new(AtomicU64::new(0));
     let engine = Engine::builder(consumer)
-        .config(EngineConfig {
-            with_bulk_mode: true,
-            bulk_mode_threshold: Some(1_000),
-            bulk_mode_max_records: 2_000,
-            bulk_mode_timeout: Duration::from_millis(500),
-            commit_interval: Duration::from_millis(200),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .with_bulk_mode(true)
+                .with_bulk_mode_threshold(Some(1_000))
+                .with_bulk_mode_max_records(2_000)
+                .with_bulk_mode_timeout(Duration::from_millis(500))
+                .with_commit_interval(Duration::from_millis(200)),
+        )
         .handler(Orders { seen: seen.clone() })
         .handler(Clicks {
             handled: clicks_done.clone(),

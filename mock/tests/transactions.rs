@@ -765,13 +765,13 @@ async fn an_exactly_once_engine_writes_every_output_exactly_once() {
 
     let producer = txn_producer(&cluster, "eos-txn").await;
     let engine = Engine::builder(consumer_config(&cluster, Some("eos-g"), "read_committed"))
-        .config(EngineConfig {
-            commit_interval: Duration::from_millis(100),
-            max_retries: 1,
-            retry_backoff: Duration::from_millis(10),
-            dead_letter_topic: Some("{topic}.dlq".into()),
-            ..EngineConfig::default()
-        })
+        .config(
+            EngineConfig::default()
+                .with_commit_interval(Duration::from_millis(100))
+                .with_max_retries(1)
+                .with_retry_backoff(Duration::from_millis(10), Duration::from_secs(10))
+                .with_dead_letter_topic("{topic}.dlq"),
+        )
         .handler(Transform {
             input: "eos-in".into(),
             output: "eos-out".into(),

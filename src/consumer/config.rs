@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use crate::client::IsolationLevel;
-use crate::config::{invalid, parse_bool, parse_ms, parse_num, ClientConfig};
+use crate::config::{
+    from_properties, invalid, non_empty, parse_bool, parse_kib, parse_ms, parse_num, unknown_key,
+    ClientConfig,
+};
 use crate::error::ConfigError;
 
 use super::assignor::AssignmentStrategy;
@@ -148,11 +151,7 @@ impl ConsumerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut c = ConsumerConfig::default();
-        for (k, v) in props {
-            c.set(k.as_ref(), v.as_ref())?;
-        }
-        Ok(c)
+        from_properties(ConsumerConfig::default(), ConsumerConfig::set, props)
     }
 
     /// Sets one property by its librdkafka/Java name.
@@ -219,9 +218,7 @@ impl ConsumerConfig {
             "max.partition.fetch.bytes" | "fetch.message.max.bytes" => {
                 self.partition_max_bytes = parse_num(key, value, 1)?
             }
-            "queued.max.messages.kbytes" => {
-                self.prefetch_budget = parse_num::<usize>(key, value, 1)?.saturating_mul(1024)
-            }
+            "queued.max.messages.kbytes" => self.prefetch_budget = parse_kib(key, value)?,
             "fetch.error.timeout.ms" => self.fetch_error_timeout = parse_ms(key, value, 1)?,
             "isolation.level" => {
                 self.isolation = match value.trim() {
@@ -232,9 +229,7 @@ impl ConsumerConfig {
             }
             _ => {
                 if !self.client.try_set(key, value)? {
-                    return Err(ConfigError::UnknownKey {
-                        key: key.to_owned(),
-                    });
+                    return Err(unknown_key(key));
                 }
             }
         }
@@ -374,11 +369,6 @@ impl ConsumerConfig {
         }
         Ok(())
     }
-}
-
-fn non_empty(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_owned())
 }
 
 #[cfg(test)]

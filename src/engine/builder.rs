@@ -160,7 +160,7 @@ impl EngineBuilder {
                 )
                 .into());
             }
-            if !self.config.with_commit {
+            if !self.config.commit {
                 return Err(invalid(
                     "with_commit",
                     "false",

@@ -43,7 +43,7 @@ impl Shared {
     /// Commits the handled offsets of `only` (or of every partition) that moved since
     /// their last commit.
     pub(super) async fn commit_done(&self, only: Option<&[TopicPartition]>) -> Result<()> {
-        if !self.config.with_commit {
+        if !self.config.commit {
             return Ok(());
         }
         let _turn = self.commit_lock.lock().await;

@@ -22,7 +22,7 @@ impl Shared {
     pub(super) async fn poll_loop(self: &Arc<Self>, stop: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(stop);
         let cfg = &self.config;
-        let max = if cfg.with_bulk_mode {
+        let max = if cfg.bulk_mode {
             cfg.bulk_mode_max_records
         } else {
             500
@@ -108,7 +108,7 @@ impl Shared {
                 (Some(pos), Some(l)) => (pos + l - first).max(len as i64),
                 _ => len as i64,
             };
-            let mode = match (cfg.with_bulk_mode, cfg.bulk_mode_threshold) {
+            let mode = match (cfg.bulk_mode, cfg.bulk_mode_threshold) {
                 (false, _) => Mode::Single,
                 (true, None) => Mode::Bulk,
                 (true, Some(t)) if backlog > t => Mode::Bulk,

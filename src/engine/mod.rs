@@ -77,7 +77,7 @@
 //!     ("auto.offset.reset", "earliest"),
 //! ])?;
 //! let engine = Engine::builder(consumer)
-//!     .config(EngineConfig { with_bulk_mode: true, ..EngineConfig::default() })
+//!     .config(EngineConfig::default().with_bulk_mode(true))
 //!     .handler(Audit)
 //!     .build()
 //!     .await?;
@@ -206,7 +206,7 @@ impl Engine {
             shared: shared.clone(),
             committer: shared
                 .config
-                .with_commit
+                .commit
                 .then(|| tokio::spawn(committer(Arc::downgrade(&shared)))),
         };
         let stopped = async {

@@ -5,7 +5,10 @@ use std::time::Duration;
 use paperboy_protocol::compression::Compression;
 
 use crate::client::Acks;
-use crate::config::{invalid, parse_bool, parse_ms, parse_num, ClientConfig};
+use crate::config::{
+    from_properties, invalid, non_empty, parse_bool, parse_kib, parse_ms, parse_num, unknown_key,
+    ClientConfig,
+};
 use crate::error::ConfigError;
 
 /// Settings of a [`Producer`](super::Producer): the client's, plus batching, delivery
@@ -124,11 +127,7 @@ impl ProducerConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut c = ProducerConfig::default();
-        for (k, v) in props {
-            c.set(k.as_ref(), v.as_ref())?;
-        }
-        Ok(c)
+        from_properties(ProducerConfig::default(), ProducerConfig::set, props)
     }
 
     /// Sets one property by its librdkafka/Java name.
@@ -138,9 +137,7 @@ impl ProducerConfig {
     /// [`ConfigError::InvalidValue`] for a value that does not parse.
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ConfigError> {
         if !self.try_set(key, value)? {
-            return Err(ConfigError::UnknownKey {
-                key: key.to_owned(),
-            });
+            return Err(unknown_key(key));
         }
         Ok(self)
     }
@@ -169,18 +166,13 @@ impl ProducerConfig {
                 self.max_record_bytes = parse_num(key, value, 100)?
             }
             "buffer.memory" => self.buffer_bytes = parse_num(key, value, 1024)?,
-            "queue.buffering.max.kbytes" => {
-                self.buffer_bytes = parse_num::<usize>(key, value, 1)?.saturating_mul(1024)
-            }
+            "queue.buffering.max.kbytes" => self.buffer_bytes = parse_kib(key, value)?,
             "queue.buffering.max.messages" => self.buffer_records = parse_num(key, value, 1)?,
             "max.block.ms" => self.max_block = parse_ms(key, value, 0)?,
             "max.in.flight.requests.per.connection" | "max.in.flight" => {
                 self.max_in_flight = parse_num(key, value, 1)?
             }
-            "transactional.id" => {
-                let id = value.trim();
-                self.transactional_id = (!id.is_empty()).then(|| id.to_owned());
-            }
+            "transactional.id" => self.transactional_id = non_empty(value),
             "transaction.timeout.ms" => self.transaction_timeout = parse_ms(key, value, 1)?,
             _ => return self.client.try_set(key, value),
         }
