@@ -254,6 +254,7 @@ impl ConsumerConfig {
     }
 
     /// Sets `group.protocol`.
+    #[must_use]
     pub fn with_group_protocol(mut self, protocol: GroupProtocol) -> Self {
         self.group_protocol = protocol;
         self
@@ -275,18 +276,21 @@ impl ConsumerConfig {
     }
 
     /// Sets `group.id`.
+    #[must_use]
     pub fn with_group_id(mut self, group: impl Into<String>) -> Self {
         self.group_id = non_empty(&group.into());
         self
     }
 
     /// Sets `auto.offset.reset`.
+    #[must_use]
     pub fn with_offset_reset(mut self, reset: OffsetReset) -> Self {
         self.offset_reset = reset;
         self
     }
 
     /// Sets `enable.auto.commit`.
+    #[must_use]
     pub fn with_auto_commit(mut self, on: bool) -> Self {
         self.auto_commit = on;
         self
@@ -304,12 +308,14 @@ impl ConsumerConfig {
     }
 
     /// Sets the prefetch budget in bytes (at least 1 KiB).
+    #[must_use]
     pub fn with_prefetch_budget(mut self, bytes: usize) -> Self {
         self.prefetch_budget = bytes.max(1024);
         self
     }
 
     /// Sets `isolation.level`.
+    #[must_use]
     pub fn with_isolation(mut self, isolation: IsolationLevel) -> Self {
         self.isolation = isolation;
         self
@@ -323,6 +329,7 @@ impl ConsumerConfig {
     }
 
     /// Sets `partition.assignment.strategy`.
+    #[must_use]
     pub fn with_assignment_strategy(mut self, strategies: &[AssignmentStrategy]) -> Self {
         if !strategies.is_empty() {
             self.strategies = strategies.to_vec();

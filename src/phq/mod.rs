@@ -92,6 +92,7 @@ impl<T> Message<T> {
 
     /// Sets the refs. As in the Python library, one ref object becomes `[ref]`, an array
     /// passes through, and null becomes `[]`.
+    #[must_use]
     pub fn with_refs(mut self, refs: Value) -> Self {
         self.refs = match refs {
             Value::Null => Vec::new(),

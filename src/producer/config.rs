@@ -190,24 +190,28 @@ impl ProducerConfig {
     }
 
     /// Sets `linger.ms`.
+    #[must_use]
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
     }
 
     /// Sets `acks`.
+    #[must_use]
     pub fn with_acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
         self
     }
 
     /// Sets `compression.type`.
+    #[must_use]
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
     }
 
     /// Sets `enable.idempotence`.
+    #[must_use]
     pub fn with_idempotence(mut self, on: bool) -> Self {
         self.idempotence = on;
         self.idempotence_set = true;
@@ -215,6 +219,7 @@ impl ProducerConfig {
     }
 
     /// Sets `batch.size` (bytes) and `batch.num.messages`.
+    #[must_use]
     pub fn with_batch_limits(mut self, bytes: usize, records: usize) -> Self {
         self.batch_size = bytes.max(1);
         self.batch_records = records.max(1);
@@ -223,6 +228,7 @@ impl ProducerConfig {
 
     /// Sets the buffer bounds (`buffer.memory` in bytes, `queue.buffering.max.messages`)
     /// and how long `send` waits for room (`max.block.ms`).
+    #[must_use]
     pub fn with_buffer(mut self, bytes: usize, records: usize, max_block: Duration) -> Self {
         self.buffer_bytes = bytes.max(1);
         self.buffer_records = records.max(1);
@@ -231,18 +237,21 @@ impl ProducerConfig {
     }
 
     /// Sets `delivery.timeout.ms`.
+    #[must_use]
     pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
         self.delivery_timeout = timeout;
         self
     }
 
     /// Sets `message.max.bytes`: the largest record `send` accepts.
+    #[must_use]
     pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record_bytes = bytes;
         self
     }
 
     /// Sets `transactional.id`, which makes the producer transactional.
+    #[must_use]
     pub fn with_transactional_id(mut self, id: impl Into<String>) -> Self {
         self.transactional_id = Some(id.into());
         self
@@ -254,6 +263,7 @@ impl ProducerConfig {
     }
 
     /// Sets `transaction.timeout.ms`.
+    #[must_use]
     pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
         self.transaction_timeout = timeout;
         self

@@ -90,24 +90,28 @@ impl ProducerRecord {
     }
 
     /// Sets the key.
+    #[must_use]
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// Sets the value.
+    #[must_use]
     pub fn with_value(mut self, value: impl Into<Bytes>) -> Self {
         self.value = Some(value.into());
         self
     }
 
     /// Sends to this partition instead of the partitioner's choice.
+    #[must_use]
     pub fn with_partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
     }
 
     /// Adds a header.
+    #[must_use]
     pub fn with_header(mut self, name: impl Into<Bytes>, value: Option<Bytes>) -> Self {
         self.headers.push(RecordHeader {
             key: name.into(),
@@ -117,6 +121,7 @@ impl ProducerRecord {
     }
 
     /// Sets the timestamp (milliseconds since the epoch).
+    #[must_use]
     pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
         self.timestamp_ms = Some(timestamp_ms);
         self
