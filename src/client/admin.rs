@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tracing::{info, Instrument};
 
-use super::Client;
+use super::{check, s, Client};
 use crate::error::{Error, KafkaCode, Result};
 use crate::group_protocol::decode_assignment;
 use crate::offsets::TopicPartition;
@@ -148,17 +148,6 @@ impl NewTopic {
     pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.configs.push((key.into(), value.into()));
         self
-    }
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_owned())
-}
-
-fn check(code: i16, message: Option<&str>, what: impl FnOnce() -> String) -> Result<()> {
-    match Error::from_code(code, message, what) {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 

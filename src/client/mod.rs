@@ -31,6 +31,21 @@ pub use admin::{
 };
 pub use data::{Acks, FetchOptions, FetchedPartition, IsolationLevel, OffsetSpec, ProduceAck};
 
+/// A Kafka protocol string (`StrBytes`) holding a copy of `v`; for the requests built
+/// here and by the group and transaction coordinators' clients.
+pub(crate) fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+/// `Ok` for error code 0 (NONE), else the error the code stands for, with the broker's
+/// `message` if it sent one; `what` names the request (for the error's text).
+pub(crate) fn check(code: i16, message: Option<&str>, what: impl FnOnce() -> String) -> Result<()> {
+    match Error::from_code(code, message, what) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// A connection to a Kafka cluster.
 ///
 /// Created with [`Client::connect`]; clones share everything.

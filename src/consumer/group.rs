@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::TopicPartition;
 use crate::backoff::Backoff;
-use crate::client::Client;
+use crate::client::{check, s, Client};
 use crate::conn::Connection;
 use crate::error::{Error, KafkaCode, Result};
 
@@ -76,17 +76,6 @@ pub(super) fn coordinator_moved(e: &Error) -> bool {
         e,
         Error::Disconnected { .. } | Error::Io { .. } | Error::Timeout { .. }
     )
-}
-
-pub(super) fn check(code: i16, what: impl FnOnce() -> String) -> Result<()> {
-    match Error::from_code(code, None, what) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-pub(super) fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_owned())
 }
 
 impl GroupClient {
@@ -346,7 +335,9 @@ impl GroupClient {
             let req = req.clone();
             async move {
                 let (_, resp) = conn.request(&req).await?;
-                check(resp.error_code, || format!("sync group {}", self.group_id))?;
+                check(resp.error_code, None, || {
+                    format!("sync group {}", self.group_id)
+                })?;
                 Ok(resp.assignment)
             }
         })
@@ -369,7 +360,7 @@ impl GroupClient {
             .with_member_id(s(&m.member_id))
             .with_group_instance_id(self.instance());
         let result = match conn.request(&req).await {
-            Ok((_, resp)) => check(resp.error_code, || {
+            Ok((_, resp)) => check(resp.error_code, None, || {
                 format!("heartbeat to group {}", self.group_id)
             }),
             Err(e) => Err(e),
@@ -405,7 +396,9 @@ impl GroupClient {
             let resp = conn
                 .request_at(&req, version, self.client.config().request_timeout)
                 .await?;
-            check(resp.error_code, || format!("leave group {}", self.group_id))
+            check(resp.error_code, None, || {
+                format!("leave group {}", self.group_id)
+            })
         }
         .await;
         match result {
@@ -464,7 +457,7 @@ impl GroupClient {
                 let (_, resp) = conn.request(&req).await?;
                 for t in &resp.topics {
                     for p in &t.partitions {
-                        check(p.error_code, || {
+                        check(p.error_code, None, || {
                             format!(
                                 "commit offset of {}[{}] for group {}",
                                 t.name.as_str(),
@@ -560,12 +553,12 @@ impl GroupClient {
                         .collect();
                     (resp.error_code, rows)
                 };
-                check(code, || {
+                check(code, None, || {
                     format!("fetch committed offsets of group {}", self.group_id)
                 })?;
                 let mut out = HashMap::new();
                 for (topic, partition, offset, epoch, code) in rows {
-                    check(code, || {
+                    check(code, None, || {
                         format!(
                             "fetch committed offset of {topic}[{partition}] for group {}",
                             self.group_id

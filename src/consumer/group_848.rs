@@ -15,7 +15,8 @@ use kafka_protocol::messages::consumer_group_heartbeat_request::{
 use kafka_protocol::messages::{GroupId, TopicName};
 use uuid::Uuid;
 
-use super::group::{coordinator_moved, s, GroupClient};
+use super::group::{coordinator_moved, GroupClient};
+use crate::client::s;
 use crate::error::{ConfigError, Error, Result};
 
 /// The member epoch a member joins (or rejoins after being fenced) with.

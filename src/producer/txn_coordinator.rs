@@ -16,12 +16,11 @@ use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{GroupId, TopicName, TransactionalId};
-use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use super::accumulator::Tp;
 use crate::backoff::Backoff;
-use crate::client::Client;
+use crate::client::{check, s, Client};
 use crate::conn::Connection;
 use crate::error::{Error, KafkaCode, Result};
 use crate::offsets::{ConsumerGroupMetadata, TopicPartition};
@@ -63,17 +62,6 @@ fn moved(err: &Error) -> bool {
         err,
         Error::Disconnected { .. } | Error::Io { .. } | Error::Timeout { .. }
     )
-}
-
-fn check(code: i16, what: impl FnOnce() -> String) -> Result<()> {
-    match Error::from_code(code, None, what) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_owned())
 }
 
 /// The transaction coordinator of one transactional id, and its requests. Requests go
@@ -180,7 +168,7 @@ impl Coordinator {
                     req = req.with_producer_id(pid.into()).with_producer_epoch(epoch);
                 }
                 let resp = conn.request_at(&req, version, request_timeout).await?;
-                check(resp.error_code, || {
+                check(resp.error_code, None, || {
                     format!("InitProducerId for transactional.id {id}")
                 })?;
                 Ok((resp.producer_id.0, resp.producer_epoch))
@@ -222,7 +210,7 @@ impl Coordinator {
                     .with_v3_and_below_producer_epoch(epoch)
                     .with_v3_and_below_topics(topics);
                 let resp = conn.request_at(&req, version, request_timeout).await?;
-                check(resp.error_code, || "AddPartitionsToTxn".to_owned())?;
+                check(resp.error_code, None, || "AddPartitionsToTxn".to_owned())?;
                 // The first real error (the others say OPERATION_NOT_ATTEMPTED).
                 let errors: Vec<Error> = resp
                     .results_by_topic_v3_and_below
@@ -268,7 +256,7 @@ impl Coordinator {
                     .with_producer_epoch(epoch)
                     .with_group_id(GroupId(s(group)));
                 let resp = conn.request_at(&req, version, request_timeout).await?;
-                check(resp.error_code, || {
+                check(resp.error_code, None, || {
                     format!("AddOffsetsToTxn for group {group}")
                 })
             }
@@ -322,7 +310,7 @@ impl Coordinator {
                 let resp = conn.request_at(&req, version, request_timeout).await?;
                 for t in &resp.topics {
                     for p in &t.partitions {
-                        check(p.error_code, || {
+                        check(p.error_code, None, || {
                             format!(
                                 "TxnOffsetCommit {}[{}] for group {}",
                                 t.name.0, p.partition_index, group.group_id
@@ -362,7 +350,7 @@ impl Coordinator {
                     .with_producer_epoch(epoch)
                     .with_committed(commit);
                 let resp = conn.request_at(&req, version, request_timeout).await?;
-                check(resp.error_code, || what.to_owned())
+                check(resp.error_code, None, || what.to_owned())
             }
         })
         .await
