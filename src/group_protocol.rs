@@ -1,7 +1,7 @@
 //! The `consumer` protocol type's encodings that a classic group's members exchange
 //! through the coordinator: a member's *subscription* (`ConsumerProtocolSubscription`, in
 //! JoinGroup) and its *assignment* (`ConsumerProtocolAssignment`, in SyncGroup). Used by
-//! the classic group's assignors (`consumer/assignor.rs`) and by group administration
+//! the classic group's assignors (`consumer/assignor/`) and by group administration
 //! (`admin.rs`: the members' assignments of `describe_group`).
 //!
 //! Subscriptions are written at [`SUBSCRIPTION_VERSION`] (3), as Java 3.5+ and 4.x send for
@@ -246,4 +246,227 @@ fn str_bytes(s: &str) -> StrBytes {
 
 fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Copies of two helpers of the assignor tests (`consumer/assignor/mod.rs`).
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition::new(topic, partition)
+    }
+
+    fn subscription(topics: &[&str]) -> Subscription {
+        Subscription {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..Subscription::default()
+        }
+    }
+
+    /// The subscription of Java's `ConsumerProtocolTest`: topics foo and bar, user data
+    /// "hello", owning foo-0 and bar-0, generation 1, rack "rack-a".
+    fn java_subscription() -> Subscription {
+        Subscription {
+            topics: vec!["foo".into(), "bar".into()],
+            user_data: Some(Bytes::from_static(b"hello")),
+            owned_partitions: vec![tp("foo", 0), tp("bar", 0)],
+            generation_id: 1,
+            rack_id: Some("rack-a".into()),
+        }
+    }
+
+    /// Its bytes per version, built by hand from ConsumerProtocolSubscription.json
+    /// (topics []string, user_data nullable bytes, v1+ owned [topic string, partitions
+    /// []int32], v2+ generation int32, v3+ rack_id nullable string), with topics and owned
+    /// partitions sorted as Java 3.x+ writes them.
+    fn java_subscription_bytes(version: i16) -> Vec<u8> {
+        let mut b = vec![0x00, version as u8];
+        // topics: [bar, foo]
+        b.extend_from_slice(&[0, 0, 0, 2, 0, 3, b'b', b'a', b'r', 0, 3, b'f', b'o', b'o']);
+        // user data: "hello"
+        b.extend_from_slice(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']);
+        if version >= 1 {
+            // owned: [bar [0], foo [0]]
+            b.extend_from_slice(&[0, 0, 0, 2]);
+            b.extend_from_slice(&[0, 3, b'b', b'a', b'r', 0, 0, 0, 1, 0, 0, 0, 0]);
+            b.extend_from_slice(&[0, 3, b'f', b'o', b'o', 0, 0, 0, 1, 0, 0, 0, 0]);
+        }
+        if version >= 2 {
+            b.extend_from_slice(&[0, 0, 0, 1]);
+        }
+        if version >= 3 {
+            b.extend_from_slice(&[0, 6, b'r', b'a', b'c', b'k', b'-', b'a']);
+        }
+        b
+    }
+
+    #[test]
+    fn subscription_v3_bytes_match_java() {
+        let expected: &[u8] = &[
+            0x00, 0x03, // version 3
+            0x00, 0x00, 0x00, 0x02, // 2 topics
+            0x00, 0x03, b'b', b'a', b'r', //
+            0x00, 0x03, b'f', b'o', b'o', //
+            0x00, 0x00, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', // user data
+            0x00, 0x00, 0x00, 0x02, // 2 owned topics
+            0x00, 0x03, b'b', b'a', b'r', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x03, b'f', b'o', b'o', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x01, // generation 1
+            0x00, 0x06, b'r', b'a', b'c', b'k', b'-', b'a', // rack
+        ];
+        let encoded = encode_subscription(&java_subscription(), SUBSCRIPTION_VERSION);
+        assert_eq!(&encoded[..], expected);
+        assert_eq!(java_subscription_bytes(3), expected);
+    }
+
+    #[test]
+    fn subscription_bytes_and_round_trip_every_version() {
+        let s = java_subscription();
+        for version in 0..=3i16 {
+            let encoded = encode_subscription(&s, version);
+            assert_eq!(
+                &encoded[..],
+                &java_subscription_bytes(version)[..],
+                "v{version}"
+            );
+            let decoded = decode_subscription(&encoded).unwrap();
+            assert_eq!(decoded.topics, vec!["bar".to_string(), "foo".to_string()]);
+            assert_eq!(decoded.user_data, s.user_data);
+            if version >= 1 {
+                assert_eq!(decoded.owned_partitions, vec![tp("bar", 0), tp("foo", 0)]);
+            } else {
+                assert!(decoded.owned_partitions.is_empty());
+            }
+            assert_eq!(decoded.generation_id, if version >= 2 { 1 } else { -1 });
+            let rack = (version >= 3).then(|| "rack-a".to_string());
+            assert_eq!(decoded.rack_id, rack);
+            // Re-encoding what was decoded gives the same bytes.
+            assert_eq!(encode_subscription(&decoded, version), encoded);
+        }
+    }
+
+    #[test]
+    fn subscription_minimal_and_nulls() {
+        // What a fresh Paperboy member sends: no user data, nothing owned, no rack.
+        let s = subscription(&["t"]);
+        let encoded = encode_subscription(&s, 3);
+        let expected: &[u8] = &[
+            0, 3, 0, 0, 0, 1, 0, 1, b't', // version, topics [t]
+            0xff, 0xff, 0xff, 0xff, // null user data
+            0, 0, 0, 0, // no owned partitions
+            0xff, 0xff, 0xff, 0xff, // generation -1
+            0xff, 0xff, // null rack
+        ];
+        assert_eq!(&encoded[..], expected);
+        assert_eq!(decode_subscription(&encoded).unwrap(), s);
+        // Empty (not null) user data, as librdkafka sends, survives.
+        let mut s = subscription(&["t"]);
+        s.user_data = Some(Bytes::new());
+        assert_eq!(decode_subscription(&encode_subscription(&s, 1)).unwrap(), s);
+        // An empty rack id reads as none, as in Java.
+        let mut s = subscription(&["t"]);
+        s.rack_id = Some(String::new());
+        assert_eq!(
+            decode_subscription(&encode_subscription(&s, 3))
+                .unwrap()
+                .rack_id,
+            None
+        );
+        // Versions out of range are clamped; negative generations are written as -1.
+        let mut s = subscription(&["t"]);
+        s.generation_id = -7;
+        assert_eq!(
+            encode_subscription(&s, 42),
+            encode_subscription(&subscription(&["t"]), 3)
+        );
+        assert_eq!(encode_subscription(&s, -1)[..2], [0, 0]);
+    }
+
+    #[test]
+    fn subscription_from_a_future_version_reads_as_v3() {
+        let mut b = java_subscription_bytes(3);
+        b[1] = 9;
+        b.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x00]); // fields of version 9
+        let decoded = decode_subscription(&b).unwrap();
+        assert_eq!(decoded.generation_id, 1);
+        assert_eq!(decoded.rack_id.as_deref(), Some("rack-a"));
+        assert_eq!(decoded.owned_partitions, vec![tp("bar", 0), tp("foo", 0)]);
+    }
+
+    #[test]
+    fn subscription_decode_errors() {
+        assert!(decode_subscription(&[]).is_err());
+        assert!(decode_subscription(&[0]).is_err());
+        assert!(decode_subscription(&[0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // Truncated at every length.
+        let full = java_subscription_bytes(3);
+        for len in 0..full.len() {
+            assert!(decode_subscription(&full[..len]).is_err(), "len {len}");
+        }
+        // A topic count far beyond the bytes present fails cleanly.
+        assert!(decode_subscription(&[0, 0, 0x7f, 0xff, 0xff, 0xff]).is_err());
+        // Not UTF-8.
+        assert!(
+            decode_subscription(&[0, 0, 0, 0, 0, 1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
+        );
+    }
+
+    #[test]
+    fn assignment_bytes_match_java() {
+        // Java's ConsumerProtocolTest assignment: foo-1 and bar-2, user data "hello".
+        let expected: &[u8] = &[
+            0x00, 0x03, // version 3
+            0x00, 0x00, 0x00, 0x02, // 2 topics
+            0x00, 0x03, b'b', b'a', b'r', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00,
+            0x03, b'f', b'o', b'o', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x05, b'h', b'e', b'l', b'l', b'o', // user data
+        ];
+        let encoded = encode_assignment(
+            &[tp("foo", 1), tp("bar", 2)],
+            Some(Bytes::from_static(b"hello")),
+        );
+        assert_eq!(&encoded[..], expected);
+        // No partitions, null user data.
+        assert_eq!(
+            &encode_assignment(&[], None)[..],
+            &[0, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        // Several partitions of one topic, unsorted and repeated on input.
+        assert_eq!(
+            &encode_assignment(&[tp("t", 2), tp("t", 0), tp("t", 2)], None)[..],
+            &[
+                0, 3, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xff, 0xff,
+                0xff
+            ]
+        );
+    }
+
+    #[test]
+    fn assignment_round_trips_and_every_version_decodes() {
+        let partitions = vec![tp("a", 0), tp("a", 5), tp("b", 1), tp("c", 0)];
+        let encoded = encode_assignment(&partitions, None);
+        assert_eq!(decode_assignment(&encoded).unwrap(), partitions);
+        for version in [0i16, 1, 2, 3, 4, 100] {
+            let mut b = encoded.to_vec();
+            b[..2].copy_from_slice(&version.to_be_bytes());
+            assert_eq!(decode_assignment(&b).unwrap(), partitions, "v{version}");
+        }
+        // librdkafka's v0 with empty user data, partitions out of order.
+        let rdkafka: &[u8] = &[
+            0, 0, 0, 0, 0, 1, 0, 1, b'x', 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0,
+        ];
+        assert_eq!(
+            decode_assignment(rdkafka).unwrap(),
+            vec![tp("x", 1), tp("x", 3)]
+        );
+        // Empty member state: empty assignment.
+        assert_eq!(decode_assignment(&[]).unwrap(), vec![]);
+        assert!(decode_assignment(&[0]).is_err());
+        assert!(decode_assignment(&[0x80, 0, 0, 0, 0, 0]).is_err());
+        for len in 1..encoded.len() {
+            assert!(decode_assignment(&encoded[..len]).is_err(), "len {len}");
+        }
+    }
 }
