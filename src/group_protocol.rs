@@ -2,7 +2,7 @@
 //! through the coordinator: a member's *subscription* (`ConsumerProtocolSubscription`, in
 //! JoinGroup) and its *assignment* (`ConsumerProtocolAssignment`, in SyncGroup). Used by
 //! the classic group's assignors (`consumer/assignor/`) and by group administration
-//! (`admin.rs`: the members' assignments of `describe_group`).
+//! (`client/admin.rs`: the members' assignments of `describe_group`).
 //!
 //! Subscriptions are written at [`SUBSCRIPTION_VERSION`] (3), as Java 3.5+ and 4.x send for
 //! every assignor. Assignments are written at [`ASSIGNMENT_VERSION`] (3), again what Java
