@@ -37,18 +37,28 @@ async fn topic_configs_are_described_set_and_removed() {
         .alter_configs(&resource, &[("retention.ms", Some("12345"))])
         .await
         .unwrap();
-    let entries = client.describe_configs(&resource).await.unwrap();
-    let retention = entries.iter().find(|e| e.name == "retention.ms").unwrap();
-    assert_eq!(retention.value.as_deref(), Some("12345"));
-    assert!(!retention.is_default);
+    let retention = |entries: &[paperboy::ConfigEntry]| {
+        entries
+            .iter()
+            .find(|e| e.name == "retention.ms")
+            .cloned()
+            .unwrap()
+    };
+    let entries = common::topic_configs_until(&client, &topic, "retention.ms=12345", |e| {
+        retention(e).value.as_deref() == Some("12345")
+    })
+    .await;
+    assert!(!retention(&entries).is_default);
 
     client
         .alter_configs(&resource, &[("retention.ms", None)])
         .await
         .unwrap();
-    let entries = client.describe_configs(&resource).await.unwrap();
-    let retention = entries.iter().find(|e| e.name == "retention.ms").unwrap();
-    assert!(retention.is_default, "{retention:?}");
+    let entries = common::topic_configs_until(&client, &topic, "retention.ms removed", |e| {
+        retention(e).is_default
+    })
+    .await;
+    assert_ne!(retention(&entries).value.as_deref(), Some("12345"));
 
     let err = client
         .alter_configs(&resource, &[("retention.msec", Some("1"))])

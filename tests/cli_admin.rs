@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use paperboy::consumer::{Consumer, ConsumerConfig};
 use paperboy::producer::{Producer, ProducerConfig, ProducerRecord};
-use paperboy::{ConfigResource, OffsetSpec, TopicPartition};
+use paperboy::{OffsetSpec, TopicPartition};
 use serde_json::Value;
 
 /// Runs `paperboy args`: (success, stdout, stderr).
@@ -123,13 +123,18 @@ async fn topics_are_created_described_changed_listed_and_deleted() {
         "--partitions",
         "4",
     ]);
-    let configs = client
-        .describe_configs(&ConfigResource::Topic(topic.clone()))
-        .await
-        .unwrap();
-    let get = |k: &str| configs.iter().find(|e| e.name == k).unwrap().clone();
-    assert_eq!(get("cleanup.policy").value.as_deref(), Some("compact"));
-    assert!(get("retention.ms").is_default);
+    let find = |configs: &[paperboy::ConfigEntry], k: &str| {
+        configs.iter().find(|e| e.name == k).unwrap().clone()
+    };
+    let configs = common::topic_configs_until(&client, &topic, "the alter-config", |c| {
+        find(c, "cleanup.policy").value.as_deref() == Some("compact")
+            && find(c, "retention.ms").is_default
+    })
+    .await;
+    assert_ne!(
+        find(&configs, "retention.ms").value.as_deref(),
+        Some("3600000")
+    );
     let meta = client.refresh_metadata(&[&topic]).await.unwrap();
     assert_eq!(meta.topic(&topic).unwrap().partitions.len(), 4);
 

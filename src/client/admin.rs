@@ -391,6 +391,11 @@ impl Client {
     /// Changes configuration entries of `resource` (IncrementalAlterConfigs): `Some`
     /// sets a value, `None` removes the setting (back to the default).
     ///
+    /// The call returns once the controller has committed the change; each broker applies
+    /// it as it replays the metadata log, so a [`describe_configs`](Self::describe_configs)
+    /// straight after can still show the old value for a moment (as with Kafka's own
+    /// admin client).
+    ///
     /// # Errors
     /// The broker's error, e.g. INVALID_CONFIG naming the key.
     pub async fn alter_configs(

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use paperboy::{Client, ClientConfig, NewTopic};
+use paperboy::{Client, ClientConfig, ConfigEntry, ConfigResource, NewTopic};
 
 pub mod cluster;
 
@@ -53,6 +53,33 @@ pub async fn new_topic(client: &Client, prefix: &str, partitions: i32) -> String
         .await
         .expect("create topic");
     name
+}
+
+/// The configuration of `topic` once `done` holds for it. A change (IncrementalAlterConfigs)
+/// is acknowledged when the controller has committed it; each broker applies it as it
+/// replays the metadata log, so a describe straight after can still show the old value.
+/// Re-reads for up to 15 s, then panics naming `what` with the last entries read.
+pub async fn topic_configs_until(
+    client: &Client,
+    topic: &str,
+    what: &str,
+    done: impl Fn(&[ConfigEntry]) -> bool,
+) -> Vec<ConfigEntry> {
+    let resource = ConfigResource::Topic(topic.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let entries = client
+            .describe_configs(&resource)
+            .await
+            .expect("describe configs");
+        if done(&entries) {
+            return entries;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{topic}: {what} not seen within 15 s: {entries:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn init_tracing() {
