@@ -210,7 +210,7 @@ impl Client {
                 }
             }
             let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
-            self.wait_for_leaders(&names).await?;
+            self.wait_for_leaders(&names, 1).await?;
             info!(topics = ?names, "created topics");
             Ok(())
         }
@@ -218,14 +218,15 @@ impl Client {
         .await
     }
 
-    /// Waits until every partition of `topics` has a leader known to the metadata.
-    async fn wait_for_leaders(&self, topics: &[&str]) -> Result<()> {
+    /// Waits until each of `topics` has at least `partitions` partitions in the metadata,
+    /// every one with a leader known to it (bounded by `default.api.timeout.ms`).
+    async fn wait_for_leaders(&self, topics: &[&str], partitions: usize) -> Result<()> {
         let deadline = self.deadline();
         loop {
             let c = self.refresh_metadata(topics).await?;
             let ready = topics.iter().all(|t| {
                 c.topic(t).is_some_and(|t| {
-                    !t.partitions.is_empty()
+                    t.partitions.len() >= partitions.max(1)
                         && t.partitions
                             .iter()
                             .all(|p| p.leader >= 0 && c.brokers.contains_key(&p.leader))
@@ -434,10 +435,13 @@ impl Client {
         .await
     }
 
-    /// Grows `topic` to `total` partitions.
+    /// Grows `topic` to `total` partitions, and waits until the metadata shows them all
+    /// with leaders (as [`create_topics`](Self::create_topics) waits for its topics).
     ///
     /// # Errors
-    /// The broker's error, e.g. INVALID_PARTITIONS for a count not above the current one.
+    /// The broker's error, e.g. INVALID_PARTITIONS for a count not above the current one;
+    /// [`Error::Timeout`] if the new partitions do not show within
+    /// `default.api.timeout.ms`.
     pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<()> {
         let timeout = self.config().request_timeout;
         let req = CreatePartitionsRequest::default()
@@ -462,7 +466,8 @@ impl Client {
             },
         )
         .await?;
-        self.refresh_metadata(&[topic]).await.map(|_| ())
+        self.wait_for_leaders(&[topic], usize::try_from(total).unwrap_or(0))
+            .await
     }
 
     /// Every group of the cluster (ListGroups to every broker).
