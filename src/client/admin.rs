@@ -4,7 +4,6 @@
 //! `default.api.timeout.ms` and retries what Kafka marks retriable.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -290,10 +289,11 @@ impl Client {
         .await
     }
 
-    /// Deletes topics.
+    /// Deletes topics, and waits until the metadata no longer shows them.
     ///
     /// # Errors
-    /// The first topic's error, e.g. UNKNOWN_TOPIC_OR_PARTITION as [`Error::Kafka`].
+    /// The first topic's error, e.g. UNKNOWN_TOPIC_OR_PARTITION as [`Error::Kafka`];
+    /// [`Error::Timeout`] if a topic still shows after `default.api.timeout.ms`.
     pub async fn delete_topics(&self, topics: &[&str]) -> Result<()> {
         let timeout = self.inner.config.request_timeout;
         let req = DeleteTopicsRequest::default()
@@ -324,18 +324,24 @@ impl Client {
                 return Err(e);
             }
         }
-        let mut c = (*self.cluster()).clone();
-        for t in topics {
-            if let Some(old) = c.topics.remove(*t) {
-                c.names_by_id.remove(&old.id);
+        // The controller has committed the deletion; brokers apply it as they replay the
+        // metadata log. Wait until the metadata no longer shows the topics (as
+        // `create_topics` waits for leaders): asking for an unknown topic drops it from
+        // the cache.
+        let deadline = self.deadline();
+        loop {
+            let c = self.refresh_metadata(topics).await?;
+            if topics.iter().all(|t| c.topic(t).is_none()) {
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("deletion of {topics:?} to show in the metadata"),
+                    after: self.inner.config.default_api_timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        *self
-            .inner
-            .metadata
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
-        Ok(())
     }
 
     /// The configuration of `resource`: every entry, defaults included.
