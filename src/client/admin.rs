@@ -220,23 +220,36 @@ impl Client {
     /// Waits until each of `topics` has at least `partitions` partitions in the metadata,
     /// every one with a leader known to it (bounded by `default.api.timeout.ms`).
     async fn wait_for_leaders(&self, topics: &[&str], partitions: usize) -> Result<()> {
+        self.wait_for_metadata(topics, "leaders", |c, t| {
+            c.topic(t).is_some_and(|t| {
+                t.partitions.len() >= partitions.max(1)
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.leader >= 0 && c.brokers.contains_key(&p.leader))
+            })
+        })
+        .await
+    }
+
+    /// Asks for the metadata of `topics` until `shows` holds for each of them, for up
+    /// to `default.api.timeout.ms` (then [`Error::Timeout`] naming `what`). An admin
+    /// change is acknowledged when the controller has committed it; brokers apply it as
+    /// they replay the metadata log.
+    async fn wait_for_metadata(
+        &self,
+        topics: &[&str],
+        what: &str,
+        shows: impl Fn(&crate::metadata::Cluster, &str) -> bool,
+    ) -> Result<()> {
         let deadline = self.deadline();
         loop {
             let c = self.refresh_metadata(topics).await?;
-            let ready = topics.iter().all(|t| {
-                c.topic(t).is_some_and(|t| {
-                    t.partitions.len() >= partitions.max(1)
-                        && t.partitions
-                            .iter()
-                            .all(|p| p.leader >= 0 && c.brokers.contains_key(&p.leader))
-                })
-            });
-            if ready {
+            if topics.iter().all(|t| shows(&c, t)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    what: format!("leaders for {topics:?}"),
+                    what: format!("{what} of {topics:?} in the metadata"),
                     after: self.inner.config.default_api_timeout,
                 });
             }
@@ -324,24 +337,10 @@ impl Client {
                 return Err(e);
             }
         }
-        // The controller has committed the deletion; brokers apply it as they replay the
-        // metadata log. Wait until the metadata no longer shows the topics (as
-        // `create_topics` waits for leaders): asking for an unknown topic drops it from
-        // the cache.
-        let deadline = self.deadline();
-        loop {
-            let c = self.refresh_metadata(topics).await?;
-            if topics.iter().all(|t| c.topic(t).is_none()) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("deletion of {topics:?} to show in the metadata"),
-                    after: self.inner.config.default_api_timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Until the metadata no longer shows the topics (asking for an unknown topic drops
+        // it from the cache).
+        self.wait_for_metadata(topics, "deletion", |c, t| c.topic(t).is_none())
+            .await
     }
 
     /// The configuration of `resource`: every entry, defaults included.

@@ -319,15 +319,7 @@ impl Consumer {
         }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let cluster = self.inner.client.refresh_metadata(&names).await?;
-        let counts: BTreeMap<String, i32> = names
-            .iter()
-            .filter_map(|t| {
-                cluster
-                    .topic(t)
-                    .filter(|t| !t.partitions.is_empty())
-                    .map(|topic| (t.to_string(), topic.partitions.len() as i32))
-            })
-            .collect();
+        let counts = partition_counts(&cluster, &names);
         let plan = assignor::assign(strategy, &members, &counts);
         debug!(?plan, "assignment computed as leader");
         Ok((
@@ -471,15 +463,7 @@ pub(super) async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
         if let Some((topics, Some(from))) = check {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             if let Ok(cluster) = inner.client.refresh_metadata(&names).await {
-                let now: BTreeMap<String, i32> = names
-                    .iter()
-                    .filter_map(|t| {
-                        cluster
-                            .topic(t)
-                            .filter(|t| !t.partitions.is_empty())
-                            .map(|topic| (t.to_string(), topic.partitions.len() as i32))
-                    })
-                    .collect();
+                let now = partition_counts(&cluster, &names);
                 if now != from {
                     info!(
                         group = group.group_id(),
@@ -491,4 +475,18 @@ pub(super) async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
             }
         }
     }
+}
+
+/// The partition count of each of `topics` the metadata knows with partitions: what a
+/// leader assigns, and what it compares to notice a topic grow.
+fn partition_counts(cluster: &crate::metadata::Cluster, topics: &[&str]) -> BTreeMap<String, i32> {
+    topics
+        .iter()
+        .filter_map(|t| {
+            cluster
+                .topic(t)
+                .filter(|topic| !topic.partitions.is_empty())
+                .map(|topic| (t.to_string(), topic.partitions.len() as i32))
+        })
+        .collect()
 }
